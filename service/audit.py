@@ -1,0 +1,48 @@
+"""Builds the audit record of an operation (PDL: who, where, whose data, what, when, outcome). Pure.
+
+``operations`` adds the record in the same unit of work as the effect, so both commit or neither does;
+a refusal is recorded too, with outcome ``denied``. Records never hold document content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from service.model import AuditRecord, Caller, Certificate, Outcome, PersonId
+
+
+def record(
+    caller: Caller,
+    *,
+    action: str,
+    outcome: Outcome,
+    now: dt.datetime,
+    patient: PersonId | None,
+    certificates: Iterable[Certificate] = (),
+    certificate_ids: Iterable[str] = (),
+    detail: str = "",
+) -> AuditRecord:
+    certificates = tuple(certificates)
+    ids = tuple(dict.fromkeys([*(c.id for c in certificates), *certificate_ids]))
+    # Where the caller does not name the care unit it acts for, the record names the unit whose
+    # record was accessed, so the citizen's log extract can still say where the data came from.
+    unit = caller.care_unit_id
+    giver = caller.care_giver_id
+    if unit is None and giver is None and len(certificates) == 1:
+        unit = certificates[0].care_unit.unit_id
+        giver = certificates[0].care_unit.care_giver_id
+    return AuditRecord(
+        at=now,
+        action=action,
+        outcome=outcome,
+        actor_kind=caller.kind,
+        actor_id=caller.system_id,
+        channel=caller.channel,
+        patient=patient,
+        certificate_ids=ids,
+        care_unit_id=unit,
+        care_giver_id=giver,
+        actor_person_id=caller.person_id,
+        detail=detail,
+    )

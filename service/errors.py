@@ -1,0 +1,74 @@
+"""The one error hierarchy of the service.
+
+Every refusal or failure an operation can report is one of these classes. Each adapter maps the
+tree in one table (``soap/faults.py``, ``rest/errors.py``) and ``tests/unit/test_error_maps.py``
+keeps those tables complete.
+
+    ServiceError
+    ├── InvalidInput                 the request is malformed or names impossible values
+    │   ├── InvalidPersonId          not a valid personnummer / samordningsnummer
+    │   ├── InvalidStatusChange      this party may not set this status (SetCertificateStatus)
+    │   └── PatientMismatch          the request names another patient than the certificate has
+    ├── CertificateNotFound          no such certificate, or not visible to this caller
+    ├── Conflict
+    │   ├── CertificateIdConflict    rule 1: the id is taken by another patient's certificate
+    │   └── CertificateRevoked       the certificate is revoked; the action needs a valid one
+    ├── Denied                       a refusal that is audited with outcome "denied"
+    │   ├── ConsentRequired          rule 2: the citizen has not given consent
+    │   └── NotPermitted             the caller may not act on this certificate
+    └── ConcurrentChange             a concurrent transaction won; the operation may be retried
+
+Messages are safe to show to a caller: they never hold a personal identity number or document text.
+"""
+
+
+class ServiceError(Exception):
+    """Base of every error an operation raises on purpose."""
+
+
+class InvalidInput(ServiceError):
+    pass
+
+
+class InvalidPersonId(InvalidInput):
+    pass
+
+
+class InvalidStatusChange(InvalidInput):
+    pass
+
+
+class PatientMismatch(InvalidInput):
+    pass
+
+
+class CertificateNotFound(ServiceError):
+    pass
+
+
+class Conflict(ServiceError):
+    pass
+
+
+class CertificateIdConflict(Conflict):
+    pass
+
+
+class CertificateRevoked(Conflict):
+    pass
+
+
+class Denied(ServiceError):
+    pass
+
+
+class ConsentRequired(Denied):
+    pass
+
+
+class NotPermitted(Denied):
+    pass
+
+
+class ConcurrentChange(ServiceError):
+    pass

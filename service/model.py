@@ -1,0 +1,203 @@
+"""The domain model: certificates, their availability flags and status history, and consent.
+
+Frozen dataclasses and enums; no I/O. The words follow ``DOMAIN.md``.
+
+Glossary (Swedish terms of the contracts and the trade, used nowhere else in identifiers):
+    intyg                  certificate
+    intygs-id              certificate id
+    makulera               revoke
+    arkivera               archive (the citizen hides a certificate from the direct view)
+    samtycke               consent
+    vårdgivare             care giver (the organisation, e.g. a region), HSA id
+    vårdenhet / enhet      care unit, HSA id
+    arbetsplatskod         workplace code of a care unit
+    personnummer           Swedish personal identity number, 12 digits YYYYMMDDNNNC
+    samordningsnummer      co-ordination number: a personnummer whose day is raised by 60
+    invånare (INVANA)      the citizen, as a party
+    HSVARD                 health care, as a party
+    Försäkringskassan      the Social Insurance Agency (party FKASSA), a recipient
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+
+from service import errors
+
+
+class StatusCode(enum.StrEnum):
+    """Status history codes of DOMAIN.md."""
+
+    RECEIV = "RECEIV"
+    SENTTO = "SENTTO"
+    CANCEL = "CANCEL"
+    DELETE = "DELETE"
+    RESTOR = "RESTOR"
+
+
+class Party(enum.StrEnum):
+    """The parties a status event relates to."""
+
+    HSVARD = "HSVARD"
+    INVANA = "INVANA"
+    FKASSA = "FKASSA"
+    TRANSP = "TRANSP"
+    AF = "AF"
+    SKV = "SKV"
+    SOS = "SOS"
+
+    @property
+    def is_recipient(self) -> bool:
+        return self not in (Party.HSVARD, Party.INVANA)
+
+
+class CallerKind(enum.StrEnum):
+    CARE_SYSTEM = "care_system"
+    CITIZEN = "citizen"
+    RECIPIENT = "recipient"
+    OPERATOR = "operator"
+
+
+class Channel(enum.StrEnum):
+    SOAP = "soap"
+    REST = "rest"
+    CLI = "cli"
+
+
+class Outcome(enum.StrEnum):
+    OK = "ok"
+    INFO = "info"
+    DENIED = "denied"
+    ERROR = "error"
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(digits):
+        product = int(char) * (2 if index % 2 == 0 else 1)
+        total += product - 9 if product > 9 else product
+    return total % 10 == 0
+
+
+@dataclass(frozen=True, slots=True)
+class PersonId:
+    """A validated, normalised personnummer or samordningsnummer (12 digits, no separator).
+
+    ``repr`` hides the number so that it cannot reach a log line by accident.
+    """
+
+    value: str = field(repr=False)
+
+    @classmethod
+    def parse(cls, raw: str) -> PersonId:
+        text = raw.strip()
+        # Callers write YYYYMMDD-NNNC as often as YYYYMMDDNNNC; the separator carries nothing.
+        if len(text) == 13 and text[8] in "-+":
+            text = text[:8] + text[9:]
+        if len(text) != 12 or not text.isascii() or not text.isdigit():
+            raise errors.InvalidPersonId("a personal identity number has 12 digits")
+        year, month, day = int(text[:4]), int(text[4:6]), int(text[6:8])
+        if day > 60:
+            day -= 60
+        try:
+            dt.date(year, month, day)
+        except ValueError:
+            raise errors.InvalidPersonId("a personal identity number starts with a valid date") from None
+        if not _luhn_ok(text[2:]):
+            raise errors.InvalidPersonId("the check digit of the personal identity number is wrong")
+        return cls(text)
+
+    @property
+    def is_coordination_number(self) -> bool:
+        return int(self.value[6:8]) > 60
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    code: StatusCode
+    party: Party
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CareUnit:
+    """Where the certificate was written: the care unit and its care giver, with HSA ids and names."""
+
+    unit_id: str
+    unit_name: str
+    workplace_code: str
+    care_giver_id: str
+    care_giver_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """One stored certificate: the list fields, the two availability flags and the status history.
+
+    The document (the certificate as the care system sent it) is kept apart and loaded only by a get.
+    """
+
+    id: str
+    id_root: str
+    type_code: str
+    type_code_system: str
+    type_display_name: str
+    type_version: str
+    patient: PersonId
+    signed_at: dt.datetime | None
+    issuer_id: str
+    issuer_name: str
+    care_unit: CareUnit
+    registered_at: dt.datetime
+    care_available: bool = True
+    citizen_available: bool = True
+    revoked: bool = False
+    status_events: tuple[StatusEvent, ...] = ()
+
+    def sent_to(self) -> tuple[Party, ...]:
+        return tuple(dict.fromkeys(e.party for e in self.status_events if e.code is StatusCode.SENTTO))
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """The citizen's consent. A citizen never seen has not given it (DOMAIN.md)."""
+
+    patient: PersonId
+    given: bool
+    changed_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: a care system (with the care unit/giver it acts for), a citizen, a recipient.
+
+    ``system_id`` is the calling system (HSA id or logical address); ``person_id`` names a citizen or a
+    health care professional where the request does.
+    """
+
+    kind: CallerKind
+    channel: Channel
+    system_id: str
+    person_id: str | None = field(default=None, repr=False)
+    care_unit_id: str | None = None
+    care_giver_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what to whose certificates, when, and how it ended (PDL)."""
+
+    at: dt.datetime
+    action: str
+    outcome: Outcome
+    actor_kind: CallerKind
+    actor_id: str
+    channel: Channel
+    patient: PersonId | None = field(repr=False)
+    certificate_ids: tuple[str, ...] = ()
+    care_unit_id: str | None = None
+    care_giver_id: str | None = None
+    actor_person_id: str | None = field(default=None, repr=False)
+    detail: str = ""

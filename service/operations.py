@@ -1,0 +1,407 @@
+"""One function per use case: the only place a transaction begins and ends.
+
+Every function follows the same steps: open the unit of work, load through repositories, ask
+``rules``, apply the decision, add the audit record, commit. Leaving the block rolls back whatever
+was not committed. A refusal is audited (outcome ``denied`` or ``error``) and committed before the
+domain error is raised. Permanent deletion (rules 5 and 6) happens in the unit of work of its cause.
+
+Adapters (``soap``, ``rest``) call these with plain values; they never test a flag or consent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol, Self, TypeVar
+
+from service import audit, errors, rules
+from service.model import (
+    AuditRecord,
+    Caller,
+    Certificate,
+    Consent,
+    Outcome,
+    Party,
+    PersonId,
+    StatusCode,
+    StatusEvent,
+)
+
+T = TypeVar("T")
+
+# A concurrent transaction on the same certificate or citizen makes ours fail at commit; running
+# the whole operation again sees the winner's result (e.g. rule 1's "already exists").
+RETRIES = 3
+
+
+class CertificateRepository(Protocol):
+    async def get(self, certificate_id: str) -> Certificate | None: ...
+
+    async def get_document(self, certificate_id: str) -> bytes | None: ...
+
+    async def add(self, certificate: Certificate, document: bytes) -> None: ...
+
+    async def list_for_patient(
+        self,
+        patient: PersonId,
+        *,
+        types: Sequence[str] = (),
+        care_unit_ids: Sequence[str] = (),
+        care_giver_id: str | None = None,
+    ) -> list[Certificate]: ...
+
+    async def update(self, certificate_id: str, decision: rules.Decision) -> None: ...
+
+    async def delete(self, certificate_ids: Sequence[str]) -> None: ...
+
+
+class ConsentRepository(Protocol):
+    async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent: ...
+
+    async def set(self, patient: PersonId, *, given: bool, at: dt.datetime, caller: Caller) -> None: ...
+
+
+class AuditLog(Protocol):
+    async def add(self, record: AuditRecord) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    certificates: CertificateRepository
+    consents: ConsentRepository
+    audit: AuditLog
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewCertificate:
+    """What a care system registers: the list fields read from the certificate, and the document."""
+
+    certificate: Certificate
+    document: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateWithDocument:
+    certificate: Certificate
+    document: bytes = field(repr=False)
+
+
+class Removal(enum.Enum):
+    KEPT_FOR_CITIZEN = "kept_for_citizen"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentChange:
+    consent: Consent
+    changed: bool
+    deleted: int
+
+
+class _Attempt:
+    """Holds what an operation has learnt, so that a refusal is audited with it and committed."""
+
+    def __init__(self, uow: UnitOfWork, caller: Caller, action: str, now: dt.datetime) -> None:
+        self.uow = uow
+        self.caller = caller
+        self.action = action
+        self.now = now
+        self.patient: PersonId | None = None
+        self.certificates: list[Certificate] = []
+        self.certificate_ids: list[str] = []
+
+    def about(self, *certificates: Certificate, patient: PersonId | None = None) -> None:
+        self.certificates.extend(certificates)
+        if patient is not None:
+            self.patient = patient
+        elif certificates:
+            self.patient = certificates[0].patient
+
+    async def succeed(self, outcome: Outcome = Outcome.OK, *, detail: str = "") -> None:
+        await self.uow.audit.add(self._record(outcome, detail))
+        await self.uow.commit()
+
+    def _record(self, outcome: Outcome, detail: str) -> AuditRecord:
+        return audit.record(
+            self.caller,
+            action=self.action,
+            outcome=outcome,
+            now=self.now,
+            patient=self.patient,
+            certificates=self.certificates,
+            certificate_ids=self.certificate_ids,
+            detail=detail,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, errors.ServiceError) and not isinstance(exc, errors.ConcurrentChange):
+            await self.uow.rollback()
+            outcome = Outcome.DENIED if isinstance(exc, errors.Denied) else Outcome.ERROR
+            await self.uow.audit.add(self._record(outcome, type(exc).__name__))
+            await self.uow.commit()
+
+
+async def _retrying(run: Callable[[], Awaitable[T]]) -> T:
+    for _ in range(RETRIES - 1):
+        try:
+            return await run()
+        except errors.ConcurrentChange:
+            continue
+    return await run()
+
+
+async def _load(uow: UnitOfWork, attempt: _Attempt, certificate_id: str) -> Certificate:
+    attempt.certificate_ids.append(certificate_id)
+    certificate = await uow.certificates.get(certificate_id)
+    if certificate is None:
+        raise errors.CertificateNotFound("no such certificate")
+    attempt.about(certificate)
+    return certificate
+
+
+async def _apply(uow: UnitOfWork, certificate: Certificate, decision: rules.Decision) -> None:
+    if decision.delete:
+        await uow.certificates.delete([certificate.id])
+    elif decision.changes(certificate):
+        await uow.certificates.update(certificate.id, decision)
+
+
+# Rule 1
+async def register_certificate(
+    uow: UnitOfWork, *, new: NewCertificate, caller: Caller, now: dt.datetime
+) -> rules.Registration:
+    certificate = new.certificate
+
+    async def run() -> rules.Registration:
+        async with uow, _Attempt(uow, caller, "register", now) as attempt:
+            attempt.certificate_ids.append(certificate.id)
+            attempt.patient = certificate.patient
+            existing = await uow.certificates.get(certificate.id)
+            registration = rules.register(existing, patient=certificate.patient)
+            if registration is rules.Registration.CREATE:
+                stored = dataclasses.replace(
+                    certificate,
+                    registered_at=now,
+                    care_available=True,
+                    citizen_available=True,
+                    revoked=False,
+                    status_events=(rules.received(now=now),),
+                )
+                await uow.certificates.add(stored, new.document)
+                await attempt.succeed()
+            else:
+                await attempt.succeed(Outcome.INFO, detail="already exists")
+            return registration
+
+    return await _retrying(run)
+
+
+# Rule 3
+async def get_certificate_for_care(
+    uow: UnitOfWork, *, certificate_id: str, caller: Caller, now: dt.datetime
+) -> CertificateWithDocument:
+    async with uow, _Attempt(uow, caller, "read", now) as attempt:
+        certificate = await _load(uow, attempt, certificate_id)
+        rules.require_care_visible(certificate)
+        document = await uow.certificates.get_document(certificate_id)
+        if document is None:
+            raise errors.CertificateNotFound("no such certificate")
+        await attempt.succeed()
+        return CertificateWithDocument(certificate, document)
+
+
+async def list_certificates_for_care(
+    uow: UnitOfWork,
+    *,
+    patient: PersonId,
+    care_unit_ids: Sequence[str] = (),
+    care_giver_id: str | None = None,
+    caller: Caller,
+    now: dt.datetime,
+) -> list[Certificate]:
+    async with uow, _Attempt(uow, caller, "list", now) as attempt:
+        attempt.patient = patient
+        found = await uow.certificates.list_for_patient(
+            patient, care_unit_ids=care_unit_ids, care_giver_id=care_giver_id
+        )
+        visible = [c for c in found if rules.care_sees(c)]
+        attempt.about(*visible, patient=patient)
+        await attempt.succeed()
+        return visible
+
+
+# Rule 2
+async def get_certificate_for_citizen(
+    uow: UnitOfWork,
+    *,
+    certificate_id: str,
+    citizen: PersonId | None,
+    caller: Caller,
+    now: dt.datetime,
+) -> CertificateWithDocument:
+    """The citizen's read. ``citizen`` is the authenticated citizen where the channel names one."""
+    async with uow, _Attempt(uow, caller, "read", now) as attempt:
+        certificate = await _load(uow, attempt, certificate_id)
+        if citizen is not None:
+            rules.require_owner(certificate, citizen)
+        rules.require_consent(await uow.consents.get(certificate.patient))
+        document = await uow.certificates.get_document(certificate_id)
+        if document is None:
+            raise errors.CertificateNotFound("no such certificate")
+        await attempt.succeed()
+        return CertificateWithDocument(certificate, document)
+
+
+async def list_certificates_for_citizen(
+    uow: UnitOfWork,
+    *,
+    citizen: PersonId,
+    archived: bool = False,
+    types: Sequence[str] = (),
+    signed_from: dt.date | None = None,
+    signed_to: dt.date | None = None,
+    caller: Caller,
+    now: dt.datetime,
+) -> list[Certificate]:
+    async with uow, _Attempt(uow, caller, "list", now) as attempt:
+        attempt.patient = citizen
+        rules.require_consent(await uow.consents.get(citizen))
+        found = await uow.certificates.list_for_patient(citizen, types=types)
+        visible = [
+            c
+            for c in found
+            if rules.citizen_sees(c, archived=archived) and _signed_within(c, signed_from, signed_to)
+        ]
+        attempt.about(*visible, patient=citizen)
+        await attempt.succeed()
+        return visible
+
+
+def _signed_within(certificate: Certificate, start: dt.date | None, end: dt.date | None) -> bool:
+    if start is None and end is None:
+        return True
+    if certificate.signed_at is None:
+        return False
+    day = certificate.signed_at.date()
+    return (start is None or start <= day) and (end is None or day <= end)
+
+
+# Rules 2 and 4, and recipients' delivery status
+async def set_certificate_status(
+    uow: UnitOfWork,
+    *,
+    certificate_id: str,
+    party: Party,
+    code: StatusCode,
+    at: dt.datetime,
+    citizen: PersonId | None = None,
+    caller: Caller,
+    now: dt.datetime,
+) -> StatusEvent | None:
+    """Set a status; returns the event appended, or None where the status was already in force."""
+    async with uow, _Attempt(uow, caller, f"set_status:{code.value}", now) as attempt:
+        certificate = await _load(uow, attempt, certificate_id)
+        if citizen is not None:
+            rules.require_owner(certificate, citizen)
+        decision = rules.set_status(certificate, party=party, code=code, at=at)
+        if rules.status_needs_consent(party):
+            rules.require_consent(await uow.consents.get(certificate.patient))
+        await _apply(uow, certificate, decision)
+        await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
+        return decision.event
+
+
+async def revoke_certificate(
+    uow: UnitOfWork, *, certificate_id: str, patient: PersonId, caller: Caller, now: dt.datetime
+) -> bool:
+    """Revoke; returns False where the certificate was already revoked."""
+    async with uow, _Attempt(uow, caller, "revoke", now) as attempt:
+        attempt.patient = patient
+        certificate = await _load(uow, attempt, certificate_id)
+        if certificate.patient != patient:
+            raise errors.PatientMismatch("the certificate belongs to another patient")
+        decision = rules.revoke(certificate, now=now)
+        await _apply(uow, certificate, decision)
+        await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
+        return decision.event is not None
+
+
+# Rule 5
+async def remove_care_copy(
+    uow: UnitOfWork, *, certificate_id: str, care_giver_id: str, caller: Caller, now: dt.datetime
+) -> Removal:
+    async def run() -> Removal:
+        async with uow, _Attempt(uow, caller, "remove_care_copy", now) as attempt:
+            certificate = await _load(uow, attempt, certificate_id)
+            # The consent row is locked so that a concurrent withdrawal sees this removal (rule 8).
+            consent = await uow.consents.get(certificate.patient, for_update=True)
+            decision = rules.remove_care_copy(certificate, care_giver_id=care_giver_id, consent=consent)
+            await _apply(uow, certificate, decision)
+            removal = Removal.DELETED if decision.delete else Removal.KEPT_FOR_CITIZEN
+            await attempt.succeed(detail=removal.value)
+            return removal
+
+    return await _retrying(run)
+
+
+# Rules 6 and 7
+async def set_consent(
+    uow: UnitOfWork, *, citizen: PersonId, given: bool, caller: Caller, now: dt.datetime
+) -> ConsentChange:
+    action = "give_consent" if given else "withdraw_consent"
+
+    async def run() -> ConsentChange:
+        async with uow, _Attempt(uow, caller, action, now) as attempt:
+            attempt.patient = citizen
+            current = await uow.consents.get(citizen, for_update=True)
+            deleted: list[Certificate] = []
+            if not given:
+                deleted = rules.deleted_on_withdrawal(await uow.certificates.list_for_patient(citizen))
+                await uow.certificates.delete([c.id for c in deleted])
+                attempt.about(*deleted, patient=citizen)
+            changed = current.given != given
+            if changed:
+                await uow.consents.set(citizen, given=given, at=now, caller=caller)
+            await attempt.succeed(
+                Outcome.OK if changed else Outcome.INFO, detail=f"deleted {len(deleted)}" if deleted else ""
+            )
+            consent = Consent(citizen, given, now if changed else current.changed_at)
+            return ConsentChange(consent, changed, len(deleted))
+
+    return await _retrying(run)
+
+
+async def give_consent(uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime) -> ConsentChange:
+    return await set_consent(uow, citizen=citizen, given=True, caller=caller, now=now)
+
+
+async def withdraw_consent(
+    uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime
+) -> ConsentChange:
+    return await set_consent(uow, citizen=citizen, given=False, caller=caller, now=now)
+
+
+async def get_consent(uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime) -> Consent:
+    async with uow, _Attempt(uow, caller, "read_consent", now) as attempt:
+        attempt.patient = citizen
+        consent = await uow.consents.get(citizen)
+        await attempt.succeed()
+        return consent

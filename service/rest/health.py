@@ -1,0 +1,31 @@
+"""Health probes: ``/livez`` (the process answers) and ``/readyz`` (it can serve requests)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.store import migration
+
+
+def health_router(engine: AsyncEngine, *, schema_loaded: bool) -> APIRouter:
+    router = APIRouter(tags=["health"])
+    head = migration.head_revision()
+
+    @router.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        checks = {"schemas": schema_loaded, "database": False, "migrations": False}
+        try:
+            checks["migrations"] = await migration.current_revision(engine) == head
+            checks["database"] = True
+        except Exception:  # noqa: BLE001 - any failure to reach the database means not ready
+            checks["database"] = False
+        ready = all(checks.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+    return router

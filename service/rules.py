@@ -1,0 +1,175 @@
+"""The rules of DOMAIN.md (1-9): availability flags, consent, archive and permanent deletion.
+
+Pure functions. They take state and return a decision, or raise a refusal from ``errors``; they
+never read the clock, the database or settings (``operations`` passes ``now`` in).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from service import errors
+from service.model import Certificate, Consent, Party, PersonId, StatusCode, StatusEvent
+
+
+class Registration(enum.Enum):
+    CREATE = "create"
+    ALREADY_EXISTS = "already_exists"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What an action does to one certificate: new flags, an event to append, or permanent deletion."""
+
+    care_available: bool
+    citizen_available: bool
+    revoked: bool
+    event: StatusEvent | None = None
+    delete: bool = False
+
+    def changes(self, certificate: Certificate) -> bool:
+        return self.delete or self.event is not None or (
+            self.care_available,
+            self.citizen_available,
+            self.revoked,
+        ) != (certificate.care_available, certificate.citizen_available, certificate.revoked)
+
+
+def _keep(certificate: Certificate, event: StatusEvent | None = None, **flags: bool) -> Decision:
+    return Decision(
+        care_available=flags.get("care_available", certificate.care_available),
+        citizen_available=flags.get("citizen_available", certificate.citizen_available),
+        revoked=flags.get("revoked", certificate.revoked),
+        event=event,
+    )
+
+
+# Rule 1
+def register(existing: Certificate | None, *, patient: PersonId) -> Registration:
+    """A new id is stored with both flags true; the same id again changes nothing."""
+    if existing is None:
+        return Registration.CREATE
+    if existing.patient != patient:
+        raise errors.CertificateIdConflict("a certificate with this id exists for another patient")
+    return Registration.ALREADY_EXISTS
+
+
+def received(*, now: dt.datetime) -> StatusEvent:
+    """The first event of every certificate (DOMAIN.md: RECEIV on register)."""
+    return StatusEvent(StatusCode.RECEIV, Party.HSVARD, now)
+
+
+# Rule 2
+def require_consent(consent: Consent) -> None:
+    if not consent.given:
+        raise errors.ConsentRequired("the citizen has not given consent")
+
+
+def require_owner(certificate: Certificate, citizen: PersonId) -> None:
+    """A citizen acts only on their own certificates; another's is reported as not found (no leak)."""
+    if certificate.patient != citizen:
+        raise errors.CertificateNotFound("no such certificate")
+
+
+def citizen_sees(certificate: Certificate, *, archived: bool) -> bool:
+    """The citizen's list shows the direct view, or the archive when ``archived`` is asked for."""
+    return certificate.citizen_available != archived
+
+
+# Rule 3
+def care_sees(certificate: Certificate) -> bool:
+    """Care sees what the care provider keeps; consent and archiving play no part."""
+    return certificate.care_available
+
+
+def require_care_visible(certificate: Certificate) -> None:
+    if not care_sees(certificate):
+        raise errors.CertificateNotFound("no such certificate")
+
+
+# Rule 4
+def archive(certificate: Certificate, *, now: dt.datetime) -> Decision:
+    if not certificate.citizen_available:
+        return _keep(certificate)
+    return _keep(certificate, StatusEvent(StatusCode.DELETE, Party.INVANA, now), citizen_available=False)
+
+
+def restore(certificate: Certificate, *, now: dt.datetime) -> Decision:
+    if certificate.citizen_available:
+        return _keep(certificate)
+    return _keep(certificate, StatusEvent(StatusCode.RESTOR, Party.INVANA, now), citizen_available=True)
+
+
+def send(certificate: Certificate, *, recipient: Party, now: dt.datetime) -> Decision:
+    """Record SENTTO; a revoked certificate is no longer valid to send, and sending twice records once."""
+    if not recipient.is_recipient:
+        raise errors.InvalidStatusChange("a certificate is sent to a recipient")
+    if certificate.revoked:
+        raise errors.CertificateRevoked("the certificate is revoked")
+    if recipient in certificate.sent_to():
+        return _keep(certificate)
+    return _keep(certificate, StatusEvent(StatusCode.SENTTO, recipient, now))
+
+
+def revoke(certificate: Certificate, *, now: dt.datetime) -> Decision:
+    """The issuer revokes; the certificate stays stored and reads show it revoked."""
+    if certificate.revoked:
+        return _keep(certificate)
+    return _keep(certificate, StatusEvent(StatusCode.CANCEL, Party.HSVARD, now), revoked=True)
+
+
+def set_status(certificate: Certificate, *, party: Party, code: StatusCode, at: dt.datetime) -> Decision:
+    """SetCertificateStatus: which party may set which status.
+
+    Archive (DELETE) and restore (RESTOR) belong to the citizen (rule 4): a care system can't archive.
+    SENTTO and RECEIV record a recipient's delivery. CANCEL is never set by status: revoking is the
+    issuer's RevokeCertificate, so neither a citizen nor a recipient can revoke this way.
+    """
+    if code in (StatusCode.DELETE, StatusCode.RESTOR):
+        if party is not Party.INVANA:
+            raise errors.InvalidStatusChange("only the citizen archives or restores a certificate")
+        return archive(certificate, now=at) if code is StatusCode.DELETE else restore(certificate, now=at)
+    if code is StatusCode.SENTTO:
+        return send(certificate, recipient=party, now=at)
+    if code is StatusCode.RECEIV and party.is_recipient:
+        return _keep(certificate, StatusEvent(StatusCode.RECEIV, party, at))
+    raise errors.InvalidStatusChange("this party may not set this status")
+
+
+def status_needs_consent(party: Party) -> bool:
+    """A status set for the citizen (archive, restore) is citizen access under rule 2."""
+    return party is Party.INVANA
+
+
+# Rule 5
+def remove_care_copy(certificate: Certificate, *, care_giver_id: str, consent: Consent) -> Decision:
+    """The care provider removes its copy: the citizen keeps it with consent, else it is deleted."""
+    if certificate.care_unit.care_giver_id != care_giver_id:
+        raise errors.NotPermitted("the certificate belongs to another care giver")
+    require_care_visible(certificate)
+    if consent.given:
+        return _keep(certificate, care_available=False)
+    return Decision(
+        care_available=False,
+        citizen_available=certificate.citizen_available,
+        revoked=certificate.revoked,
+        delete=True,
+    )
+
+
+# Rules 6 and 7
+def deleted_on_withdrawal(certificates: Iterable[Certificate]) -> list[Certificate]:
+    """Withdrawing consent deletes every certificate whose care copy is gone (no keeper is left).
+
+    Giving consent again has no rule of its own: nothing deleted comes back (rule 7).
+    """
+    return [c for c in certificates if not c.care_available]
+
+
+# Rule 8
+def has_keeper(certificate: Certificate, consent: Consent) -> bool:
+    """A stored certificate always has a keeper: the care provider's copy or the citizen's consent."""
+    return certificate.care_available or consent.given

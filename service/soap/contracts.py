@@ -1,0 +1,378 @@
+"""The SOAP contracts this service serves, each with its handler.
+
+A handler reads the (schema-checked) request body into plain values, calls one function of
+``service.operations`` and renders the answer: a response element, or for contracts whose response is
+only a ``result``, an ``Answer``. Errors are left to ``endpoint``, which maps them through ``faults``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from lxml import etree
+
+from service import errors, operations, rules
+from service.model import Caller, CallerKind, Channel, Party, PersonId
+from service.soap import faults
+from service.soap import messages as m
+from service.soap.messages import CORE1, CORE3, OK, TYPES3, Answer, q
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request: a fresh unit of work, the time, and the routing address the caller gave."""
+
+    uow: operations.UnitOfWork
+    now: dt.datetime
+    address: str
+
+    def caller(
+        self,
+        kind: CallerKind,
+        *,
+        person_id: str | None = None,
+        care_unit_id: str | None = None,
+        care_giver_id: str | None = None,
+    ) -> Caller:
+        return Caller(kind, Channel.SOAP, self.address, person_id, care_unit_id, care_giver_id)
+
+
+Handler = Callable[[Call, etree._Element], Awaitable["etree._Element | Answer"]]
+
+
+class ResultKind(enum.Enum):
+    NONE = "none"  # errors are SOAP Faults
+    CORE3 = "core3"  # ResultType of urn:riv:clinicalprocess:healthcond:certificate:3
+    CORE1 = "core1"  # the same shape, in core 1.0
+    RESULT_OF_CALL = "result_of_call"  # insuranceprocess ResultOfCall
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    operation: str
+    major: int
+    result: ResultKind
+    handler: Handler = field(repr=False)
+    insurance: bool = False
+
+    @property
+    def namespace(self) -> str:
+        return m.responder(self.operation, self.major, insurance=self.insurance)
+
+    @property
+    def request(self) -> str:
+        suffix = "Request" if self.insurance else ""
+        return q(self.namespace, self.operation + suffix)
+
+    @property
+    def bp20(self) -> bool:
+        """The 2013 insuranceprocess contracts are RIVTA BP 2.0 and address with ``wsa:To``."""
+        return self.insurance
+
+    @property
+    def path(self) -> str:
+        if self.insurance:
+            return f"/insuranceprocess/healthreporting/{self.operation}/{self.major}/rivtabp20"
+        if self.operation == "RemoveCertificateForCare":
+            return f"/intygstjanst/certificate/{self.operation}/{self.major}/rivtabp21"
+        return f"/clinicalprocess/healthcond/certificate/{self.operation}/{self.major}/rivtabp21"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.operation}_{self.major}"
+
+    def response(self) -> etree._Element:
+        return etree.Element(q(self.namespace, f"{self.operation}Response"), nsmap={"ns": self.namespace})
+
+    def result_response(self, answer: Answer) -> etree._Element:
+        response = self.response()
+        if self.operation == "GetConsent":
+            # consent-given is required before result; an error reports no consent.
+            m.sub(response, self.namespace, "consent-given", "false")
+        add_result(self, response, answer)
+        return response
+
+
+def add_result(contract: Contract, response: etree._Element, answer: Answer) -> None:
+    if contract.result is ResultKind.RESULT_OF_CALL:
+        error_id = faults.RESULT_OF_CALL_ERROR_IDS.get(answer.error_id or "", answer.error_id)
+        m.result_of_call(response, contract.namespace, Answer(answer.code, answer.text, error_id))
+    else:
+        m.result_type(response, contract.namespace, CORE1 if contract.result is ResultKind.CORE1 else CORE3, answer)
+
+
+def _ext(element: etree._Element, *path: str) -> str:
+    return m.text(element, *path, q(TYPES3, "extension"))
+
+
+# --- Care systems: RegisterCertificate 3 (rule 1) -------------------------------------------------------
+
+
+async def register_certificate(call: Call, body: etree._Element) -> Answer:
+    intyg = body.find(q(REGISTER_3.namespace, "intyg"))
+    assert intyg is not None  # schema-checked
+    certificate = m.certificate_from_intyg(intyg)
+    caller = call.caller(
+        CallerKind.CARE_SYSTEM,
+        person_id=certificate.issuer_id,
+        care_unit_id=certificate.care_unit.unit_id,
+        care_giver_id=certificate.care_unit.care_giver_id,
+    )
+    registration = await operations.register_certificate(
+        call.uow,
+        new=operations.NewCertificate(certificate, m.document_of(intyg)),
+        caller=caller,
+        now=call.now,
+    )
+    if registration is rules.Registration.ALREADY_EXISTS:
+        # Webcert compares this exact text (rivta/README.md).
+        return Answer("INFO", "Certificate already exists")
+    return OK
+
+
+# --- GetCertificate 2: HSVARD is the care read (rule 3), INVANA the citizen read (rule 2) ------------------
+
+
+async def get_certificate(call: Call, body: etree._Element) -> etree._Element:
+    ns = etree.QName(body).namespace or ""
+    certificate_id = _ext(body, q(ns, "intygs-id"))
+    part_element = body.find(q(ns, "part"))
+    assert part_element is not None
+    part = m.party(part_element)
+    if part is Party.HSVARD:
+        found = await operations.get_certificate_for_care(
+            call.uow, certificate_id=certificate_id, caller=call.caller(CallerKind.CARE_SYSTEM), now=call.now
+        )
+    elif part is Party.INVANA:
+        found = await operations.get_certificate_for_citizen(
+            call.uow,
+            certificate_id=certificate_id,
+            citizen=None,
+            caller=call.caller(CallerKind.CITIZEN),
+            now=call.now,
+        )
+    else:
+        raise errors.InvalidInput("GetCertificate serves the parts HSVARD and INVANA")
+    response = GET_CERTIFICATE_2.response()
+    response.append(m.intyg_from_document(found.document, q(ns, "intyg"), found.certificate.status_events))
+    return response
+
+
+# --- ListCertificatesForCare 3 and 1 (rule 3) --------------------------------------------------------------
+
+
+async def list_certificates_for_care(call: Call, body: etree._Element) -> etree._Element:
+    ns = LIST_FOR_CARE_3.namespace
+    patient_element = body.find(q(ns, "person-id"))
+    assert patient_element is not None
+    units = [_ext(e) for e in body.iterfind(q(ns, "enhets-id"))]
+    giver = body.find(q(ns, "vardgivar-id"))
+    giver_id = _ext(giver) if giver is not None else None
+    listed = await operations.list_certificates_for_care(
+        call.uow,
+        patient=m.person_id(patient_element),
+        care_unit_ids=units,
+        care_giver_id=giver_id,
+        caller=call.caller(
+            CallerKind.CARE_SYSTEM, care_unit_id=units[0] if len(units) == 1 else None, care_giver_id=giver_id
+        ),
+        now=call.now,
+    )
+    response = LIST_FOR_CARE_3.response()
+    lista = m.sub(response, ns, "intygsLista")
+    for certificate in listed:
+        m.intyg_from_columns(lista, ns, certificate)
+    return response
+
+
+async def list_certificates_for_care_1(call: Call, body: etree._Element) -> etree._Element:
+    ns = LIST_FOR_CARE_1.namespace
+    units = [m.text(e) for e in body.iterfind(q(ns, "enhet"))]
+    listed = await operations.list_certificates_for_care(
+        call.uow,
+        patient=PersonId.parse(m.text(body, q(ns, "person-id"))),
+        care_unit_ids=units,
+        caller=call.caller(CallerKind.CARE_SYSTEM, care_unit_id=units[0] if len(units) == 1 else None),
+        now=call.now,
+    )
+    response = LIST_FOR_CARE_1.response()
+    for certificate in listed:
+        m.meta1(response, ns, certificate, available=True)
+    add_result(LIST_FOR_CARE_1, response, OK)
+    return response
+
+
+async def get_certificate_for_care_1(call: Call, body: etree._Element) -> etree._Element:
+    ns = GET_FOR_CARE_1.namespace
+    found = await operations.get_certificate_for_care(
+        call.uow,
+        certificate_id=m.text(body, q(ns, "certificateId")),
+        caller=call.caller(CallerKind.CARE_SYSTEM),
+        now=call.now,
+    )
+    response = GET_FOR_CARE_1.response()
+    m.meta1(response, ns, found.certificate, available=True)
+    # ErrorIdType REVOKED: the certificate exists but is revoked; the meta still says so.
+    add_result(
+        GET_FOR_CARE_1,
+        response,
+        Answer("ERROR", "Certificate is revoked", "REVOKED") if found.certificate.revoked else OK,
+    )
+    return response
+
+
+# --- ListCertificatesForCitizen 4 (rule 2) -----------------------------------------------------------------
+
+
+async def list_certificates_for_citizen(call: Call, body: etree._Element) -> etree._Element:
+    ns = LIST_FOR_CITIZEN_4.namespace
+    patient_element, part_element = body.find(q(ns, "person-id")), body.find(q(ns, "part"))
+    assert patient_element is not None and part_element is not None
+    if m.party(part_element) is not Party.INVANA:
+        raise errors.InvalidInput("ListCertificatesForCitizen serves the part INVANA")
+    start, end = m.optional_text(body, q(ns, "fromDatum")), m.optional_text(body, q(ns, "tomDatum"))
+    citizen = m.person_id(patient_element)
+    listed = await operations.list_certificates_for_citizen(
+        call.uow,
+        citizen=citizen,
+        archived=m.boolean(m.text(body, q(ns, "arkiverade"))),
+        types=[m.text(e, q(TYPES3, "code")) for e in body.iterfind(q(ns, "intygTyp"))],
+        signed_from=m.date(start) if start else None,
+        signed_to=m.date(end) if end else None,
+        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        now=call.now,
+    )
+    response = LIST_FOR_CITIZEN_4.response()
+    lista = m.sub(response, ns, "intygsLista")
+    for certificate in listed:
+        m.intyg_from_columns(lista, ns, certificate)
+    return response
+
+
+# --- SetCertificateStatus 2 (rule 4 and recipients' delivery) ----------------------------------------------
+
+
+async def set_certificate_status(call: Call, body: etree._Element) -> Answer:
+    ns = SET_STATUS_2.namespace
+    part_element, status_element = body.find(q(ns, "part")), body.find(q(ns, "status"))
+    assert part_element is not None and status_element is not None
+    part = m.party(part_element)
+    kind = (
+        CallerKind.CITIZEN
+        if part is Party.INVANA
+        else CallerKind.RECIPIENT
+        if part.is_recipient
+        else CallerKind.CARE_SYSTEM
+    )
+    await operations.set_certificate_status(
+        call.uow,
+        certificate_id=_ext(body, q(ns, "intygs-id")),
+        party=part,
+        code=m.status_code(status_element),
+        at=m.timestamp(m.text(body, q(ns, "tidpunkt"))),
+        caller=call.caller(kind),
+        now=call.now,
+    )
+    return OK
+
+
+# --- RevokeCertificate 2 -----------------------------------------------------------------------------------
+
+
+async def revoke_certificate(call: Call, body: etree._Element) -> Answer:
+    ns = REVOKE_2.namespace
+    patient_element = body.find(q(ns, "patientPerson-id"))
+    assert patient_element is not None
+    sender = q(ns, "skickatAv")
+    revoked = await operations.revoke_certificate(
+        call.uow,
+        certificate_id=_ext(body, q(ns, "intygs-id")),
+        patient=m.person_id(patient_element),
+        caller=call.caller(
+            CallerKind.CARE_SYSTEM,
+            person_id=_ext(body, sender, q(CORE3, "personal-id")),
+            care_unit_id=_ext(body, sender, q(CORE3, "enhet"), q(CORE3, "enhets-id")),
+            care_giver_id=_ext(
+                body, sender, q(CORE3, "enhet"), q(CORE3, "vardgivare"), q(CORE3, "vardgivare-id")
+            ),
+        ),
+        now=call.now,
+    )
+    return OK if revoked else Answer("INFO", "Certificate already revoked")
+
+
+# --- RemoveCertificateForCare 1 (this project's contract; rule 5) ------------------------------------------
+
+
+async def remove_certificate_for_care(call: Call, body: etree._Element) -> Answer:
+    ns = REMOVE_FOR_CARE_1.namespace
+    giver = _ext(body, q(ns, "vardgivare-id"))
+    await operations.remove_care_copy(
+        call.uow,
+        certificate_id=_ext(body, q(ns, "intygs-id")),
+        care_giver_id=giver,
+        caller=call.caller(CallerKind.CARE_SYSTEM, care_giver_id=giver),
+        now=call.now,
+    )
+    return OK
+
+
+# --- SetConsent 1 and GetConsent 1 (rules 6 and 7) ---------------------------------------------------------
+
+
+async def set_consent(call: Call, body: etree._Element) -> Answer:
+    ns = SET_CONSENT_1.namespace
+    citizen = PersonId.parse(m.text(body, q(ns, "personnummer")))
+    await operations.set_consent(
+        call.uow,
+        citizen=citizen,
+        given=m.boolean(m.text(body, q(ns, "consent-given"))),
+        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        now=call.now,
+    )
+    return OK
+
+
+async def get_consent(call: Call, body: etree._Element) -> etree._Element:
+    ns = GET_CONSENT_1.namespace
+    citizen = PersonId.parse(m.text(body, q(ns, "personnummer")))
+    consent = await operations.get_consent(
+        call.uow, citizen=citizen, caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value), now=call.now
+    )
+    response = GET_CONSENT_1.response()
+    m.sub(response, ns, "consent-given", "true" if consent.given else "false")
+    add_result(GET_CONSENT_1, response, OK)
+    return response
+
+
+REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3, register_certificate)
+GET_CERTIFICATE_2: Final = Contract("GetCertificate", 2, ResultKind.NONE, get_certificate)
+LIST_FOR_CARE_3: Final = Contract("ListCertificatesForCare", 3, ResultKind.NONE, list_certificates_for_care)
+LIST_FOR_CITIZEN_4: Final = Contract(
+    "ListCertificatesForCitizen", 4, ResultKind.NONE, list_certificates_for_citizen
+)
+SET_STATUS_2: Final = Contract("SetCertificateStatus", 2, ResultKind.CORE3, set_certificate_status)
+REVOKE_2: Final = Contract("RevokeCertificate", 2, ResultKind.CORE3, revoke_certificate)
+LIST_FOR_CARE_1: Final = Contract("ListCertificatesForCare", 1, ResultKind.CORE1, list_certificates_for_care_1)
+GET_FOR_CARE_1: Final = Contract("GetCertificateForCare", 1, ResultKind.CORE1, get_certificate_for_care_1)
+REMOVE_FOR_CARE_1: Final = Contract("RemoveCertificateForCare", 1, ResultKind.CORE3, remove_certificate_for_care)
+SET_CONSENT_1: Final = Contract("SetConsent", 1, ResultKind.RESULT_OF_CALL, set_consent, insurance=True)
+GET_CONSENT_1: Final = Contract("GetConsent", 1, ResultKind.RESULT_OF_CALL, get_consent, insurance=True)
+
+CONTRACTS: Final = (
+    REGISTER_3,
+    GET_CERTIFICATE_2,
+    LIST_FOR_CARE_3,
+    LIST_FOR_CITIZEN_4,
+    SET_STATUS_2,
+    REVOKE_2,
+    LIST_FOR_CARE_1,
+    GET_FOR_CARE_1,
+    REMOVE_FOR_CARE_1,
+    SET_CONSENT_1,
+    GET_CONSENT_1,
+)

@@ -1,0 +1,157 @@
+"""The SOAP endpoint: one POST route per contract path, and each contract's WSDL at ``?wsdl``.
+
+A request goes: size limit -> hardened parse -> the body element names the contract (routing on the
+body's qualified name, not on SOAPAction, as rivta/README.md advises) -> addressing header -> our XSD
+-> handler. Every failure is answered in the contract's own form; nothing of the request, no stack
+trace and no SQL reaches the answer or the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from lxml import etree
+
+from service import errors, operations
+from service.soap import faults
+from service.soap import messages as m
+from service.soap.contracts import CONTRACTS, Call, Contract, ResultKind
+
+log = logging.getLogger("service.soap")
+
+CONTENT_TYPE = "text/xml; charset=utf-8"
+_SCHEMA_LOCATION = re.compile(r'schemaLocation="(?!https?:)([^"]+)"')
+_ADDRESS_LOCATION = re.compile(r'(<[\w]*:?address\s+location=")[^"]*(")')
+
+
+def _xml(data: bytes, status: int = 200) -> Response:
+    return Response(content=data, status_code=status, media_type=CONTENT_TYPE)
+
+
+def _fault(code: str, message: str) -> Response:
+    # SOAP 1.1 answers a Fault with HTTP 500, whatever the fault code.
+    return _xml(m.fault(code, message), 500)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class SoapEndpoint:
+    def __init__(
+        self,
+        *,
+        schema: etree.XMLSchema,
+        unit_of_work: Callable[[], operations.UnitOfWork],
+        clock: Callable[[], dt.datetime],
+        max_request_bytes: int,
+    ) -> None:
+        self.schema = schema
+        self.unit_of_work = unit_of_work
+        self.clock = clock
+        self.max_request_bytes = max_request_bytes
+        self.by_request = {c.request: c for c in CONTRACTS}
+        self.wsdl = {c.path: self._load_wsdl(c) for c in CONTRACTS}
+
+    @staticmethod
+    def _load_wsdl(contract: Contract) -> str:
+        folder = m.CONTRACTS / "interactions" / contract.folder
+        (path,) = folder.glob("*.wsdl")
+        # Relative imports are made absolute under /contracts, where app.py serves the folder.
+        return _SCHEMA_LOCATION.sub(
+            lambda match: f'schemaLocation="/contracts/interactions/{contract.folder}/{match.group(1)}"',
+            Path(path).read_text(encoding="utf-8"),
+        )
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        for contract in CONTRACTS:
+            router.add_api_route(
+                contract.path, self._post(contract), methods=["POST"], include_in_schema=False
+            )
+            router.add_api_route(contract.path, self._get(contract), methods=["GET"], include_in_schema=False)
+        return router
+
+    def _get(self, contract: Contract) -> Callable[[Request], Response]:
+        def wsdl(request: Request) -> Response:
+            if "wsdl" not in {key.lower() for key in request.query_params}:
+                return _fault("Client", "POST a SOAP request, or GET ?wsdl for the contract")
+            address = str(request.url.replace(query=None))
+            return _xml(_ADDRESS_LOCATION.sub(rf"\g<1>{address}\g<2>", self.wsdl[contract.path]).encode())
+
+        return wsdl
+
+    def _post(self, contract: Contract) -> Callable[[Request], object]:
+        async def post(request: Request) -> Response:
+            started = time.perf_counter()
+            response, outcome = await self.handle(contract, request)
+            log.info(
+                "soap request",
+                extra={
+                    "operation": f"{contract.operation}:{contract.major}",
+                    "outcome": outcome,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            return response
+
+        return post
+
+    async def handle(self, contract: Contract, request: Request) -> tuple[Response, str]:
+        data = await _read_limited(request, self.max_request_bytes)
+        if data is None:
+            return _fault("Client", "The message is larger than this service accepts"), "fault"
+        try:
+            envelope = m.parse_envelope(data)
+        except m.MalformedMessage as exc:
+            return _fault("Client", str(exc)), "fault"
+        if self.by_request.get(envelope.body.tag) is not contract:
+            return _fault("Client", "The body does not hold a request of the contract at this address"), "fault"
+        address = m.logical_address(envelope.header, bp20=contract.bp20)
+        if address is None:
+            header = "wsa:To" if contract.bp20 else "LogicalAddress"
+            return _fault("Client", f"The {header} header is missing"), "fault"
+        if not self.schema.validate(envelope.body):
+            # The path of the first error names the element; its message could quote the value.
+            where = self.schema.error_log.last_error.path if self.schema.error_log.last_error else ""
+            text = f"The request does not follow the contract at {where}".strip()
+            if contract.result is ResultKind.NONE:
+                return _fault("Client", text), "fault"
+            return self._answer(contract, m.Answer("ERROR", text, "VALIDATION_ERROR")), "VALIDATION_ERROR"
+        try:
+            call = Call(uow=self.unit_of_work(), now=self.clock(), address=address)
+            produced = await contract.handler(call, envelope.body)
+        except errors.ServiceError as exc:
+            error = faults.soap_error(exc)
+            if contract.result is ResultKind.NONE:
+                return _fault(error.fault_code, error.text), "fault"
+            return self._answer(contract, error.answer), error.error_id
+        except Exception:
+            # Logged by type only: the exception text may carry SQL or values of the request.
+            log.error("soap request failed", extra={"operation": contract.operation, "error": "internal"})
+            if contract.result is ResultKind.NONE:
+                return _fault(faults.INTERNAL.fault_code, faults.INTERNAL.text), "fault"
+            return self._answer(contract, faults.INTERNAL.answer), faults.INTERNAL.error_id
+        if isinstance(produced, m.Answer):
+            return self._answer(contract, produced), produced.code.lower()
+        return _xml(m.envelope(produced)), "ok"
+
+    @staticmethod
+    def _answer(contract: Contract, answer: m.Answer) -> Response:
+        return _xml(m.envelope(contract.result_response(answer)))

@@ -1,0 +1,63 @@
+"""How the SOAP channel answers each error of ``service.errors``: one table.
+
+Contracts with a ``result`` answer with HTTP 200 and ERROR plus an errorId (rivta/README.md); contracts
+without one (GetCertificate 2, ListCertificatesForCare 3, ListCertificatesForCitizen 4) answer with a
+SOAP Fault. ``tests/unit/test_error_maps.py`` checks that every error class has an entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from service import errors
+from service.soap.messages import Answer
+
+
+@dataclass(frozen=True, slots=True)
+class SoapError:
+    error_id: str
+    fault_code: str
+    text: str
+
+    @property
+    def answer(self) -> Answer:
+        return Answer("ERROR", self.text, self.error_id)
+
+
+# APPLICATION_ERROR where the state may change so that the same request succeeds later (Webcert resends
+# a revoke that overtook its register); VALIDATION_ERROR where the request itself is wrong.
+ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
+    errors.ServiceError: SoapError("TECHNICAL_ERROR", "Server", "The request could not be carried out"),
+    errors.InvalidInput: SoapError("VALIDATION_ERROR", "Client", "The request has invalid values"),
+    errors.InvalidPersonId: SoapError("VALIDATION_ERROR", "Client", "Invalid personal identity number"),
+    errors.InvalidStatusChange: SoapError(
+        "VALIDATION_ERROR", "Client", "This part may not set this status on a certificate"
+    ),
+    errors.PatientMismatch: SoapError(
+        "VALIDATION_ERROR", "Client", "The certificate does not belong to the patient named"
+    ),
+    errors.CertificateNotFound: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
+    errors.Conflict: SoapError("APPLICATION_ERROR", "Client", "The request conflicts with the stored state"),
+    errors.CertificateIdConflict: SoapError(
+        "VALIDATION_ERROR", "Client", "Certificate id already used for another patient"
+    ),
+    errors.CertificateRevoked: SoapError("REVOKED", "Client", "Certificate is revoked"),
+    errors.Denied: SoapError("APPLICATION_ERROR", "Client", "The caller may not do this"),
+    errors.ConsentRequired: SoapError("APPLICATION_ERROR", "Client", "NOCONSENT: the citizen has not given consent"),
+    errors.NotPermitted: SoapError("APPLICATION_ERROR", "Client", "The caller may not access this certificate"),
+    errors.ConcurrentChange: SoapError("TECHNICAL_ERROR", "Server", "A concurrent change interfered; try again"),
+}
+
+# The insuranceprocess ResultOfCall has no REVOKED errorId.
+RESULT_OF_CALL_ERROR_IDS: Final = {"REVOKED": "APPLICATION_ERROR"}
+
+INTERNAL: Final = SoapError("TECHNICAL_ERROR", "Server", "Internal error")
+NO_CONSENT: Final = Answer("INFO", "NOCONSENT")
+
+
+def soap_error(exc: errors.ServiceError) -> SoapError:
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return INTERNAL

@@ -1,0 +1,369 @@
+"""SOAP messages: lxml elements <-> plain values, for every contract served.
+
+Parsing is hardened (no DTD, no entities, no network, no huge trees) and every body is checked against
+``contracts/service.xsd`` (compiled once) before it is read here. Contract names live only in ``soap/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from lxml import etree
+
+from service import errors
+from service.model import CareUnit, Certificate, Party, PersonId, StatusCode, StatusEvent
+
+SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
+REGISTRY: Final = "urn:riv:itintegration:registry:1"
+WSA: Final = "http://www.w3.org/2005/08/addressing"
+CORE3: Final = "urn:riv:clinicalprocess:healthcond:certificate:3"
+TYPES3: Final = "urn:riv:clinicalprocess:healthcond:certificate:types:3"
+CORE1: Final = "urn:riv:clinicalprocess:healthcond:certificate:1"
+HEALTHREPORTING2: Final = "urn:riv:insuranceprocess:healthreporting:2"
+
+PERSONNUMMER_ROOT: Final = "1.2.752.129.2.1.3.1"
+SAMORDNINGSNUMMER_ROOT: Final = "1.2.752.129.2.1.3.3"
+HSA_ROOT: Final = "1.2.752.129.2.1.4.1"
+WORKPLACE_CODE_ROOT: Final = "1.2.752.29.4.71"
+PART_CODE_SYSTEM: Final = "769bb12b-bd9f-4203-a5cd-fd14f2eb3b80"
+STATUS_CODE_SYSTEM: Final = "9871cd17-8755-4ed9-b894-ff3729e775a4"
+
+CONTRACTS: Final = Path(__file__).resolve().parents[2] / "contracts"
+
+# Depth is bounded by libxml2 itself (256 without huge_tree); entities are never expanded.
+_PARSER: Final = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_pis=True,
+)
+
+
+def responder(operation: str, major: int, *, insurance: bool = False) -> str:
+    if insurance:
+        return f"urn:riv:insuranceprocess:healthreporting:{operation}Responder:{major}"
+    if operation == "RemoveCertificateForCare":
+        return f"urn:riv:intygstjanst:certificate:{operation}Responder:{major}"
+    return f"urn:riv:clinicalprocess:healthcond:certificate:{operation}Responder:{major}"
+
+
+def q(namespace: str, name: str) -> str:
+    return f"{{{namespace}}}{name}"
+
+
+class MalformedMessage(Exception):
+    """The message is not a SOAP 1.1 envelope with exactly one body element: a ``soap:Client`` fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A business outcome in a contract's ``result``: OK, INFO with a text, or ERROR with an errorId."""
+
+    code: str
+    text: str | None = None
+    error_id: str | None = None
+
+
+OK: Final = Answer("OK")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    header: etree._Element | None
+    body: etree._Element
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError:
+        raise MalformedMessage("the message is not well-formed XML") from None
+    if root.getroottree().docinfo.doctype:
+        raise MalformedMessage("a document type declaration is not accepted")
+    if root.tag != q(SOAP_ENV, "Envelope"):
+        raise MalformedMessage("the message is not a SOAP 1.1 envelope")
+    children = [c for c in root if isinstance(c.tag, str)]
+    headers = [c for c in children if c.tag == q(SOAP_ENV, "Header")]
+    bodies = [c for c in children if c.tag == q(SOAP_ENV, "Body")]
+    if len(bodies) != 1 or len(headers) > 1 or len(children) != len(headers) + len(bodies):
+        raise MalformedMessage("an envelope holds one optional Header and one Body")
+    content = [c for c in bodies[0] if isinstance(c.tag, str)]
+    if len(content) != 1:
+        raise MalformedMessage("the Body holds exactly one request element")
+    return Envelope(headers[0] if headers else None, content[0])
+
+
+def logical_address(header: etree._Element | None, *, bp20: bool) -> str | None:
+    """The addressing header: LogicalAddress (RIVTA BP 2.1) or wsa:To (BP 2.0)."""
+    if header is None:
+        return None
+    text = header.findtext(q(WSA, "To") if bp20 else q(REGISTRY, "LogicalAddress"))
+    return text.strip() if text and text.strip() else None
+
+
+def load_schema() -> etree.XMLSchema:
+    """Our own contracts, compiled once at start-up."""
+    document = etree.parse(str(CONTRACTS / "service.xsd"), _PARSER)
+    return etree.XMLSchema(document)
+
+
+def envelope(body: etree._Element) -> bytes:
+    env = etree.Element(q(SOAP_ENV, "Envelope"), nsmap={"soap": SOAP_ENV})
+    etree.SubElement(env, q(SOAP_ENV, "Header"))
+    etree.SubElement(env, q(SOAP_ENV, "Body")).append(body)
+    return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+
+
+def fault(code: str, message: str) -> bytes:
+    """A SOAP 1.1 Fault; ``code`` is ``Client`` or ``Server``."""
+    env = etree.Element(q(SOAP_ENV, "Envelope"), nsmap={"soap": SOAP_ENV})
+    body = etree.SubElement(env, q(SOAP_ENV, "Body"))
+    element = etree.SubElement(body, q(SOAP_ENV, "Fault"))
+    etree.SubElement(element, "faultcode").text = f"soap:{code}"
+    etree.SubElement(element, "faultstring").text = message
+    return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading values
+
+
+def text(parent: etree._Element, *path: str) -> str:
+    """The stripped text at a path that the schema has made sure exists."""
+    found = parent.find("/".join(path))
+    if found is None or found.text is None:
+        return ""
+    return found.text.strip()
+
+
+def optional_text(parent: etree._Element, *path: str) -> str | None:
+    found = parent.find("/".join(path))
+    return None if found is None or found.text is None else found.text.strip()
+
+
+def timestamp(value: str) -> dt.datetime:
+    try:
+        return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        raise errors.InvalidInput("a timestamp is YYYY-MM-DDThh:mm:ss and a real time") from None
+
+
+def date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise errors.InvalidInput("a date is YYYY-MM-DD and a real day") from None
+
+
+def boolean(value: str) -> bool:
+    return value in ("true", "1")
+
+
+def person_id(element: etree._Element) -> PersonId:
+    return PersonId.parse(text(element, q(TYPES3, "extension")))
+
+
+def party(element: etree._Element) -> Party:
+    code = text(element, q(TYPES3, "code"))
+    try:
+        return Party(code)
+    except ValueError:
+        raise errors.InvalidInput("unknown part code") from None
+
+
+def status_code(element: etree._Element) -> StatusCode:
+    code = text(element, q(TYPES3, "code"))
+    try:
+        return StatusCode(code)
+    except ValueError:
+        raise errors.InvalidInput("unknown status code") from None
+
+
+def certificate_from_intyg(intyg: etree._Element) -> Certificate:
+    """The list fields of a certificate (core 3 ``Intyg``), read once at registration."""
+
+    def c(*names: str) -> str:
+        return "/".join(q(CORE3, n) for n in names)
+
+    signed = optional_text(intyg, c("signeringstidpunkt"))
+    author = intyg.find(c("skapadAv"))
+    unit = intyg.find(c("skapadAv", "enhet"))
+    patient = intyg.find(c("patient", "person-id"))
+    assert author is not None and unit is not None and patient is not None  # schema-checked
+    ext, root = q(TYPES3, "extension"), q(TYPES3, "root")
+    return Certificate(
+        id=text(intyg, c("intygs-id"), ext),
+        id_root=text(intyg, c("intygs-id"), root),
+        type_code=text(intyg, c("typ"), q(TYPES3, "code")),
+        type_code_system=text(intyg, c("typ"), q(TYPES3, "codeSystem")),
+        type_display_name=text(intyg, c("typ"), q(TYPES3, "displayName")),
+        type_version=text(intyg, c("version")),
+        patient=person_id(patient),
+        signed_at=timestamp(signed) if signed else None,
+        issuer_id=text(author, c("personal-id"), ext),
+        issuer_name=text(author, c("fullstandigtNamn")),
+        care_unit=CareUnit(
+            unit_id=text(unit, c("enhets-id"), ext),
+            unit_name=text(unit, c("enhetsnamn")),
+            workplace_code=text(unit, c("arbetsplatskod"), ext),
+            care_giver_id=text(unit, c("vardgivare", "vardgivare-id"), ext),
+            care_giver_name=text(unit, c("vardgivare", "vardgivarnamn")),
+        ),
+        registered_at=dt.datetime.min,
+    )
+
+
+def document_of(intyg: etree._Element) -> bytes:
+    """The certificate as received: the ``intyg`` element with its namespaces and comments."""
+    return etree.tostring(intyg, encoding="UTF-8")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing values
+
+
+def sub(parent: etree._Element, namespace: str, name: str, value: str | None = None) -> etree._Element:
+    element = etree.SubElement(parent, q(namespace, name))
+    if value is not None:
+        element.text = value
+    return element
+
+
+def stamp(value: dt.datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _id(parent: etree._Element, name: str, root: str, extension: str) -> None:
+    element = sub(parent, CORE3, name)
+    sub(element, TYPES3, "root", root)
+    sub(element, TYPES3, "extension", extension)
+
+
+def _code(parent: etree._Element, name: str, code: str, system: str, display: str | None = None) -> None:
+    element = sub(parent, CORE3, name)
+    sub(element, TYPES3, "code", code)
+    sub(element, TYPES3, "codeSystem", system)
+    if display:
+        sub(element, TYPES3, "displayName", display)
+
+
+def status_element(event: StatusEvent) -> etree._Element:
+    element = etree.Element(q(CORE3, "status"))
+    _code(element, "part", event.party.value, PART_CODE_SYSTEM)
+    _code(element, "status", event.code.value, STATUS_CODE_SYSTEM)
+    sub(element, CORE3, "tidpunkt", stamp(event.at))
+    return element
+
+
+def person_root(patient: PersonId) -> str:
+    return SAMORDNINGSNUMMER_ROOT if patient.is_coordination_number else PERSONNUMMER_ROOT
+
+
+def intyg_from_columns(parent: etree._Element, namespace: str, certificate: Certificate) -> None:
+    """A core 3 ``Intyg`` with the header of a listed certificate, built from columns only.
+
+    Lists never parse stored documents: fields a list does not hold (the patient's name and address,
+    the unit's address, the answers) are left empty where the contract requires the element.
+    """
+    intyg = sub(parent, namespace, "intyg")
+    _id(intyg, "intygs-id", certificate.id_root, certificate.id)
+    _code(intyg, "typ", certificate.type_code, certificate.type_code_system, certificate.type_display_name)
+    sub(intyg, CORE3, "version", certificate.type_version)
+    if certificate.signed_at is not None:
+        sub(intyg, CORE3, "signeringstidpunkt", stamp(certificate.signed_at))
+    patient = sub(intyg, CORE3, "patient")
+    _id(patient, "person-id", person_root(certificate.patient), certificate.patient.value)
+    for name in ("fornamn", "efternamn", "postadress", "postnummer", "postort"):
+        sub(patient, CORE3, name, "")
+    author = sub(intyg, CORE3, "skapadAv")
+    _id(author, "personal-id", HSA_ROOT, certificate.issuer_id)
+    sub(author, CORE3, "fullstandigtNamn", certificate.issuer_name)
+    unit = sub(author, CORE3, "enhet")
+    _id(unit, "enhets-id", HSA_ROOT, certificate.care_unit.unit_id)
+    _id(unit, "arbetsplatskod", WORKPLACE_CODE_ROOT, certificate.care_unit.workplace_code)
+    sub(unit, CORE3, "enhetsnamn", certificate.care_unit.unit_name)
+    for name in ("postadress", "postnummer", "postort", "telefonnummer"):
+        sub(unit, CORE3, name, "")
+    giver = sub(unit, CORE3, "vardgivare")
+    _id(giver, "vardgivare-id", HSA_ROOT, certificate.care_unit.care_giver_id)
+    sub(giver, CORE3, "vardgivarnamn", certificate.care_unit.care_giver_name)
+    intyg.extend(status_element(e) for e in certificate.status_events)
+
+
+# Elements of core 3 ``Intyg`` that follow ``status`` in its sequence.
+_AFTER_STATUS: Final = frozenset({q(CORE3, "svar"), q("urn:riv:clinicalprocess:healthcond:certificate:3.2", "underskrift")})
+
+
+def intyg_from_document(document: bytes, name: str, events: Iterable[StatusEvent]) -> etree._Element:
+    """The stored certificate under a response's element name, with its status history now."""
+    stored = etree.fromstring(document, _PARSER)
+    intyg = etree.Element(name, nsmap=stored.nsmap)
+    intyg.text = stored.text
+    position = None
+    for index, child in enumerate(list(stored)):
+        if child.tag == q(CORE3, "status"):
+            continue
+        if position is None and child.tag in _AFTER_STATUS:
+            position = len(intyg)
+        intyg.append(child)
+    statuses = [status_element(e) for e in events]
+    if position is None:
+        intyg.extend(statuses)
+    else:
+        for offset, element in enumerate(statuses):
+            intyg.insert(position + offset, element)
+    return intyg
+
+
+def result_type(parent: etree._Element, namespace: str, core: str, answer: Answer) -> None:
+    """A core 3 or core 1 ``ResultType``: resultCode, resultText, errorId (in that order)."""
+    result = sub(parent, namespace, "result")
+    sub(result, core, "resultCode", answer.code)
+    if answer.text:
+        sub(result, core, "resultText", answer.text)
+    if answer.error_id:
+        sub(result, core, "errorId", answer.error_id)
+
+
+def result_of_call(parent: etree._Element, namespace: str, answer: Answer) -> None:
+    """The insuranceprocess ``ResultOfCall``: resultCode, infoText, errorId, errorText."""
+    result = sub(parent, namespace, "result")
+    sub(result, HEALTHREPORTING2, "resultCode", answer.code)
+    if answer.code == "INFO" and answer.text:
+        sub(result, HEALTHREPORTING2, "infoText", answer.text)
+    if answer.error_id:
+        sub(result, HEALTHREPORTING2, "errorId", answer.error_id)
+        if answer.text:
+            sub(result, HEALTHREPORTING2, "errorText", answer.text)
+
+
+# The 2013 status words of core 1.0 ``StatusType`` for our status codes.
+LEGACY_STATUS: Final = {
+    StatusCode.RECEIV: "RECEIVED",
+    StatusCode.SENTTO: "SENT",
+    StatusCode.CANCEL: "CANCELLED",
+    StatusCode.DELETE: "DELETED",
+    StatusCode.RESTOR: "RESTORED",
+}
+
+
+def meta1(parent: etree._Element, namespace: str, certificate: Certificate, *, available: bool) -> None:
+    """A core 1.0 ``CertificateMetaType`` built from columns."""
+    meta = sub(parent, namespace, "meta")
+    sub(meta, CORE1, "certificateId", certificate.id)
+    sub(meta, CORE1, "certificateType", certificate.type_code)
+    sub(meta, CORE1, "issuerName", certificate.issuer_name or "-")
+    sub(meta, CORE1, "facilityName", certificate.care_unit.unit_name or "-")
+    sub(meta, CORE1, "signDate", stamp(certificate.signed_at or certificate.registered_at))
+    sub(meta, CORE1, "available", "true" if available else "false")
+    for event in certificate.status_events:
+        status = sub(meta, CORE1, "status")
+        sub(status, CORE1, "target", event.party.value)
+        sub(status, CORE1, "type", LEGACY_STATUS[event.code])
+        sub(status, CORE1, "timestamp", stamp(event.at))

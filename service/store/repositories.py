@@ -1,0 +1,231 @@
+"""SQL repositories behind the Protocols of ``operations``. They never commit.
+
+Reads use Core ``select()``: lists load the certificate columns and, in one more query, the status
+events of every certificate listed; the document is read only by ``get_document``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import rules
+from service.model import (
+    AuditRecord,
+    Caller,
+    CareUnit,
+    Certificate,
+    Consent,
+    Party,
+    PersonId,
+    StatusCode,
+    StatusEvent,
+)
+from service.store.tables import (
+    audit_records,
+    certificates,
+    consent_changes,
+    consents,
+    documents,
+    status_events,
+)
+
+
+def _certificate(row: Row[Any], events: Sequence[StatusEvent]) -> Certificate:
+    return Certificate(
+        id=row.id,
+        id_root=row.id_root,
+        type_code=row.type_code,
+        type_code_system=row.type_code_system,
+        type_display_name=row.type_display_name,
+        type_version=row.type_version,
+        patient=PersonId(row.patient_id),
+        signed_at=row.signed_at,
+        issuer_id=row.issuer_id,
+        issuer_name=row.issuer_name,
+        care_unit=CareUnit(
+            unit_id=row.care_unit_id,
+            unit_name=row.care_unit_name,
+            workplace_code=row.workplace_code,
+            care_giver_id=row.care_giver_id,
+            care_giver_name=row.care_giver_name,
+        ),
+        registered_at=row.registered_at,
+        care_available=row.care_available,
+        citizen_available=row.citizen_available,
+        revoked=row.revoked,
+        status_events=tuple(events),
+    )
+
+
+class SqlCertificateRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _events(self, ids: Sequence[str]) -> dict[str, list[StatusEvent]]:
+        found: dict[str, list[StatusEvent]] = defaultdict(list)
+        if not ids:
+            return found
+        rows = await self.session.execute(
+            select(status_events.c.certificate_id, status_events.c.code, status_events.c.party, status_events.c.at)
+            .where(status_events.c.certificate_id.in_(ids))
+            .order_by(status_events.c.id)
+        )
+        for row in rows:
+            found[row.certificate_id].append(StatusEvent(StatusCode(row.code), Party(row.party), row.at))
+        return found
+
+    async def get(self, certificate_id: str) -> Certificate | None:
+        row = (await self.session.execute(select(certificates).where(certificates.c.id == certificate_id))).first()
+        if row is None:
+            return None
+        events = await self._events([certificate_id])
+        return _certificate(row, events[certificate_id])
+
+    async def get_document(self, certificate_id: str) -> bytes | None:
+        content: bytes | None = await self.session.scalar(
+            select(documents.c.content).where(documents.c.certificate_id == certificate_id)
+        )
+        return content
+
+    async def add(self, certificate: Certificate, document: bytes) -> None:
+        unit = certificate.care_unit
+        await self.session.execute(
+            insert(certificates).values(
+                id=certificate.id,
+                id_root=certificate.id_root,
+                type_code=certificate.type_code,
+                type_code_system=certificate.type_code_system,
+                type_display_name=certificate.type_display_name,
+                type_version=certificate.type_version,
+                patient_id=certificate.patient.value,
+                signed_at=certificate.signed_at,
+                issuer_id=certificate.issuer_id,
+                issuer_name=certificate.issuer_name,
+                care_unit_id=unit.unit_id,
+                care_unit_name=unit.unit_name,
+                workplace_code=unit.workplace_code,
+                care_giver_id=unit.care_giver_id,
+                care_giver_name=unit.care_giver_name,
+                registered_at=certificate.registered_at,
+                care_available=certificate.care_available,
+                citizen_available=certificate.citizen_available,
+                revoked=certificate.revoked,
+            )
+        )
+        await self.session.execute(insert(documents).values(certificate_id=certificate.id, content=document))
+        for event in certificate.status_events:
+            await self._add_event(certificate.id, event)
+
+    async def _add_event(self, certificate_id: str, event: StatusEvent) -> None:
+        await self.session.execute(
+            insert(status_events).values(
+                certificate_id=certificate_id, code=event.code.value, party=event.party.value, at=event.at
+            )
+        )
+
+    async def list_for_patient(
+        self,
+        patient: PersonId,
+        *,
+        types: Sequence[str] = (),
+        care_unit_ids: Sequence[str] = (),
+        care_giver_id: str | None = None,
+    ) -> list[Certificate]:
+        query = select(certificates).where(certificates.c.patient_id == patient.value)
+        if types:
+            query = query.where(certificates.c.type_code.in_(types))
+        if care_unit_ids:
+            query = query.where(certificates.c.care_unit_id.in_(care_unit_ids))
+        if care_giver_id is not None:
+            query = query.where(certificates.c.care_giver_id == care_giver_id)
+        rows = (await self.session.execute(query.order_by(certificates.c.signed_at.desc(), certificates.c.id))).all()
+        events = await self._events([row.id for row in rows])
+        return [_certificate(row, events[row.id]) for row in rows]
+
+    async def update(self, certificate_id: str, decision: rules.Decision) -> None:
+        await self.session.execute(
+            update(certificates)
+            .where(certificates.c.id == certificate_id)
+            .values(
+                care_available=decision.care_available,
+                citizen_available=decision.citizen_available,
+                revoked=decision.revoked,
+            )
+        )
+        if decision.event is not None:
+            await self._add_event(certificate_id, decision.event)
+
+    async def delete(self, certificate_ids: Sequence[str]) -> None:
+        """Rule 9: the document, the metadata and the status history go; audit records stay."""
+        if not certificate_ids:
+            return
+        # Deleted explicitly rather than by ON DELETE CASCADE alone: SQLite enforces foreign keys
+        # only when asked, and the rule must hold on every engine.
+        for table, column in (
+            (documents, documents.c.certificate_id),
+            (status_events, status_events.c.certificate_id),
+            (certificates, certificates.c.id),
+        ):
+            await self.session.execute(delete(table).where(column.in_(certificate_ids)))
+
+
+class SqlConsentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent:
+        query = select(consents.c.given, consents.c.changed_at).where(consents.c.patient_id == patient.value)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            return Consent(patient, given=False, changed_at=None)
+        return Consent(patient, given=row.given, changed_at=row.changed_at)
+
+    async def set(self, patient: PersonId, *, given: bool, at: dt.datetime, caller: Caller) -> None:
+        changed = await self.session.execute(
+            update(consents).where(consents.c.patient_id == patient.value).values(given=given, changed_at=at)
+        )
+        if changed.rowcount == 0:  # type: ignore[attr-defined]
+            # A concurrent first consent for the same citizen makes one of the two inserts fail at
+            # commit; the unit of work reports that as ConcurrentChange and the operation runs again.
+            await self.session.execute(insert(consents).values(patient_id=patient.value, given=given, changed_at=at))
+        await self.session.execute(
+            insert(consent_changes).values(
+                patient_id=patient.value,
+                given=given,
+                at=at,
+                actor_kind=caller.kind.value,
+                actor_id=caller.system_id,
+                channel=caller.channel.value,
+            )
+        )
+
+
+class SqlAuditLog:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, record: AuditRecord) -> None:
+        await self.session.execute(
+            insert(audit_records).values(
+                at=record.at,
+                action=record.action,
+                outcome=record.outcome.value,
+                actor_kind=record.actor_kind.value,
+                actor_id=record.actor_id,
+                actor_person_id=record.actor_person_id,
+                channel=record.channel.value,
+                patient_id=record.patient.value if record.patient else None,
+                certificate_ids=",".join(record.certificate_ids),
+                care_unit_id=record.care_unit_id,
+                care_giver_id=record.care_giver_id,
+                detail=record.detail,
+            )
+        )

@@ -1,0 +1,127 @@
+"""The database schema. Alembic migrations (``store/migrations``) build exactly this; a test checks it.
+
+The certificate's list fields are columns (lists never parse stored XML); the document sits in a table
+of its own that only a get reads. Status events cascade with their certificate (rule 9), audit records
+do not reference certificates at all, so they outlive a permanent deletion.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("id_root", String(128), nullable=False),
+    Column("type_code", String(64), nullable=False),
+    Column("type_code_system", String(128), nullable=False),
+    Column("type_display_name", String(256), nullable=False),
+    Column("type_version", String(32), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("signed_at", DateTime(), nullable=True),
+    Column("issuer_id", String(128), nullable=False),
+    Column("issuer_name", String(256), nullable=False),
+    Column("care_unit_id", String(128), nullable=False),
+    Column("care_unit_name", String(256), nullable=False),
+    Column("workplace_code", String(128), nullable=False),
+    Column("care_giver_id", String(128), nullable=False),
+    Column("care_giver_name", String(256), nullable=False),
+    Column("registered_at", DateTime(), nullable=False),
+    Column("care_available", Boolean(), nullable=False),
+    Column("citizen_available", Boolean(), nullable=False),
+    Column("revoked", Boolean(), nullable=False),
+    # Every list is a patient's list; care lists narrow it by unit or care giver.
+    Index(None, "patient_id", "care_unit_id"),
+    Index(None, "patient_id", "care_giver_id"),
+    Index(None, "care_giver_id"),
+)
+
+documents = Table(
+    "certificate_documents",
+    metadata,
+    Column(
+        "certificate_id",
+        String(128),
+        ForeignKey("certificates.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("content", LargeBinary(), nullable=False),
+)
+
+status_events = Table(
+    "status_events",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column(
+        "certificate_id",
+        String(128),
+        ForeignKey("certificates.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("code", String(16), nullable=False),
+    Column("party", String(16), nullable=False),
+    Column("at", DateTime(), nullable=False),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("given", Boolean(), nullable=False),
+    Column("changed_at", DateTime(), nullable=False),
+)
+
+consent_changes = Table(
+    "consent_changes",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("patient_id", String(64), nullable=False, index=True),
+    Column("given", Boolean(), nullable=False),
+    Column("at", DateTime(), nullable=False),
+    Column("actor_kind", String(32), nullable=False),
+    Column("actor_id", String(256), nullable=False),
+    Column("channel", String(16), nullable=False),
+)
+
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("at", DateTime(), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("actor_kind", String(32), nullable=False),
+    Column("actor_id", String(256), nullable=False),
+    Column("actor_person_id", String(256), nullable=True),
+    Column("channel", String(16), nullable=False),
+    Column("patient_id", String(64), nullable=True),
+    Column("certificate_ids", Text(), nullable=False),
+    Column("care_unit_id", String(128), nullable=True),
+    Column("care_giver_id", String(128), nullable=True),
+    Column("detail", String(256), nullable=False),
+    # The citizen's access log extract reads one patient's records, newest first.
+    Index(None, "patient_id", "at"),
+)

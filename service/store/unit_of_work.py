@@ -1,0 +1,94 @@
+"""The SQL unit of work, and the engine it runs on (embedded SQLite or PostgreSQL).
+
+One ``async with`` block is one transaction: repositories stage work in the session, ``commit()``
+ends it, and leaving the block rolls back whatever was not committed. A failure that means "a
+concurrent transaction won" becomes ``errors.ConcurrentChange`` so that ``operations`` can retry.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from service import errors
+from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
+
+# PostgreSQL's serialization_failure and deadlock_detected: the transaction lost a race.
+_RACE_SQLSTATES = {"40001", "40P01"}
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _serialise_sqlite_writers(engine)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
+    """Every operation writes (at least its audit record), so each transaction takes SQLite's write
+    lock at BEGIN: a deferred transaction that read first could not upgrade to a writer under load.
+    WAL lets readers outside a transaction go on meanwhile; foreign keys are off unless asked for."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _lost_a_race(exc: BaseException) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return sqlstate in _RACE_SQLSTATES or "database is locked" in str(exc.orig)
+    return False
+
+
+class SqlUnitOfWork:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._session = self._sessions()
+        self.certificates = SqlCertificateRepository(self._session)
+        self.consents = SqlConsentRepository(self._session)
+        self.audit = SqlAuditLog(self._session)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        session, self._session = self._session, None
+        assert session is not None
+        try:
+            await session.rollback()
+        finally:
+            await session.close()
+        if exc is not None and _lost_a_race(exc):
+            raise errors.ConcurrentChange("a concurrent change won; try again") from exc
+
+    async def commit(self) -> None:
+        assert self._session is not None
+        await self._session.commit()
+
+    async def rollback(self) -> None:
+        assert self._session is not None
+        await self._session.rollback()
+
+
+def sessions_for(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
