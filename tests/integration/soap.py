@@ -1,0 +1,196 @@
+"""A SOAP client for end-to-end tests: posts envelopes through the app, and checks every answer.
+
+Every non-fault response body is validated against our contracts and, where ../shared is present,
+against the reference RIVTA XSD of its namespace, so each test also proves wire compatibility.
+``zeep_service`` loads a reference WSDL in zeep, a real client, with a transport into the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from fastapi.testclient import TestClient
+from lxml import etree
+from requests.structures import CaseInsensitiveDict
+
+from tests.reference import (
+    BY_NAMESPACE,
+    CONTRACTS_TABLE,
+    PEER_REQUESTS,
+    RIVTA,
+    SOAP_ENV,
+    assert_valid,
+    need_shared,
+    our_schema,
+    parser,
+    read_templates,
+    reference_schema,
+    render,
+)
+
+T3 = "urn:riv:clinicalprocess:healthcond:certificate:types:3"
+C3 = "urn:riv:clinicalprocess:healthcond:certificate:3"
+C1 = "urn:riv:clinicalprocess:healthcond:certificate:1"
+HR2 = "urn:riv:insuranceprocess:healthreporting:2"
+
+
+def path_of(operation: str, major: int) -> str:
+    if operation in ("SetConsent", "GetConsent", "ListCertificates") or (
+        major == 1 and operation in ("GetCertificate", "SetCertificateStatus")
+    ):
+        return f"/insuranceprocess/healthreporting/{operation}/{major}/rivtabp20"
+    if operation == "RemoveCertificateForCare":
+        return f"/intygstjanst/certificate/{operation}/{major}/rivtabp21"
+    return f"/clinicalprocess/healthcond/certificate/{operation}/{major}/rivtabp21"
+
+
+@dataclass
+class Reply:
+    status: int
+    root: etree._Element
+    body: etree._Element  # the one element in soap:Body (a response or a Fault)
+
+    @property
+    def is_fault(self) -> bool:
+        return self.body.tag == f"{{{SOAP_ENV}}}Fault"
+
+    @property
+    def fault_code(self) -> str | None:
+        return self.body.findtext("faultcode") if self.is_fault else None
+
+    @property
+    def fault_string(self) -> str:
+        return self.body.findtext("faultstring") or ""
+
+    def result(self) -> tuple[str | None, str | None, str | None]:
+        """resultCode, resultText (or infoText/errorText), errorId of the response's result."""
+        result = next((e for e in self.body if etree.QName(e).localname == "result"), None)
+        assert result is not None, "the response has no result"
+        values = {etree.QName(e).localname: e.text for e in result}
+        text = values.get("resultText") or values.get("infoText") or values.get("errorText")
+        return values.get("resultCode"), text, values.get("errorId")
+
+    def find_all(self, local_name: str) -> list[etree._Element]:
+        return [e for e in self.body.iter() if isinstance(e.tag, str) and etree.QName(e).localname == local_name]
+
+    def texts(self, local_name: str) -> list[str]:
+        return [e.text or "" for e in self.find_all(local_name)]
+
+
+def validate_response(body: etree._Element) -> None:
+    assert_valid(our_schema(), body, "our contracts")
+    contract = BY_NAMESPACE[etree.QName(body).namespace]
+    if contract.reference_xsd is not None and RIVTA.is_dir():
+        assert_valid(reference_schema(contract.reference_xsd), body, "reference contract")
+
+
+class SoapClient:
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def post(self, path: str, envelope: str | bytes, *, expect_status: int | None = None) -> Reply:
+        data = envelope.encode("utf-8") if isinstance(envelope, str) else envelope
+        response = self.client.post(path, content=data, headers={"Content-Type": "text/xml; charset=utf-8"})
+        assert response.headers["content-type"].startswith("text/xml")
+        root = etree.fromstring(response.content, parser())
+        body = root.find(f"{{{SOAP_ENV}}}Body")
+        assert body is not None
+        (element,) = [e for e in body if isinstance(e.tag, str)]
+        reply = Reply(response.status_code, root, element)
+        if reply.is_fault:
+            assert response.status_code == 500
+        else:
+            assert response.status_code == 200
+            validate_response(element)
+        if expect_status is not None:
+            assert response.status_code == expect_status
+        return reply
+
+    def call(self, operation: str, major: int, body: str, *, address: str = "SE2321000016-39KJ") -> Reply:
+        """Wrap a body in an envelope with the contract's addressing header, and post it."""
+        bp20 = path_of(operation, major).endswith("rivtabp20")
+        header = (
+            f'<wsa:To xmlns:wsa="http://www.w3.org/2005/08/addressing">{address}</wsa:To>'
+            if bp20
+            else f'<la:LogicalAddress xmlns:la="urn:riv:itintegration:registry:1">{address}</la:LogicalAddress>'
+        )
+        envelope = (
+            f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Header>{header}</soapenv:Header>'
+            f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+        )
+        return self.post(path_of(operation, major), envelope)
+
+
+# --- Requests as real callers write them: the peer-request templates ------------------------------------
+
+
+def peer_request(folder: str, template: str = "request", **values: str) -> str:
+    """A peer-request envelope rendered with the given placeholder values."""
+    need_shared()
+    found = list((PEER_REQUESTS / folder).glob("*.stg")) if (PEER_REQUESTS / folder).is_dir() else []
+    path = PEER_REQUESTS / folder if folder.endswith(".stg") else found[0]
+    return render(read_templates(path)[template], values)
+
+
+def register_envelope(
+    certificate_id: str,
+    person_id: str,
+    *,
+    kind: str = "lisjp",
+    care_unit: str = "SE2321000016-H489",
+    care_giver: str = "SE2321000016-39KJ",
+) -> str:
+    """A RegisterCertificate 3 request from the national service's own tests, for this patient/unit."""
+    envelope = peer_request(
+        f"register/request_{kind}.stg",
+        **{"data.intygsId": certificate_id, "data.personId": person_id, "data.intygsVersion": "1.0"},
+    )
+    # Registered under the samordningsnummer root; a personnummer goes under its own root.
+    if int(person_id[6:8]) <= 60:
+        envelope = envelope.replace("1.2.752.129.2.1.3.3", "1.2.752.129.2.1.3.1")
+    return envelope.replace("SE2321000016-H489</", f"{care_unit}</").replace(
+        "SE2321000016-39KJ</", f"{care_giver}</"
+    )
+
+
+# --- zeep, a real client, on the reference WSDLs ----------------------------------------------------------
+
+
+def _app_transport(client: TestClient) -> Any:
+    """zeep's Transport, posting into the app instead of over the network."""
+    import zeep
+
+    class AppTransport(zeep.Transport):  # type: ignore[misc]
+        def post_xml(self, address: str, envelope: etree._Element, headers: dict[str, str]) -> requests.Response:
+            reply = client.post(urlsplit(address).path, content=etree.tostring(envelope), headers=headers)
+            response = requests.Response()
+            response.status_code = reply.status_code
+            response._content = reply.content
+            response.headers = CaseInsensitiveDict(reply.headers)
+            response.encoding = "utf-8"
+            if reply.status_code == 200:
+                body = etree.fromstring(reply.content, parser()).find(f"{{{SOAP_ENV}}}Body")
+                assert body is not None
+                validate_response(body[0])
+            return response
+
+    return AppTransport()
+
+
+def zeep_service(client: TestClient, operation: str, major: int) -> Any:
+    """A zeep service proxy for the reference WSDL of a contract, bound to the app's path for it."""
+    import zeep
+
+    need_shared()
+    contract = next(c for c in CONTRACTS_TABLE if (c.operation, c.major) == (operation, major))
+    assert contract.reference_wsdl is not None
+    zeep_client = zeep.Client(
+        str(RIVTA / contract.reference_wsdl),
+        transport=_app_transport(client),
+        settings=zeep.Settings(strict=True, raw_response=False),
+    )
+    binding = next(iter(zeep_client.wsdl.bindings))
+    return zeep_client.create_service(binding, f"http://testserver{path_of(operation, major)}")
