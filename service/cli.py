@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.is_sqlite:
         # The embedded default needs no set-up: its schema is created or upgraded on start.
         migration.upgrade(settings.database_url)
-    database = "SQLite file " + settings.database_url.split("///", 1)[-1] if settings.is_sqlite else "PostgreSQL"
+    database = (
+        "SQLite file " + settings.database_url.split("///", 1)[-1] if settings.is_sqlite else "PostgreSQL"
+    )
     print(f"Intygstjänsten listening on http://{args.host}:{args.port} (database: {database})", flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
     return 0

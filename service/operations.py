@@ -70,9 +70,14 @@ class AuditLog(Protocol):
 
 
 class UnitOfWork(Protocol):
-    certificates: CertificateRepository
-    consents: ConsentRepository
-    audit: AuditLog
+    @property
+    def certificates(self) -> CertificateRepository: ...
+
+    @property
+    def consents(self) -> ConsentRepository: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -322,7 +327,7 @@ async def set_certificate_status(
         if citizen is not None:
             rules.require_owner(certificate, citizen)
         decision = rules.set_status(certificate, party=party, code=code, at=at)
-        if rules.status_needs_consent(party):
+        if rules.status_needs_consent(party, by_citizen=citizen is not None):
             rules.require_consent(await uow.consents.get(certificate.patient))
         await _apply(uow, certificate, decision)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
@@ -389,7 +394,9 @@ async def set_consent(
     return await _retrying(run)
 
 
-async def give_consent(uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime) -> ConsentChange:
+async def give_consent(
+    uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime
+) -> ConsentChange:
     return await set_consent(uow, citizen=citizen, given=True, caller=caller, now=now)
 
 

@@ -31,11 +31,16 @@ class Decision:
     delete: bool = False
 
     def changes(self, certificate: Certificate) -> bool:
-        return self.delete or self.event is not None or (
-            self.care_available,
-            self.citizen_available,
-            self.revoked,
-        ) != (certificate.care_available, certificate.citizen_available, certificate.revoked)
+        return (
+            self.delete
+            or self.event is not None
+            or (
+                self.care_available,
+                self.citizen_available,
+                self.revoked,
+            )
+            != (certificate.care_available, certificate.citizen_available, certificate.revoked)
+        )
 
 
 def _keep(certificate: Certificate, event: StatusEvent | None = None, **flags: bool) -> Decision:
@@ -139,9 +144,10 @@ def set_status(certificate: Certificate, *, party: Party, code: StatusCode, at: 
     raise errors.InvalidStatusChange("this party may not set this status")
 
 
-def status_needs_consent(party: Party) -> bool:
-    """A status set for the citizen (archive, restore) is citizen access under rule 2."""
-    return party is Party.INVANA
+def status_needs_consent(party: Party, *, by_citizen: bool) -> bool:
+    """Rule 2: the citizen acting (any status), or a status set for the citizen (archive, restore),
+    needs consent. A recipient recording its delivery does not."""
+    return by_citizen or party is Party.INVANA
 
 
 # Rule 5

@@ -23,9 +23,11 @@ def health_router(engine: AsyncEngine, *, schema_loaded: bool) -> APIRouter:
         try:
             checks["migrations"] = await migration.current_revision(engine) == head
             checks["database"] = True
-        except Exception:  # noqa: BLE001 - any failure to reach the database means not ready
+        except Exception:  # any failure to reach the database means not ready
             checks["database"] = False
         ready = all(checks.values())
-        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+        )
 
     return router

@@ -102,7 +102,9 @@ def add_result(contract: Contract, response: etree._Element, answer: Answer) -> 
         error_id = faults.RESULT_OF_CALL_ERROR_IDS.get(answer.error_id or "", answer.error_id)
         m.result_of_call(response, contract.namespace, Answer(answer.code, answer.text, error_id))
     else:
-        m.result_type(response, contract.namespace, CORE1 if contract.result is ResultKind.CORE1 else CORE3, answer)
+        m.result_type(
+            response, contract.namespace, CORE1 if contract.result is ResultKind.CORE1 else CORE3, answer
+        )
 
 
 def _ext(element: etree._Element, *path: str) -> str:
@@ -341,7 +343,10 @@ async def get_consent(call: Call, body: etree._Element) -> etree._Element:
     ns = GET_CONSENT_1.namespace
     citizen = PersonId.parse(m.text(body, q(ns, "personnummer")))
     consent = await operations.get_consent(
-        call.uow, citizen=citizen, caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value), now=call.now
+        call.uow,
+        citizen=citizen,
+        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        now=call.now,
     )
     response = GET_CONSENT_1.response()
     m.sub(response, ns, "consent-given", "true" if consent.given else "false")
@@ -357,9 +362,13 @@ LIST_FOR_CITIZEN_4: Final = Contract(
 )
 SET_STATUS_2: Final = Contract("SetCertificateStatus", 2, ResultKind.CORE3, set_certificate_status)
 REVOKE_2: Final = Contract("RevokeCertificate", 2, ResultKind.CORE3, revoke_certificate)
-LIST_FOR_CARE_1: Final = Contract("ListCertificatesForCare", 1, ResultKind.CORE1, list_certificates_for_care_1)
+LIST_FOR_CARE_1: Final = Contract(
+    "ListCertificatesForCare", 1, ResultKind.CORE1, list_certificates_for_care_1
+)
 GET_FOR_CARE_1: Final = Contract("GetCertificateForCare", 1, ResultKind.CORE1, get_certificate_for_care_1)
-REMOVE_FOR_CARE_1: Final = Contract("RemoveCertificateForCare", 1, ResultKind.CORE3, remove_certificate_for_care)
+REMOVE_FOR_CARE_1: Final = Contract(
+    "RemoveCertificateForCare", 1, ResultKind.CORE3, remove_certificate_for_care
+)
 SET_CONSENT_1: Final = Contract("SetConsent", 1, ResultKind.RESULT_OF_CALL, set_consent, insurance=True)
 GET_CONSENT_1: Final = Contract("GetConsent", 1, ResultKind.RESULT_OF_CALL, get_consent, insurance=True)
 

@@ -44,10 +44,14 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     ),
     errors.CertificateRevoked: SoapError("REVOKED", "Client", "Certificate is revoked"),
     errors.Denied: SoapError("APPLICATION_ERROR", "Client", "The caller may not do this"),
-    errors.ConsentRequired: SoapError("APPLICATION_ERROR", "Client", "NOCONSENT: the citizen has not given consent"),
+    errors.ConsentRequired: SoapError(
+        "APPLICATION_ERROR", "Client", "NOCONSENT: the citizen has not given consent"
+    ),
     # The same text as not found: a care system cannot probe for another care giver's ids.
     errors.NotPermitted: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
-    errors.ConcurrentChange: SoapError("TECHNICAL_ERROR", "Server", "A concurrent change interfered; try again"),
+    errors.ConcurrentChange: SoapError(
+        "TECHNICAL_ERROR", "Server", "A concurrent change interfered; try again"
+    ),
 }
 
 # The insuranceprocess ResultOfCall has no REVOKED errorId.

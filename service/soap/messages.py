@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, cast
 
 from lxml import etree
 
@@ -84,7 +84,8 @@ def parse_envelope(data: bytes) -> Envelope:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError:
         raise MalformedMessage("the message is not well-formed XML") from None
-    if root.getroottree().docinfo.doctype:
+    # lxml-stubs lack DocInfo.doctype; any document type declaration, internal or external, is refused.
+    if cast(Any, root.getroottree().docinfo).doctype:
         raise MalformedMessage("a document type declaration is not accepted")
     if root.tag != q(SOAP_ENV, "Envelope"):
         raise MalformedMessage("the message is not a SOAP 1.1 envelope")
@@ -135,8 +136,8 @@ def fault(code: str, message: str) -> bytes:
 
 
 def text(parent: etree._Element, *path: str) -> str:
-    """The stripped text at a path that the schema has made sure exists."""
-    found = parent.find("/".join(path))
+    """The stripped text at a path that the schema has made sure exists (no path: the element's own)."""
+    found = parent.find("/".join(path)) if path else parent
     if found is None or found.text is None:
         return ""
     return found.text.strip()
@@ -297,16 +298,18 @@ def intyg_from_columns(parent: etree._Element, namespace: str, certificate: Cert
 
 
 # Elements of core 3 ``Intyg`` that follow ``status`` in its sequence.
-_AFTER_STATUS: Final = frozenset({q(CORE3, "svar"), q("urn:riv:clinicalprocess:healthcond:certificate:3.2", "underskrift")})
+_AFTER_STATUS: Final = frozenset(
+    {q(CORE3, "svar"), q("urn:riv:clinicalprocess:healthcond:certificate:3.2", "underskrift")}
+)
 
 
 def intyg_from_document(document: bytes, name: str, events: Iterable[StatusEvent]) -> etree._Element:
     """The stored certificate under a response's element name, with its status history now."""
     stored = etree.fromstring(document, _PARSER)
-    intyg = etree.Element(name, nsmap=stored.nsmap)
+    intyg = etree.Element(name, nsmap={k: v for k, v in stored.nsmap.items() if k is not None} or None)
     intyg.text = stored.text
     position = None
-    for index, child in enumerate(list(stored)):
+    for child in list(stored):
         if child.tag == q(CORE3, "status"):
             continue
         if position is None and child.tag in _AFTER_STATUS:

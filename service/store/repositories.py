@@ -72,7 +72,12 @@ class SqlCertificateRepository:
         if not ids:
             return found
         rows = await self.session.execute(
-            select(status_events.c.certificate_id, status_events.c.code, status_events.c.party, status_events.c.at)
+            select(
+                status_events.c.certificate_id,
+                status_events.c.code,
+                status_events.c.party,
+                status_events.c.at,
+            )
             .where(status_events.c.certificate_id.in_(ids))
             .order_by(status_events.c.id)
         )
@@ -81,7 +86,9 @@ class SqlCertificateRepository:
         return found
 
     async def get(self, certificate_id: str) -> Certificate | None:
-        row = (await self.session.execute(select(certificates).where(certificates.c.id == certificate_id))).first()
+        row = (
+            await self.session.execute(select(certificates).where(certificates.c.id == certificate_id))
+        ).first()
         if row is None:
             return None
         events = await self._events([certificate_id])
@@ -144,7 +151,9 @@ class SqlCertificateRepository:
             query = query.where(certificates.c.care_unit_id.in_(care_unit_ids))
         if care_giver_id is not None:
             query = query.where(certificates.c.care_giver_id == care_giver_id)
-        rows = (await self.session.execute(query.order_by(certificates.c.signed_at.desc(), certificates.c.id))).all()
+        rows = (
+            await self.session.execute(query.order_by(certificates.c.signed_at.desc(), certificates.c.id))
+        ).all()
         events = await self._events([row.id for row in rows])
         return [_certificate(row, events[row.id]) for row in rows]
 
@@ -195,7 +204,9 @@ class SqlConsentRepository:
         if changed.rowcount == 0:  # type: ignore[attr-defined]
             # A concurrent first consent for the same citizen makes one of the two inserts fail at
             # commit; the unit of work reports that as ConcurrentChange and the operation runs again.
-            await self.session.execute(insert(consents).values(patient_id=patient.value, given=given, changed_at=at))
+            await self.session.execute(
+                insert(consents).values(patient_id=patient.value, given=given, changed_at=at)
+            )
         await self.session.execute(
             insert(consent_changes).values(
                 patient_id=patient.value,

@@ -41,7 +41,9 @@ def _admin(sql: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     if not POSTGRES_URL:
-        pytest.skip("PostgreSQL: INTYG_TEST_POSTGRES_URL is not set (./dev test starts a server where one is installed)")
+        pytest.skip(
+            "PostgreSQL: INTYG_TEST_POSTGRES_URL is not set (./dev test starts a server where one is installed)"
+        )
     _admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
     _admin(f"CREATE DATABASE {TEMPLATE}")
     migration.upgrade(_with_database(POSTGRES_URL, TEMPLATE))

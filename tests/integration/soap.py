@@ -74,7 +74,9 @@ class Reply:
         return values.get("resultCode"), text, values.get("errorId")
 
     def find_all(self, local_name: str) -> list[etree._Element]:
-        return [e for e in self.body.iter() if isinstance(e.tag, str) and etree.QName(e).localname == local_name]
+        return [
+            e for e in self.body.iter() if isinstance(e.tag, str) and etree.QName(e).localname == local_name
+        ]
 
     def texts(self, local_name: str) -> list[str]:
         return [e.text or "" for e in self.find_all(local_name)]
@@ -164,7 +166,9 @@ def _app_transport(client: TestClient) -> Any:
     import zeep
 
     class AppTransport(zeep.Transport):  # type: ignore[misc]
-        def post_xml(self, address: str, envelope: etree._Element, headers: dict[str, str]) -> requests.Response:
+        def post_xml(
+            self, address: str, envelope: etree._Element, headers: dict[str, str]
+        ) -> requests.Response:
             reply = client.post(urlsplit(address).path, content=etree.tostring(envelope), headers=headers)
             response = requests.Response()
             response.status_code = reply.status_code
@@ -194,3 +198,88 @@ def zeep_service(client: TestClient, operation: str, major: int) -> Any:
     )
     binding = next(iter(zeep_client.wsdl.bindings))
     return zeep_client.create_service(binding, f"http://testserver{path_of(operation, major)}")
+
+
+# --- Request bodies, written as a care system or portal would ----------------------------------------------
+
+PART_SYSTEM = "769bb12b-bd9f-4203-a5cd-fd14f2eb3b80"
+STATUS_SYSTEM = "9871cd17-8755-4ed9-b894-ff3729e775a4"
+CP = "urn:riv:clinicalprocess:healthcond:certificate"
+IP = "urn:riv:insuranceprocess:healthreporting"
+OWN = "urn:riv:intygstjanst:certificate:RemoveCertificateForCareResponder:1"
+
+
+def _root(person_id: str) -> str:
+    return "1.2.752.129.2.1.3.3" if int(person_id[6:8]) > 60 else "1.2.752.129.2.1.3.1"
+
+
+def get_certificate(certificate_id: str, part: str) -> str:
+    return (
+        f'<r:GetCertificate xmlns:r="{CP}:GetCertificateResponder:2" xmlns:t="{T3}">'
+        f"<r:intygs-id><t:root>SE2321000016-H489</t:root><t:extension>{certificate_id}</t:extension></r:intygs-id>"
+        f"<r:part><t:code>{part}</t:code><t:codeSystem>{PART_SYSTEM}</t:codeSystem></r:part></r:GetCertificate>"
+    )
+
+
+def list_for_care(person_id: str, *, care_giver: str | None = None, units: tuple[str, ...] = ()) -> str:
+    scope = (
+        f"<r:vardgivar-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>{care_giver}</t:extension></r:vardgivar-id>"
+        if care_giver
+        else "".join(
+            f"<r:enhets-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>{u}</t:extension></r:enhets-id>"
+            for u in units
+        )
+    )
+    return (
+        f'<r:ListCertificatesForCare xmlns:r="{CP}:ListCertificatesForCareResponder:3" xmlns:t="{T3}">'
+        f"<r:person-id><t:root>{_root(person_id)}</t:root><t:extension>{person_id}</t:extension></r:person-id>"
+        f"{scope}</r:ListCertificatesForCare>"
+    )
+
+
+def list_for_citizen(person_id: str, *, archived: bool = False) -> str:
+    return (
+        f'<r:ListCertificatesForCitizen xmlns:r="{CP}:ListCertificatesForCitizenResponder:4" xmlns:t="{T3}">'
+        f"<r:person-id><t:root>{_root(person_id)}</t:root><t:extension>{person_id}</t:extension></r:person-id>"
+        f"<r:arkiverade>{'true' if archived else 'false'}</r:arkiverade>"
+        f"<r:part><t:code>INVANA</t:code><t:codeSystem>{PART_SYSTEM}</t:codeSystem></r:part>"
+        "</r:ListCertificatesForCitizen>"
+    )
+
+
+def set_status(certificate_id: str, part: str, status: str, at: str = "2026-01-02T10:00:00") -> str:
+    return (
+        f'<r:SetCertificateStatus xmlns:r="{CP}:SetCertificateStatusResponder:2" xmlns:t="{T3}">'
+        f"<r:intygs-id><t:root>x</t:root><t:extension>{certificate_id}</t:extension></r:intygs-id>"
+        f"<r:part><t:code>{part}</t:code><t:codeSystem>{PART_SYSTEM}</t:codeSystem></r:part>"
+        f"<r:status><t:code>{status}</t:code><t:codeSystem>{STATUS_SYSTEM}</t:codeSystem></r:status>"
+        f"<r:tidpunkt>{at}</r:tidpunkt></r:SetCertificateStatus>"
+    )
+
+
+def remove_for_care(certificate_id: str, care_giver: str = "SE2321000016-39KJ") -> str:
+    return (
+        f'<r:RemoveCertificateForCare xmlns:r="{OWN}" xmlns:t="{T3}">'
+        f"<r:intygs-id><t:root>x</t:root><t:extension>{certificate_id}</t:extension></r:intygs-id>"
+        f"<r:vardgivare-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>{care_giver}</t:extension>"
+        "</r:vardgivare-id></r:RemoveCertificateForCare>"
+    )
+
+
+def set_consent(person_id: str, given: bool) -> str:
+    return (
+        f'<r:SetConsentRequest xmlns:r="{IP}:SetConsentResponder:1"><r:personnummer>{person_id}</r:personnummer>'
+        f"<r:consent-given>{'true' if given else 'false'}</r:consent-given></r:SetConsentRequest>"
+    )
+
+
+def get_consent(person_id: str) -> str:
+    return (
+        f'<r:GetConsentRequest xmlns:r="{IP}:GetConsentResponder:1">'
+        f"<r:personnummer>{person_id}</r:personnummer></r:GetConsentRequest>"
+    )
+
+
+def listed_ids(reply: Reply) -> list[str]:
+    """The certificate ids of a ListCertificatesFor* 3/4 response, in order."""
+    return [e.findtext(f"{{{T3}}}extension") or "" for e in reply.find_all("intygs-id")]
