@@ -22,6 +22,7 @@ from service import audit, errors, rules
 from service.model import (
     AuditRecord,
     Caller,
+    CallerKind,
     Certificate,
     Consent,
     Outcome,
@@ -279,7 +280,7 @@ async def list_certificates_for_citizen(
     uow: UnitOfWork,
     *,
     citizen: PersonId,
-    archived: bool = False,
+    archived: bool | None = False,
     types: Sequence[str] = (),
     signed_from: dt.date | None = None,
     signed_to: dt.date | None = None,
@@ -326,9 +327,11 @@ async def set_certificate_status(
         certificate = await _load(uow, attempt, certificate_id)
         if citizen is not None:
             rules.require_owner(certificate, citizen)
-        decision = rules.set_status(certificate, party=party, code=code, at=at)
-        if rules.status_needs_consent(party, by_citizen=citizen is not None):
+        # Consent first: a refusal for another reason would tell a citizen without consent about
+        # the certificate (rule 2).
+        if rules.status_needs_consent(party, by_citizen=caller.kind is CallerKind.CITIZEN):
             rules.require_consent(await uow.consents.get(certificate.patient))
+        decision = rules.set_status(certificate, party=party, code=code, at=at)
         await _apply(uow, certificate, decision)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
         return decision.event

@@ -74,14 +74,16 @@ def require_consent(consent: Consent) -> None:
 
 
 def require_owner(certificate: Certificate, citizen: PersonId) -> None:
-    """A citizen acts only on their own certificates; another's is reported as not found (no leak)."""
+    """A citizen acts only on their own certificates. The refusal is audited as denied; adapters
+    answer it exactly like an unknown id, so nothing leaks about another citizen's certificates."""
     if certificate.patient != citizen:
-        raise errors.CertificateNotFound("no such certificate")
+        raise errors.NotPermitted("the certificate belongs to another citizen")
 
 
-def citizen_sees(certificate: Certificate, *, archived: bool) -> bool:
-    """The citizen's list shows the direct view, or the archive when ``archived`` is asked for."""
-    return certificate.citizen_available != archived
+def citizen_sees(certificate: Certificate, *, archived: bool | None) -> bool:
+    """The citizen's list shows the direct view, or the archive when ``archived`` is asked for, or
+    both (``None``: the 2013 list, which marks archived ones as not available)."""
+    return archived is None or certificate.citizen_available != archived
 
 
 # Rule 3

@@ -16,7 +16,7 @@ from typing import Final
 from lxml import etree
 
 from service import errors, operations, rules
-from service.model import Caller, CallerKind, Channel, Party, PersonId
+from service.model import Caller, CallerKind, Channel, Party, PersonId, StatusCode
 from service.soap import faults
 from service.soap import messages as m
 from service.soap.messages import CORE1, CORE3, OK, TYPES3, Answer, q
@@ -354,6 +354,91 @@ async def get_consent(call: Call, body: etree._Element) -> etree._Element:
     return response
 
 
+# --- The 2013 citizen contracts for legacy portals: GetCertificate 1, ListCertificates 1,
+# --- SetCertificateStatus 1 (rule 2; the same operations as the current contracts) ----------------------
+
+
+async def get_certificate_1(call: Call, body: etree._Element) -> etree._Element:
+    ns = GET_CERTIFICATE_1.namespace
+    citizen = PersonId.parse(m.text(body, q(ns, "nationalIdentityNumber")))
+    found = await operations.get_certificate_for_citizen(
+        call.uow,
+        certificate_id=m.text(body, q(ns, "certificateId")),
+        citizen=citizen,
+        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        now=call.now,
+    )
+    response = GET_CERTIFICATE_1.response()
+    if found.certificate.revoked:
+        # A revoked certificate is no longer shown to the citizen: INFO, and no body.
+        add_result(GET_CERTIFICATE_1, response, Answer("INFO", "Certificate is revoked"))
+        return response
+    m.insurance_meta(response, ns, found.certificate)
+    # The certificate travels as opaque content: the document as it was registered.
+    m.sub(response, ns, "certificate").append(m.parse_document(found.document))
+    add_result(GET_CERTIFICATE_1, response, OK)
+    return response
+
+
+async def list_certificates_1(call: Call, body: etree._Element) -> etree._Element:
+    ns = LIST_CERTIFICATES_1.namespace
+    citizen = PersonId.parse(m.text(body, q(ns, "nationalIdentityNumber")))
+    start, end = m.optional_text(body, q(ns, "fromDate")), m.optional_text(body, q(ns, "toDate"))
+    response = LIST_CERTIFICATES_1.response()
+    try:
+        listed = await operations.list_certificates_for_citizen(
+            call.uow,
+            citizen=citizen,
+            archived=None,
+            types=[m.text(e) for e in body.iterfind(q(ns, "certificateType"))],
+            signed_from=m.date(start) if start else None,
+            signed_to=m.date(end) if end else None,
+            caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+            now=call.now,
+        )
+    except errors.ConsentRequired:
+        # The 2013 list answers a missing consent with INFO NOCONSENT (DOMAIN.md rule 2).
+        add_result(LIST_CERTIFICATES_1, response, faults.NO_CONSENT)
+        return response
+    for certificate in listed:
+        m.insurance_meta(response, ns, certificate)
+    add_result(LIST_CERTIFICATES_1, response, OK)
+    return response
+
+
+# The 2013 status words a portal may set, and the 2013 recipient names beside the current part codes.
+_LEGACY_STATUS: Final = {
+    "SENT": StatusCode.SENTTO,
+    "RECEIVED": StatusCode.RECEIV,
+    "CANCELLED": StatusCode.CANCEL,
+}
+_LEGACY_TARGET: Final = {"FK": Party.FKASSA, "TS": Party.TRANSP}
+
+
+async def set_certificate_status_1(call: Call, body: etree._Element) -> Answer:
+    ns = SET_STATUS_1.namespace
+    citizen = PersonId.parse(m.text(body, q(ns, "nationalIdentityNumber")))
+    status, target = m.text(body, q(ns, "status")), m.text(body, q(ns, "target"))
+    if status not in _LEGACY_STATUS:
+        raise errors.InvalidStatusChange("this status is not set through SetCertificateStatus")
+    try:
+        party = _LEGACY_TARGET.get(target) or Party(target)
+    except ValueError:
+        raise errors.InvalidInput("unknown target") from None
+    at = m.optional_text(body, q(ns, "timestamp"))
+    await operations.set_certificate_status(
+        call.uow,
+        certificate_id=m.text(body, q(ns, "certificateId")),
+        party=party,
+        code=_LEGACY_STATUS[status],
+        at=m.date_time(at) if at else call.now,
+        citizen=citizen,
+        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        now=call.now,
+    )
+    return OK
+
+
 REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3, register_certificate)
 GET_CERTIFICATE_2: Final = Contract("GetCertificate", 2, ResultKind.NONE, get_certificate)
 LIST_FOR_CARE_3: Final = Contract("ListCertificatesForCare", 3, ResultKind.NONE, list_certificates_for_care)
@@ -371,6 +456,15 @@ REMOVE_FOR_CARE_1: Final = Contract(
 )
 SET_CONSENT_1: Final = Contract("SetConsent", 1, ResultKind.RESULT_OF_CALL, set_consent, insurance=True)
 GET_CONSENT_1: Final = Contract("GetConsent", 1, ResultKind.RESULT_OF_CALL, get_consent, insurance=True)
+GET_CERTIFICATE_1: Final = Contract(
+    "GetCertificate", 1, ResultKind.RESULT_OF_CALL, get_certificate_1, insurance=True
+)
+LIST_CERTIFICATES_1: Final = Contract(
+    "ListCertificates", 1, ResultKind.RESULT_OF_CALL, list_certificates_1, insurance=True
+)
+SET_STATUS_1: Final = Contract(
+    "SetCertificateStatus", 1, ResultKind.RESULT_OF_CALL, set_certificate_status_1, insurance=True
+)
 
 CONTRACTS: Final = (
     REGISTER_3,
@@ -384,4 +478,7 @@ CONTRACTS: Final = (
     REMOVE_FOR_CARE_1,
     SET_CONSENT_1,
     GET_CONSENT_1,
+    GET_CERTIFICATE_1,
+    LIST_CERTIFICATES_1,
+    SET_STATUS_1,
 )

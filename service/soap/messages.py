@@ -24,6 +24,7 @@ CORE3: Final = "urn:riv:clinicalprocess:healthcond:certificate:3"
 TYPES3: Final = "urn:riv:clinicalprocess:healthcond:certificate:types:3"
 CORE1: Final = "urn:riv:clinicalprocess:healthcond:certificate:1"
 HEALTHREPORTING2: Final = "urn:riv:insuranceprocess:healthreporting:2"
+INSURANCE_CERTIFICATE1: Final = "urn:riv:insuranceprocess:certificate:1"
 
 PERSONNUMMER_ROOT: Final = "1.2.752.129.2.1.3.1"
 SAMORDNINGSNUMMER_ROOT: Final = "1.2.752.129.2.1.3.3"
@@ -155,6 +156,14 @@ def timestamp(value: str) -> dt.datetime:
         raise errors.InvalidInput("a timestamp is YYYY-MM-DDThh:mm:ss and a real time") from None
 
 
+def date_time(value: str) -> dt.datetime:
+    """An ``xs:dateTime`` of the 2013 contracts, kept as the wall-clock time the caller wrote."""
+    try:
+        return dt.datetime.fromisoformat(value).replace(tzinfo=None)
+    except ValueError:
+        raise errors.InvalidInput("a time is an xs:dateTime") from None
+
+
 def date(value: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
@@ -218,6 +227,11 @@ def certificate_from_intyg(intyg: etree._Element) -> Certificate:
         ),
         registered_at=dt.datetime.min,
     )
+
+
+def parse_document(document: bytes) -> etree._Element:
+    """A stored certificate document, for a get (never on a list path)."""
+    return etree.fromstring(document, _PARSER)
 
 
 def document_of(intyg: etree._Element) -> bytes:
@@ -305,7 +319,7 @@ _AFTER_STATUS: Final = frozenset(
 
 def intyg_from_document(document: bytes, name: str, events: Iterable[StatusEvent]) -> etree._Element:
     """The stored certificate under a response's element name, with its status history now."""
-    stored = etree.fromstring(document, _PARSER)
+    stored = parse_document(document)
     intyg = etree.Element(name, nsmap={k: v for k, v in stored.nsmap.items() if k is not None} or None)
     intyg.text = stored.text
     position = None
@@ -370,3 +384,36 @@ def meta1(parent: etree._Element, namespace: str, certificate: Certificate, *, a
         sub(status, CORE1, "target", event.party.value)
         sub(status, CORE1, "type", LEGACY_STATUS[event.code])
         sub(status, CORE1, "timestamp", stamp(event.at))
+
+
+# The 2013 insuranceprocess StatusType knows no archive or restore: those events are not listed there.
+INSURANCE_STATUS: Final = {
+    StatusCode.RECEIV: "RECEIVED",
+    StatusCode.SENTTO: "SENT",
+    StatusCode.CANCEL: "CANCELLED",
+}
+
+
+def insurance_meta(parent: etree._Element, namespace: str, certificate: Certificate) -> None:
+    """A 2013 insuranceprocess ``CertificateMetaType``, built from columns.
+
+    ``validFrom``/``validTo`` are required dates; lists hold no validity period, so both carry the
+    signing date. ``available`` is the citizen's direct view: false while archived (rule 4).
+    """
+    ns = INSURANCE_CERTIFICATE1
+    day = (certificate.signed_at or certificate.registered_at).date().isoformat()
+    meta = sub(parent, namespace, "meta")
+    sub(meta, ns, "certificateId", certificate.id)
+    sub(meta, ns, "certificateType", certificate.type_code)
+    sub(meta, ns, "validFrom", day)
+    sub(meta, ns, "validTo", day)
+    sub(meta, ns, "issuerName", certificate.issuer_name)
+    sub(meta, ns, "facilityName", certificate.care_unit.unit_name)
+    sub(meta, ns, "signDate", day)
+    sub(meta, ns, "available", "true" if certificate.citizen_available else "false")
+    for event in certificate.status_events:
+        if event.code in INSURANCE_STATUS:
+            status = sub(meta, ns, "status")
+            sub(status, ns, "target", event.party.value)
+            sub(status, ns, "type", INSURANCE_STATUS[event.code])
+            sub(status, ns, "timestamp", stamp(event.at))

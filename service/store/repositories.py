@@ -152,7 +152,9 @@ class SqlCertificateRepository:
         if care_giver_id is not None:
             query = query.where(certificates.c.care_giver_id == care_giver_id)
         rows = (
-            await self.session.execute(query.order_by(certificates.c.signed_at.desc(), certificates.c.id))
+            await self.session.execute(
+                query.order_by(certificates.c.signed_at.desc().nulls_last(), certificates.c.id)
+            )
         ).all()
         events = await self._events([row.id for row in rows])
         return [_certificate(row, events[row.id]) for row in rows]

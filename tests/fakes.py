@@ -1,0 +1,282 @@
+"""In-memory fakes of the ``UnitOfWork`` Protocol of ``service.operations``, and test data builders.
+
+``FakeUnitOfWork`` is a small, real implementation: its repositories keep certificates, documents,
+consents and audit records in dicts and lists. It keeps the transaction contract of the SQL unit of
+work (``service/store/unit_of_work.py``):
+
+- work staged inside an ``async with`` block is visible to that block at once, and to later blocks only
+  after ``commit()``;
+- ``rollback()``, or leaving the block without committing, discards it;
+- the same object can be entered again and again (``operations`` retries by re-entering).
+
+The integration tests of the SQL unit of work (``tests/integration/test_store.py``) run the same
+contract against SQLite and PostgreSQL, so the fake and the real store cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from service import errors, rules
+from service.model import (
+    AuditRecord,
+    Caller,
+    CallerKind,
+    CareUnit,
+    Certificate,
+    Channel,
+    Consent,
+    PersonId,
+)
+
+# ---------------------------------------------------------------------------------------------------
+# Test data
+
+
+def a_care_unit(
+    *, unit_id: str = "SE2321000016-UNIT1", care_giver_id: str = "SE2321000016-GIVER1"
+) -> CareUnit:
+    return CareUnit(
+        unit_id=unit_id,
+        unit_name="Vårdcentralen Centrum",
+        workplace_code="1234567890",
+        care_giver_id=care_giver_id,
+        care_giver_name="Region Exempel",
+    )
+
+
+def a_certificate(
+    certificate_id: str = "cert-1",
+    *,
+    patient: PersonId | str = "191212121212",
+    care_giver_id: str = "SE2321000016-GIVER1",
+    unit_id: str = "SE2321000016-UNIT1",
+    signed_at: dt.datetime | None = dt.datetime(2024, 5, 2, 10, 0, tzinfo=dt.UTC),
+    **changes: object,
+) -> Certificate:
+    """A certificate as a care system registers it; ``changes`` sets flags, events and other fields."""
+    certificate = Certificate(
+        id=certificate_id,
+        id_root="1.2.752.129.2.1.2.1",
+        type_code="LISJP",
+        type_code_system="b64ea353-e8f6-4832-b563-fc7d46f29548",
+        type_display_name="Läkarintyg för sjukpenning",
+        type_version="1.3",
+        patient=patient if isinstance(patient, PersonId) else PersonId.parse(patient),
+        signed_at=signed_at,
+        issuer_id="SE2321000016-DOC1",
+        issuer_name="Doktor Exempel",
+        care_unit=a_care_unit(unit_id=unit_id, care_giver_id=care_giver_id),
+        registered_at=dt.datetime(2024, 5, 2, 10, 1, tzinfo=dt.UTC),
+    )
+    return dataclasses.replace(certificate, **changes)  # type: ignore[arg-type]
+
+
+def document_of(certificate_id: str) -> bytes:
+    """The document the fakes store for a seeded certificate: recognisable in any dump."""
+    return f"<intyg id='{certificate_id}'>DOCUMENT-CONTENT diagnosis F32.1</intyg>".encode()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fake unit of work
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentChange:
+    """One row of a citizen's consent history: when, by whom, through which channel (DOMAIN.md)."""
+
+    patient: PersonId = field(repr=False)
+    given: bool
+    at: dt.datetime
+    actor_kind: CallerKind
+    actor_id: str
+    channel: Channel
+
+
+@dataclass
+class _State:
+    """Everything the store holds. Values are frozen dataclasses, so a copy of the containers suffices."""
+
+    certificates: dict[str, Certificate] = field(default_factory=dict)
+    documents: dict[str, bytes] = field(default_factory=dict)
+    consents: dict[PersonId, Consent] = field(default_factory=dict)
+    consent_changes: list[ConsentChange] = field(default_factory=list)
+    audit_records: list[AuditRecord] = field(default_factory=list)
+
+    def copy(self) -> _State:
+        return _State(
+            certificates=dict(self.certificates),
+            documents=dict(self.documents),
+            consents=dict(self.consents),
+            consent_changes=list(self.consent_changes),
+            audit_records=list(self.audit_records),
+        )
+
+
+class FakeCertificateRepository:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, certificate_id: str) -> Certificate | None:
+        return self._uow.working.certificates.get(certificate_id)
+
+    async def get_document(self, certificate_id: str) -> bytes | None:
+        return self._uow.working.documents.get(certificate_id)
+
+    async def add(self, certificate: Certificate, document: bytes) -> None:
+        state = self._uow.working
+        if certificate.id in state.certificates:
+            # The SQL store fails on the primary key at commit; operations retry after a lost race.
+            raise errors.ConcurrentChange("a certificate with this id was stored concurrently")
+        state.certificates[certificate.id] = certificate
+        state.documents[certificate.id] = document
+
+    async def list_for_patient(
+        self,
+        patient: PersonId,
+        *,
+        types: Sequence[str] = (),
+        care_unit_ids: Sequence[str] = (),
+        care_giver_id: str | None = None,
+    ) -> list[Certificate]:
+        found = [
+            c
+            for c in self._uow.working.certificates.values()
+            if c.patient == patient
+            and (not types or c.type_code in types)
+            and (not care_unit_ids or c.care_unit.unit_id in care_unit_ids)
+            and (care_giver_id is None or c.care_unit.care_giver_id == care_giver_id)
+        ]
+        # The SQL store's order: newest signed first, then by id.
+        found.sort(key=lambda c: c.id)
+        found.sort(key=lambda c: c.signed_at or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
+        return found
+
+    async def update(self, certificate_id: str, decision: rules.Decision) -> None:
+        state = self._uow.working
+        certificate = state.certificates.get(certificate_id)
+        if certificate is None:
+            return  # like an UPDATE that matches no row
+        events = certificate.status_events + ((decision.event,) if decision.event is not None else ())
+        state.certificates[certificate_id] = dataclasses.replace(
+            certificate,
+            care_available=decision.care_available,
+            citizen_available=decision.citizen_available,
+            revoked=decision.revoked,
+            status_events=events,
+        )
+
+    async def delete(self, certificate_ids: Sequence[str]) -> None:
+        """Rule 9: the document, the metadata and the status history go; audit records stay."""
+        state = self._uow.working
+        for certificate_id in certificate_ids:
+            state.certificates.pop(certificate_id, None)
+            state.documents.pop(certificate_id, None)
+
+
+class FakeConsentRepository:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent:
+        # A citizen never seen has not given consent (DOMAIN.md).
+        return self._uow.working.consents.get(patient, Consent(patient, given=False, changed_at=None))
+
+    async def set(self, patient: PersonId, *, given: bool, at: dt.datetime, caller: Caller) -> None:
+        state = self._uow.working
+        state.consents[patient] = Consent(patient, given=given, changed_at=at)
+        state.consent_changes.append(
+            ConsentChange(patient, given, at, caller.kind, caller.system_id, caller.channel)
+        )
+
+
+class FakeAuditLog:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, record: AuditRecord) -> None:
+        self._uow.working.audit_records.append(record)
+
+    @property
+    def records(self) -> list[AuditRecord]:
+        """The committed audit records, oldest first."""
+        return list(self._uow.stored.audit_records)
+
+
+class FakeUnitOfWork:
+    """An in-memory unit of work with the SQL one's transaction semantics.
+
+    ``committed`` counts successful commits. ``fail_commits`` makes the next so many commits fail with
+    ``ConcurrentChange``, as the SQL unit of work reports a lost race, so tests can drive the retries.
+    """
+
+    def __init__(
+        self,
+        *,
+        certificates: Iterable[Certificate] = (),
+        consent_given: Iterable[PersonId] = (),
+        fail_commits: int = 0,
+    ) -> None:
+        self.stored = _State()
+        for certificate in certificates:
+            self.stored.certificates[certificate.id] = certificate
+            self.stored.documents[certificate.id] = document_of(certificate.id)
+        for patient in consent_given:
+            self.stored.consents[patient] = Consent(patient, given=True, changed_at=None)
+        self._working: _State | None = None
+        self.committed = 0
+        self.fail_commits = fail_commits
+        self.certificates = FakeCertificateRepository(self)
+        self.consents = FakeConsentRepository(self)
+        self.audit = FakeAuditLog(self)
+
+    @property
+    def working(self) -> _State:
+        if self._working is None:
+            raise AssertionError("the repositories are used outside an `async with uow` block")
+        return self._working
+
+    async def __aenter__(self) -> Self:
+        if self._working is not None:
+            raise AssertionError("the unit of work is already open")
+        self._working = self.stored.copy()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Whatever was not committed is discarded.
+        self._working = None
+
+    async def commit(self) -> None:
+        working = self.working
+        if self.fail_commits > 0:
+            self.fail_commits -= 1
+            raise errors.ConcurrentChange("a concurrent change won; try again")
+        self.stored = working
+        self._working = working.copy()
+        self.committed += 1
+
+    async def rollback(self) -> None:
+        self._working = self.stored.copy()
+
+    # Reads of the committed state, for assertions.
+
+    def certificate(self, certificate_id: str) -> Certificate | None:
+        return self.stored.certificates.get(certificate_id)
+
+    def document(self, certificate_id: str) -> bytes | None:
+        return self.stored.documents.get(certificate_id)
+
+    def consent_given(self, patient: PersonId) -> bool:
+        consent = self.stored.consents.get(patient)
+        return consent is not None and consent.given
+
+    @property
+    def consent_changes(self) -> list[ConsentChange]:
+        return list(self.stored.consent_changes)

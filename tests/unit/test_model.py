@@ -1,0 +1,80 @@
+"""The domain model: ``PersonId.parse`` accepts exactly the valid personnummer and samordningsnummer."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import errors
+from service.model import PersonId
+
+# 191212121212 is the Swedish tax agency's test personnummer. 191212721219 is its samordningsnummer
+# (day 12 + 60) with the check digit computed by the Luhn algorithm over the last ten digits.
+VALID = [
+    ("191212121212", "191212121212", False),
+    ("19121212-1212", "191212121212", False),
+    ("19121212+1212", "191212121212", False),  # '+' marks a person over 100; it carries nothing here
+    ("  191212121212\n", "191212121212", False),
+    ("194404041230", "194404041230", False),
+    ("200002299873", "200002299873", False),  # 29 February of a leap year
+    ("191212721219", "191212721219", True),
+    ("19121272-1219", "191212721219", True),
+]
+
+INVALID = [
+    ("", "12 digits"),
+    ("1912121212", "12 digits"),  # ten digits: the century is required
+    ("1912121212120", "12 digits"),
+    ("19121212--1212", "12 digits"),
+    ("1912121-21212", "12 digits"),  # separator in the wrong place
+    ("19121212 1212", "12 digits"),
+    ("19121212121X", "12 digits"),
+    ("abcdefghijkl", "12 digits"),
+    ("١٩١٢١٢١٢١٢١٢", "12 digits"),  # Arabic-Indic digits: str.isdigit() alone would accept them
+    ("".join(chr(0xFF10 + int(d)) for d in "191212121212"), "12 digits"),  # full-width digits
+    ("191213121212", "valid date"),  # month 13
+    ("191200121212", "valid date"),  # month 0
+    ("191212321212", "valid date"),  # day 32
+    ("191212001212", "valid date"),  # day 0
+    ("190002301212", "valid date"),  # 30 February
+    ("190002291212", "valid date"),  # 29 February of 1900, not a leap year
+    ("191212921212", "valid date"),  # samordningsnummer day 92 is day 32
+    ("191212601212", "valid date"),  # samordningsnummer day 60 is day 0
+    ("191212121213", "check digit"),
+    ("191212721212", "check digit"),
+]
+
+
+@pytest.mark.parametrize(("raw", "value", "coordination"), VALID)
+def test_a_valid_number_is_parsed_to_twelve_digits(raw: str, value: str, coordination: bool) -> None:
+    person = PersonId.parse(raw)
+
+    assert person.value == value
+    assert person.is_coordination_number is coordination
+    assert person == PersonId.parse(value)
+
+
+@pytest.mark.parametrize(("raw", "reason"), INVALID)
+def test_an_invalid_number_is_refused_with_a_reason(raw: str, reason: str) -> None:
+    with pytest.raises(errors.InvalidPersonId, match=reason):
+        PersonId.parse(raw)
+
+
+@pytest.mark.parametrize("raw", [raw for raw, _ in INVALID if raw.strip()])
+def test_the_error_message_never_holds_the_number(raw: str) -> None:
+    with pytest.raises(errors.InvalidPersonId) as refused:
+        PersonId.parse(raw)
+
+    assert raw.strip() not in str(refused.value)
+
+
+def test_an_invalid_person_id_is_invalid_input() -> None:
+    assert issubclass(errors.InvalidPersonId, errors.InvalidInput)
+
+
+@pytest.mark.parametrize("raw", ["191212121212", "191212721219"])
+def test_the_repr_never_shows_the_number(raw: str) -> None:
+    person = PersonId.parse(raw)
+
+    for text in (repr(person), str(person), f"{person!r}", repr([person])):
+        assert raw not in text
+        assert raw[:8] not in text

@@ -1,0 +1,1067 @@
+"""Every use case of ``service.operations`` on the ``FakeUnitOfWork``: result, one commit, audit record.
+
+A refusal is audited too (outcome ``denied`` or ``error``), committed, and only then raised, and it
+applies no effect. The pure rules are tested in ``tests/unit/test_rules.py``; the SQL unit of work runs
+the same store contract in ``tests/integration/test_store.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from service import errors, operations
+from service.model import (
+    AuditRecord,
+    Caller,
+    CallerKind,
+    Certificate,
+    Channel,
+    Outcome,
+    Party,
+    PersonId,
+    StatusCode,
+    StatusEvent,
+)
+from service.operations import NewCertificate, Removal
+from service.rules import Registration
+from tests.fakes import FakeUnitOfWork, a_certificate, document_of
+
+NOW = dt.datetime(2024, 5, 17, 9, 30, tzinfo=dt.UTC)
+EARLIER = dt.datetime(2024, 5, 2, 10, 1, tzinfo=dt.UTC)
+PATIENT = PersonId.parse("191212121212")
+OTHER_PATIENT = PersonId.parse("194404041230")
+CARE_GIVER = "SE2321000016-GIVER1"
+OTHER_CARE_GIVER = "SE2321000016-GIVER2"
+
+CARE = Caller(
+    CallerKind.CARE_SYSTEM,
+    Channel.SOAP,
+    "SE2321000016-WEBCERT",
+    person_id="SE2321000016-DOC1",
+    care_unit_id="SE2321000016-UNIT1",
+    care_giver_id=CARE_GIVER,
+)
+CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", person_id=PATIENT.value)
+RECIPIENT = Caller(CallerKind.RECIPIENT, Channel.SOAP, "FKASSA")
+
+
+def stored(certificate_id: str = "cert-1", **changes: Any) -> Certificate:
+    """A certificate as the store holds it after registration (RECEIV event included)."""
+    changes.setdefault("status_events", (StatusEvent(StatusCode.RECEIV, Party.HSVARD, EARLIER),))
+    return a_certificate(certificate_id, **changes)
+
+
+def assert_one_commit_audited(
+    uow: FakeUnitOfWork,
+    *,
+    action: str,
+    outcome: Outcome,
+    patient: PersonId | None,
+    certificate_ids: tuple[str, ...],
+    caller: Caller,
+) -> AuditRecord:
+    assert uow.committed == 1
+    [record] = uow.audit.records
+    assert (record.action, record.outcome, record.patient, record.certificate_ids) == (
+        action,
+        outcome,
+        patient,
+        certificate_ids,
+    )
+    assert (record.at, record.actor_kind, record.actor_id, record.channel) == (
+        NOW,
+        caller.kind,
+        caller.system_id,
+        caller.channel,
+    )
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 1: register
+
+
+async def test_registering_stores_the_certificate_with_both_flags_true_and_a_received_event() -> None:
+    uow = FakeUnitOfWork()
+    # Whatever flags the incoming data carries, a new certificate starts available to both (rule 1).
+    incoming = a_certificate("cert-1", care_available=False, citizen_available=False, revoked=True)
+
+    result = await operations.register_certificate(
+        uow, new=NewCertificate(incoming, b"<intyg/>"), caller=CARE, now=NOW
+    )
+
+    assert result is Registration.CREATE
+    certificate = uow.certificate("cert-1")
+    assert certificate is not None
+    assert (certificate.care_available, certificate.citizen_available, certificate.revoked) == (
+        True,
+        True,
+        False,
+    )
+    assert certificate.status_events == (StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW),)
+    assert certificate.registered_at == NOW
+    assert uow.document("cert-1") == b"<intyg/>"
+    assert_one_commit_audited(
+        uow, action="register", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+
+
+@pytest.mark.parametrize("care_available", [True, False])
+async def test_registering_the_same_id_for_the_same_patient_again_changes_nothing(
+    care_available: bool,
+) -> None:
+    before = stored(care_available=care_available, citizen_available=False)
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    result = await operations.register_certificate(
+        uow, new=NewCertificate(a_certificate("cert-1"), b"<other/>"), caller=CARE, now=NOW
+    )
+
+    assert result is Registration.ALREADY_EXISTS
+    # care_available is never set true again (DOMAIN.md, state table).
+    assert uow.certificate("cert-1") == before
+    assert uow.document("cert-1") == document_of("cert-1")
+    record = assert_one_commit_audited(
+        uow,
+        action="register",
+        outcome=Outcome.INFO,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+    assert record.detail == "already exists"
+
+
+async def test_registering_the_same_id_for_another_patient_is_a_conflict_that_changes_nothing() -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before])
+
+    with pytest.raises(errors.CertificateIdConflict):
+        await operations.register_certificate(
+            uow,
+            new=NewCertificate(a_certificate("cert-1", patient=OTHER_PATIENT), b"<other/>"),
+            caller=CARE,
+            now=NOW,
+        )
+
+    assert uow.certificate("cert-1") == before
+    assert uow.document("cert-1") == document_of("cert-1")
+    # The record names the patient of the request, not the holder of the id.
+    assert_one_commit_audited(
+        uow,
+        action="register",
+        outcome=Outcome.ERROR,
+        patient=OTHER_PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+
+
+async def test_registering_runs_again_after_losing_a_race_and_commits_once() -> None:
+    uow = FakeUnitOfWork(fail_commits=operations.RETRIES - 1)
+
+    result = await operations.register_certificate(
+        uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+    )
+
+    assert result is Registration.CREATE
+    assert_one_commit_audited(
+        uow, action="register", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+
+
+async def test_registering_gives_up_after_losing_every_race_and_leaves_nothing() -> None:
+    uow = FakeUnitOfWork(fail_commits=operations.RETRIES)
+
+    with pytest.raises(errors.ConcurrentChange):
+        await operations.register_certificate(
+            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+        )
+
+    assert uow.committed == 0
+    assert uow.certificate("cert-1") is None
+    assert uow.audit.records == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 3: care access
+
+
+@pytest.mark.parametrize("consent", [True, False])
+@pytest.mark.parametrize("citizen_available", [True, False])
+async def test_care_reads_a_certificate_it_keeps_whatever_the_citizen_did(
+    consent: bool, citizen_available: bool
+) -> None:
+    uow = FakeUnitOfWork(
+        certificates=[stored(citizen_available=citizen_available)], consent_given=[PATIENT] if consent else []
+    )
+
+    result = await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
+
+    assert result.certificate == stored(citizen_available=citizen_available)
+    assert result.document == document_of("cert-1")
+    assert_one_commit_audited(
+        uow, action="read", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+
+
+async def test_care_does_not_see_a_certificate_whose_care_copy_was_removed() -> None:
+    uow = FakeUnitOfWork(certificates=[stored(care_available=False)], consent_given=[PATIENT])
+
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
+
+    assert_one_commit_audited(
+        uow, action="read", outcome=Outcome.ERROR, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+
+
+async def test_care_reading_an_unknown_id_is_not_found_and_audited() -> None:
+    uow = FakeUnitOfWork()
+
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.get_certificate_for_care(uow, certificate_id="nope", caller=CARE, now=NOW)
+
+    assert_one_commit_audited(
+        uow, action="read", outcome=Outcome.ERROR, patient=None, certificate_ids=("nope",), caller=CARE
+    )
+
+
+async def test_care_lists_exactly_the_certificates_it_keeps_archived_or_not() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("kept"),
+            stored("archived", citizen_available=False),
+            stored("removed", care_available=False),
+            stored("another-patient", patient=OTHER_PATIENT),
+        ],
+        consent_given=[PATIENT],
+    )
+
+    found = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=CARE, now=NOW)
+
+    assert sorted(c.id for c in found) == ["archived", "kept"]
+    record = assert_one_commit_audited(
+        uow,
+        action="list",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=tuple(c.id for c in found),
+        caller=CARE,
+    )
+    assert record.care_giver_id == CARE_GIVER
+
+
+async def test_care_lists_only_the_care_giver_and_units_asked_for() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("mine"),
+            stored("other-unit", unit_id="SE2321000016-UNIT2"),
+            stored("other-giver", care_giver_id=OTHER_CARE_GIVER, unit_id="SE2321000016-UNIT3"),
+        ]
+    )
+
+    by_giver = await operations.list_certificates_for_care(
+        uow, patient=PATIENT, care_giver_id=CARE_GIVER, caller=CARE, now=NOW
+    )
+    by_unit = await operations.list_certificates_for_care(
+        uow, patient=PATIENT, care_unit_ids=["SE2321000016-UNIT1"], caller=CARE, now=NOW
+    )
+
+    assert sorted(c.id for c in by_giver) == ["mine", "other-unit"]
+    assert [c.id for c in by_unit] == ["mine"]
+    assert uow.committed == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 2: citizen access
+
+
+@pytest.mark.parametrize(
+    "certificate",
+    [stored(), stored(citizen_available=False), stored(care_available=False), stored(revoked=True)],
+    ids=["direct", "archived", "care-copy-removed", "revoked"],
+)
+async def test_a_citizen_with_consent_reads_their_own_certificate(certificate: Certificate) -> None:
+    uow = FakeUnitOfWork(certificates=[certificate], consent_given=[PATIENT])
+
+    result = await operations.get_certificate_for_citizen(
+        uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+    )
+
+    assert result.certificate == certificate
+    assert result.document == document_of("cert-1")
+    record = assert_one_commit_audited(
+        uow, action="read", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=CITIZEN
+    )
+    # The citizen's access log says where the data came from.
+    assert record.care_unit_id == certificate.care_unit.unit_id
+
+
+async def test_a_citizen_without_consent_is_denied_a_read() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    with pytest.raises(errors.ConsentRequired):
+        await operations.get_certificate_for_citizen(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+
+    assert_one_commit_audited(
+        uow,
+        action="read",
+        outcome=Outcome.DENIED,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
+async def test_a_citizen_reading_another_patients_certificate_finds_nothing() -> None:
+    uow = FakeUnitOfWork(certificates=[stored(patient=OTHER_PATIENT)], consent_given=[PATIENT, OTHER_PATIENT])
+
+    with pytest.raises(errors.NotPermitted):
+        await operations.get_certificate_for_citizen(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+
+    record = uow.audit.records[0]
+    assert (uow.committed, len(uow.audit.records), record.outcome) == (1, 1, Outcome.DENIED)
+
+
+async def test_a_citizen_with_consent_lists_the_direct_view_or_the_archive() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("direct"),
+            stored("archived", citizen_available=False),
+            stored("removed", care_available=False),
+            stored("another-patient", patient=OTHER_PATIENT),
+        ],
+        consent_given=[PATIENT, OTHER_PATIENT],
+    )
+
+    direct = await operations.list_certificates_for_citizen(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    archive = await operations.list_certificates_for_citizen(
+        uow, citizen=PATIENT, archived=True, caller=CITIZEN, now=NOW
+    )
+
+    assert sorted(c.id for c in direct) == ["direct", "removed"]
+    assert [c.id for c in archive] == ["archived"]
+    assert uow.committed == 2
+    assert [(r.action, r.outcome, r.patient, set(r.certificate_ids)) for r in uow.audit.records] == [
+        ("list", Outcome.OK, PATIENT, {"direct", "removed"}),
+        ("list", Outcome.OK, PATIENT, {"archived"}),
+    ]
+
+
+async def test_a_citizen_lists_only_the_types_and_signing_dates_asked_for() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("may", signed_at=dt.datetime(2024, 5, 2, tzinfo=dt.UTC)),
+            stored("april", signed_at=dt.datetime(2024, 4, 2, tzinfo=dt.UTC)),
+            stored("unsigned", signed_at=None),
+            stored("other-type", type_code="AG7804"),
+        ],
+        consent_given=[PATIENT],
+    )
+
+    in_may = await operations.list_certificates_for_citizen(
+        uow,
+        citizen=PATIENT,
+        types=["LISJP"],
+        signed_from=dt.date(2024, 5, 1),
+        signed_to=dt.date(2024, 5, 31),
+        caller=CITIZEN,
+        now=NOW,
+    )
+
+    assert [c.id for c in in_may] == ["may"]
+
+
+async def test_a_citizen_without_consent_is_denied_a_list() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    with pytest.raises(errors.ConsentRequired):
+        await operations.list_certificates_for_citizen(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert_one_commit_audited(
+        uow, action="list", outcome=Outcome.DENIED, patient=PATIENT, certificate_ids=(), caller=CITIZEN
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 4 and SetCertificateStatus
+
+
+async def set_status(
+    uow: FakeUnitOfWork,
+    party: Party,
+    code: StatusCode,
+    *,
+    caller: Caller = CITIZEN,
+    citizen: PersonId | None = None,
+) -> StatusEvent | None:
+    if citizen is None and caller is CITIZEN:
+        citizen = PATIENT
+    return await operations.set_certificate_status(
+        uow, certificate_id="cert-1", party=party, code=code, at=NOW, citizen=citizen, caller=caller, now=NOW
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "citizen_available", "after"),
+    [(StatusCode.DELETE, True, False), (StatusCode.RESTOR, False, True)],
+    ids=["archive", "restore"],
+)
+async def test_the_citizen_archives_and_restores_and_care_is_unaffected(
+    code: StatusCode, citizen_available: bool, after: bool
+) -> None:
+    uow = FakeUnitOfWork(certificates=[stored(citizen_available=citizen_available)], consent_given=[PATIENT])
+
+    event = await set_status(uow, Party.INVANA, code)
+
+    assert event == StatusEvent(code, Party.INVANA, NOW)
+    certificate = uow.certificate("cert-1")
+    assert certificate is not None
+    assert (certificate.citizen_available, certificate.care_available) == (after, True)
+    assert certificate.status_events[-1] == event
+    assert_one_commit_audited(
+        uow,
+        action=f"set_status:{code.value}",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
+async def test_archiving_an_archived_certificate_records_nothing_and_answers_info() -> None:
+    before = stored(citizen_available=False)
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    event = await set_status(uow, Party.INVANA, StatusCode.DELETE)
+
+    assert event is None
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action="set_status:DELETE",
+        outcome=Outcome.INFO,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
+@pytest.mark.parametrize("code", [StatusCode.DELETE, StatusCode.RESTOR])
+async def test_a_citizen_without_consent_can_not_archive_or_restore(code: StatusCode) -> None:
+    before = stored(citizen_available=code is StatusCode.DELETE)
+    uow = FakeUnitOfWork(certificates=[before])
+
+    with pytest.raises(errors.ConsentRequired):
+        await set_status(uow, Party.INVANA, code)
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action=f"set_status:{code.value}",
+        outcome=Outcome.DENIED,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
+async def test_a_citizen_can_not_archive_another_patients_certificate() -> None:
+    before = stored(patient=OTHER_PATIENT)
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT, OTHER_PATIENT])
+
+    with pytest.raises(errors.NotPermitted):
+        await set_status(uow, Party.INVANA, StatusCode.DELETE)
+
+    assert uow.certificate("cert-1") == before
+    assert (uow.committed, [r.outcome for r in uow.audit.records]) == (1, [Outcome.DENIED])
+
+
+async def test_a_recipient_reports_a_certificate_received() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    event = await set_status(uow, Party.FKASSA, StatusCode.RECEIV, caller=RECIPIENT)
+
+    assert event == StatusEvent(StatusCode.RECEIV, Party.FKASSA, NOW)
+    assert uow.certificate("cert-1").status_events[-1] == event  # type: ignore[union-attr]
+    assert_one_commit_audited(
+        uow,
+        action="set_status:RECEIV",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=RECIPIENT,
+    )
+
+
+async def test_sending_twice_to_the_same_recipient_records_once() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+
+    first = await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+    second = await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+
+    assert first == StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW)
+    assert second is None
+    assert uow.certificate("cert-1").sent_to() == (Party.FKASSA,)  # type: ignore[union-attr]
+    assert [r.outcome for r in uow.audit.records] == [Outcome.OK, Outcome.INFO]
+    assert uow.committed == 2
+
+
+async def test_sending_a_revoked_certificate_is_refused_and_records_nothing() -> None:
+    before = stored(revoked=True)
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    with pytest.raises(errors.CertificateRevoked):
+        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action="set_status:SENTTO",
+        outcome=Outcome.ERROR,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
+@pytest.mark.parametrize(
+    ("party", "code"),
+    [(Party.HSVARD, StatusCode.DELETE), (Party.FKASSA, StatusCode.RESTOR), (Party.INVANA, StatusCode.CANCEL)],
+)
+async def test_a_party_setting_a_status_that_is_not_its_own_is_refused_and_records_nothing(
+    party: Party, code: StatusCode
+) -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    with pytest.raises(errors.InvalidStatusChange):
+        await set_status(uow, party, code, caller=RECIPIENT)
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action=f"set_status:{code.value}",
+        outcome=Outcome.ERROR,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=RECIPIENT,
+    )
+
+
+async def test_a_citizen_without_consent_can_not_send_a_certificate() -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before])
+
+    with pytest.raises(errors.ConsentRequired):
+        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action="set_status:SENTTO",
+        outcome=Outcome.DENIED,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
+async def test_a_citizen_without_consent_learns_nothing_about_the_certificate_from_a_refusal() -> None:
+    uow = FakeUnitOfWork(certificates=[stored(revoked=True)])
+
+    with pytest.raises(errors.ConsentRequired):
+        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+    assert [r.outcome for r in uow.audit.records] == [Outcome.DENIED]
+
+
+# ---------------------------------------------------------------------------------------------------
+# State table, `revoked`: the issuer revokes; the certificate stays stored and reads show it revoked.
+
+
+async def test_revoking_marks_the_certificate_revoked_and_keeps_it_readable() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+
+    revoked = await operations.revoke_certificate(
+        uow, certificate_id="cert-1", patient=PATIENT, caller=CARE, now=NOW
+    )
+
+    assert revoked is True
+    assert_one_commit_audited(
+        uow, action="revoke", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+    for_care = await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
+    for_citizen = await operations.get_certificate_for_citizen(
+        uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+    )
+    assert for_care.certificate.revoked
+    assert for_citizen.certificate.revoked
+    assert for_care.certificate.status_events[-1] == StatusEvent(StatusCode.CANCEL, Party.HSVARD, NOW)
+
+
+async def test_revoking_a_revoked_certificate_answers_info_and_records_nothing() -> None:
+    before = stored(revoked=True)
+    uow = FakeUnitOfWork(certificates=[before])
+
+    revoked = await operations.revoke_certificate(
+        uow, certificate_id="cert-1", patient=PATIENT, caller=CARE, now=NOW
+    )
+
+    assert revoked is False
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow, action="revoke", outcome=Outcome.INFO, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+
+
+async def test_revoking_with_another_patient_named_is_refused_and_changes_nothing() -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before])
+
+    with pytest.raises(errors.PatientMismatch):
+        await operations.revoke_certificate(
+            uow, certificate_id="cert-1", patient=OTHER_PATIENT, caller=CARE, now=NOW
+        )
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow, action="revoke", outcome=Outcome.ERROR, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+
+
+async def test_revoking_an_unknown_id_is_not_found_and_audited() -> None:
+    uow = FakeUnitOfWork()
+
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.revoke_certificate(uow, certificate_id="nope", patient=PATIENT, caller=CARE, now=NOW)
+
+    assert_one_commit_audited(
+        uow, action="revoke", outcome=Outcome.ERROR, patient=PATIENT, certificate_ids=("nope",), caller=CARE
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 5: the care provider removes its copy
+
+
+async def remove(uow: FakeUnitOfWork, care_giver_id: str = CARE_GIVER) -> Removal:
+    return await operations.remove_care_copy(
+        uow, certificate_id="cert-1", care_giver_id=care_giver_id, caller=CARE, now=NOW
+    )
+
+
+@pytest.mark.parametrize("citizen_available", [True, False], ids=["direct", "archived"])
+async def test_removing_the_care_copy_with_consent_keeps_the_certificate_for_the_citizen_only(
+    citizen_available: bool,
+) -> None:
+    uow = FakeUnitOfWork(certificates=[stored(citizen_available=citizen_available)], consent_given=[PATIENT])
+
+    removal = await remove(uow)
+
+    assert removal is Removal.KEPT_FOR_CITIZEN
+    certificate = uow.certificate("cert-1")
+    assert certificate is not None
+    assert (certificate.care_available, certificate.citizen_available) == (False, citizen_available)
+    record = assert_one_commit_audited(
+        uow,
+        action="remove_care_copy",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+    assert record.detail == "kept_for_citizen"
+
+    read = await operations.get_certificate_for_citizen(
+        uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+    )
+    listed = await operations.list_certificates_for_citizen(
+        uow, citizen=PATIENT, archived=not citizen_available, caller=CITIZEN, now=NOW
+    )
+    assert read.document == document_of("cert-1")
+    assert [c.id for c in listed] == ["cert-1"]
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
+    assert await operations.list_certificates_for_care(uow, patient=PATIENT, caller=CARE, now=NOW) == []
+
+
+async def test_removing_the_care_copy_without_consent_deletes_the_certificate_for_everyone() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    removal = await remove(uow)
+
+    assert removal is Removal.DELETED
+    assert uow.certificate("cert-1") is None
+    assert uow.document("cert-1") is None
+    record = assert_one_commit_audited(
+        uow,
+        action="remove_care_copy",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+    assert record.detail == "deleted"
+
+    await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.get_certificate_for_citizen(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
+    assert await operations.list_certificates_for_citizen(uow, citizen=PATIENT, caller=CITIZEN, now=NOW) == []
+    # The audit trail of the deletion stays (rule 9).
+    assert uow.audit.records[0] == record
+
+
+async def test_another_care_giver_may_not_remove_the_care_copy() -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before])
+
+    with pytest.raises(errors.NotPermitted):
+        await remove(uow, care_giver_id=OTHER_CARE_GIVER)
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action="remove_care_copy",
+        outcome=Outcome.DENIED,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+
+
+async def test_removing_a_care_copy_already_removed_finds_nothing_and_changes_nothing() -> None:
+    before = stored(care_available=False)
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    with pytest.raises(errors.CertificateNotFound):
+        await remove(uow)
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action="remove_care_copy",
+        outcome=Outcome.ERROR,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Consent, rules 6 and 7
+
+
+async def test_giving_consent_records_when_by_whom_and_through_which_channel() -> None:
+    uow = FakeUnitOfWork()
+
+    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert (change.consent.given, change.consent.changed_at, change.changed, change.deleted) == (
+        True,
+        NOW,
+        True,
+        0,
+    )
+    assert uow.consent_given(PATIENT)
+    [history] = uow.consent_changes
+    assert (history.given, history.at, history.actor_kind, history.actor_id, history.channel) == (
+        True,
+        NOW,
+        CallerKind.CITIZEN,
+        "1177",
+        Channel.REST,
+    )
+    assert_one_commit_audited(
+        uow, action="give_consent", outcome=Outcome.OK, patient=PATIENT, certificate_ids=(), caller=CITIZEN
+    )
+
+
+@pytest.mark.parametrize(("given", "action"), [(True, "give_consent"), (False, "withdraw_consent")])
+async def test_setting_consent_to_what_it_is_changes_nothing_and_answers_info(
+    given: bool, action: str
+) -> None:
+    uow = FakeUnitOfWork(consent_given=[PATIENT] if given else [])
+
+    change = await operations.set_consent(uow, citizen=PATIENT, given=given, caller=CITIZEN, now=NOW)
+
+    assert (change.changed, change.deleted, change.consent.given) == (False, 0, given)
+    assert uow.consent_changes == []
+    assert_one_commit_audited(
+        uow, action=action, outcome=Outcome.INFO, patient=PATIENT, certificate_ids=(), caller=CITIZEN
+    )
+
+
+async def test_a_citizen_never_seen_has_not_given_consent() -> None:
+    uow = FakeUnitOfWork()
+
+    consent = await operations.get_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert (consent.given, consent.changed_at) == (False, None)
+    assert_one_commit_audited(
+        uow, action="read_consent", outcome=Outcome.OK, patient=PATIENT, certificate_ids=(), caller=CITIZEN
+    )
+
+
+async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_provider_removed() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("kept"),
+            stored("kept-archived", citizen_available=False),
+            stored("removed", care_available=False),
+            stored("removed-archived", care_available=False, citizen_available=False),
+            stored("another-patient-removed", patient=OTHER_PATIENT, care_available=False),
+        ],
+        consent_given=[PATIENT, OTHER_PATIENT],
+    )
+
+    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert (change.consent.given, change.changed, change.deleted) == (False, True, 2)
+    assert sorted(uow.stored.certificates) == ["another-patient-removed", "kept", "kept-archived"]
+    assert uow.document("removed") is None
+    assert uow.document("removed-archived") is None
+    record = assert_one_commit_audited(
+        uow,
+        action="withdraw_consent",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("removed", "removed-archived"),
+        caller=CITIZEN,
+    )
+    assert record.detail == "deleted 2"
+
+    # Care keeps what it kept; the citizen loses all access at once.
+    for_care = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=CARE, now=NOW)
+    assert sorted(c.id for c in for_care) == ["kept", "kept-archived"]
+    with pytest.raises(errors.ConsentRequired):
+        await operations.list_certificates_for_citizen(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    with pytest.raises(errors.ConsentRequired):
+        await operations.get_certificate_for_citizen(
+            uow, certificate_id="kept", citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+
+
+async def test_giving_consent_again_brings_no_deleted_certificate_back() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+    await remove(uow)
+    await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert (change.changed, change.deleted) == (True, 0)
+    assert uow.certificate("cert-1") is None
+    assert await operations.list_certificates_for_citizen(uow, citizen=PATIENT, caller=CITIZEN, now=NOW) == []
+    assert (
+        await operations.list_certificates_for_citizen(
+            uow, citizen=PATIENT, archived=True, caller=CITIZEN, now=NOW
+        )
+        == []
+    )
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.get_certificate_for_citizen(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+
+
+async def test_removing_the_care_copy_and_withdrawing_consent_run_again_after_losing_a_race() -> None:
+    # Both lock the citizen's consent row (rule 8); the loser of a race runs again and sees the winner.
+    uow = FakeUnitOfWork(
+        certificates=[stored()], consent_given=[PATIENT], fail_commits=operations.RETRIES - 1
+    )
+
+    removal = await remove(uow)
+    uow.fail_commits = operations.RETRIES - 1
+    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert (removal, change.deleted) == (Removal.KEPT_FOR_CITIZEN, 1)
+    assert uow.certificate("cert-1") is None
+    assert uow.committed == 2
+    assert [r.action for r in uow.audit.records] == ["remove_care_copy", "withdraw_consent"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 9: permanent deletion removes document, metadata and status history; the audit trail stays,
+# without the document's content.
+
+
+@pytest.mark.parametrize("cause", ["remove_care_copy_without_consent", "withdraw_consent"])
+async def test_after_permanent_deletion_only_the_audit_trail_remains_and_it_holds_no_content(
+    cause: str,
+) -> None:
+    history = (
+        StatusEvent(StatusCode.RECEIV, Party.HSVARD, EARLIER),
+        StatusEvent(StatusCode.SENTTO, Party.FKASSA, EARLIER),
+    )
+    uow = FakeUnitOfWork(certificates=[stored(status_events=history)], consent_given=[PATIENT])
+    await operations.get_certificate_for_citizen(
+        uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+    )
+    if cause == "withdraw_consent":
+        await remove(uow)
+        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    else:
+        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        await remove(uow)
+
+    assert uow.certificate("cert-1") is None
+    assert uow.document("cert-1") is None
+    async with uow:
+        assert await uow.certificates.get("cert-1") is None
+        assert await uow.certificates.get_document("cert-1") is None
+        assert await uow.certificates.list_for_patient(PATIENT) == []
+
+    records = uow.audit.records
+    deleting = "remove_care_copy" if cause == "remove_care_copy_without_consent" else "withdraw_consent"
+    assert [r.action for r in records if "cert-1" in r.certificate_ids] == [
+        "read",
+        *(["remove_care_copy"] if cause == "withdraw_consent" else []),
+        deleting,
+    ]
+    for record in records:
+        for value in (repr(record), *(str(v) for v in dataclasses.astuple(record))):
+            assert "DOCUMENT-CONTENT" not in value
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fake itself: the transaction contract every operation relies on.
+
+
+async def test_work_left_uncommitted_is_discarded_and_committed_work_stays() -> None:
+    uow = FakeUnitOfWork()
+
+    async with uow:
+        await uow.certificates.add(stored("discarded"), b"<a/>")
+        assert await uow.certificates.get("discarded") is not None
+    async with uow:
+        await uow.certificates.add(stored("rolled-back"), b"<b/>")
+        await uow.rollback()
+        await uow.certificates.add(stored("committed"), b"<c/>")
+        await uow.commit()
+
+    assert sorted(uow.stored.certificates) == ["committed"]
+    assert uow.committed == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 8, as a property over random sequences of operations: after every step every stored
+# certificate has a keeper, and no step but a new registration of its id brings a deleted one back.
+
+PATIENTS = [PATIENT, OTHER_PATIENT, PersonId.parse("191212721219")]
+IDS = [f"cert-{n}" for n in range(4)]
+CARE_GIVERS = [CARE_GIVER, OTHER_CARE_GIVER]
+
+
+class EveryStoredCertificateHasAKeeper(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.uow = FakeUnitOfWork()
+        self.deleted: set[str] = set()
+
+    def step(self, operation: Awaitable[object], *, registering: str | None = None) -> None:
+        before = set(self.uow.stored.certificates)
+        commits, records = self.uow.committed, len(self.uow.audit.records)
+        # A refusal is audited and committed all the same.
+        with contextlib.suppress(errors.ServiceError):
+            asyncio.run(operation)  # type: ignore[arg-type]
+        after = set(self.uow.stored.certificates)
+        assert (self.uow.committed, len(self.uow.audit.records)) == (commits + 1, records + 1)
+        back = (after - before) & self.deleted
+        # A care system registering the id again stores a new copy; nothing else may revive one (rule 7).
+        assert back <= ({registering} if registering else set()), f"deleted {back} came back"
+        self.deleted = (self.deleted - back) | (before - after)
+
+    def patient_of(self, certificate_id: str) -> PersonId:
+        certificate = self.uow.certificate(certificate_id)
+        return certificate.patient if certificate is not None else PATIENT
+
+    @rule(
+        certificate_id=st.sampled_from(IDS),
+        patient=st.sampled_from(PATIENTS),
+        giver=st.sampled_from(CARE_GIVERS),
+    )
+    def register(self, certificate_id: str, patient: PersonId, giver: str) -> None:
+        new = NewCertificate(a_certificate(certificate_id, patient=patient, care_giver_id=giver), b"<intyg/>")
+        self.step(
+            operations.register_certificate(self.uow, new=new, caller=CARE, now=NOW),
+            registering=certificate_id,
+        )
+
+    @rule(certificate_id=st.sampled_from(IDS), code=st.sampled_from([StatusCode.DELETE, StatusCode.RESTOR]))
+    def archive_or_restore(self, certificate_id: str, code: StatusCode) -> None:
+        patient = self.patient_of(certificate_id)
+        citizen = dataclasses.replace(CITIZEN, person_id=patient.value)
+        self.step(
+            operations.set_certificate_status(
+                self.uow,
+                certificate_id=certificate_id,
+                party=Party.INVANA,
+                code=code,
+                at=NOW,
+                citizen=patient,
+                caller=citizen,
+                now=NOW,
+            )
+        )
+
+    @rule(certificate_id=st.sampled_from(IDS))
+    def revoke(self, certificate_id: str) -> None:
+        self.step(
+            operations.revoke_certificate(
+                self.uow,
+                certificate_id=certificate_id,
+                patient=self.patient_of(certificate_id),
+                caller=CARE,
+                now=NOW,
+            )
+        )
+
+    @rule(certificate_id=st.sampled_from(IDS), giver=st.sampled_from(CARE_GIVERS))
+    def remove_care_copy(self, certificate_id: str, giver: str) -> None:
+        self.step(
+            operations.remove_care_copy(
+                self.uow, certificate_id=certificate_id, care_giver_id=giver, caller=CARE, now=NOW
+            )
+        )
+
+    @rule(patient=st.sampled_from(PATIENTS), given=st.booleans())
+    def set_consent(self, patient: PersonId, given: bool) -> None:
+        citizen = dataclasses.replace(CITIZEN, person_id=patient.value)
+        self.step(operations.set_consent(self.uow, citizen=patient, given=given, caller=citizen, now=NOW))
+
+    @invariant()
+    def every_stored_certificate_has_a_keeper(self) -> None:
+        for certificate in self.uow.stored.certificates.values():
+            assert certificate.care_available or self.uow.consent_given(certificate.patient), certificate.id
+
+    @invariant()
+    def a_document_is_stored_exactly_for_each_stored_certificate(self) -> None:
+        assert set(self.uow.stored.documents) == set(self.uow.stored.certificates)
+
+    @invariant()
+    def no_deleted_certificate_is_stored(self) -> None:
+        assert not self.deleted & set(self.uow.stored.certificates)
+
+
+TestEveryStoredCertificateHasAKeeper = EveryStoredCertificateHasAKeeper.TestCase
+TestEveryStoredCertificateHasAKeeper.settings = settings(
+    max_examples=200, stateful_step_count=25, deadline=None
+)

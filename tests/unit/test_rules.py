@@ -1,0 +1,525 @@
+"""The rules of DOMAIN.md, one group per rule, on ``service.rules`` alone (pure: no store, no clock).
+
+The same rules seen through a transaction (commit, audit record, permanent deletion in the unit of
+work of its cause) are in ``tests/unit/test_operations.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from service import audit, errors, rules
+from service.model import (
+    AuditRecord,
+    Caller,
+    CallerKind,
+    Certificate,
+    Channel,
+    Consent,
+    Outcome,
+    Party,
+    PersonId,
+    StatusCode,
+    StatusEvent,
+)
+from tests.fakes import a_certificate
+
+NOW = dt.datetime(2024, 5, 17, 9, 30, tzinfo=dt.UTC)
+PATIENT = PersonId.parse("191212121212")
+OTHER_PATIENT = PersonId.parse("194404041230")
+CARE_GIVER = "SE2321000016-GIVER1"
+GIVEN = Consent(PATIENT, given=True, changed_at=NOW)
+NOT_GIVEN = Consent(PATIENT, given=False, changed_at=None)
+RECIPIENTS = [p for p in Party if p.is_recipient]
+FLAGS = list(itertools.product([True, False], repeat=3))  # care_available, citizen_available, revoked
+TWO_FLAGS = list(itertools.product([True, False], repeat=2))
+
+
+def certificate(
+    care_available: bool = True, citizen_available: bool = True, revoked: bool = False, **changes: Any
+) -> Certificate:
+    return a_certificate(
+        care_available=care_available, citizen_available=citizen_available, revoked=revoked, **changes
+    )
+
+
+def flags(decision: rules.Decision) -> tuple[bool, bool, bool]:
+    return decision.care_available, decision.citizen_available, decision.revoked
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 1: register. A new id is created; the same id for the same patient changes nothing; the same id
+# for another patient is a conflict.
+
+
+def test_registering_a_new_id_creates_the_certificate() -> None:
+    assert rules.register(None, patient=PATIENT) is rules.Registration.CREATE
+
+
+@pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
+def test_registering_the_same_id_for_the_same_patient_again_changes_nothing(
+    care_available: bool, citizen_available: bool, revoked: bool
+) -> None:
+    existing = certificate(care_available, citizen_available, revoked)
+
+    assert rules.register(existing, patient=PATIENT) is rules.Registration.ALREADY_EXISTS
+
+
+def test_registering_the_same_id_for_another_patient_is_a_conflict() -> None:
+    with pytest.raises(errors.CertificateIdConflict):
+        rules.register(certificate(), patient=OTHER_PATIENT)
+
+
+def test_the_first_event_of_every_certificate_is_received_from_health_care() -> None:
+    assert rules.received(now=NOW) == StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 2: citizen access. Only the citizen's own certificates, only while consent is given.
+
+
+@pytest.mark.parametrize(("consent", "allowed"), [(GIVEN, True), (NOT_GIVEN, False)])
+def test_a_citizen_has_access_only_while_consent_is_given(consent: Consent, allowed: bool) -> None:
+    if allowed:
+        rules.require_consent(consent)
+    else:
+        with pytest.raises(errors.ConsentRequired):
+            rules.require_consent(consent)
+
+
+def test_a_missing_consent_is_a_denial() -> None:
+    # Denials are audited with outcome "denied" (STYLE.md, Audit).
+    assert issubclass(errors.ConsentRequired, errors.Denied)
+
+
+def test_a_citizen_acts_on_their_own_certificate() -> None:
+    rules.require_owner(certificate(), PATIENT)
+
+
+def test_another_patients_certificate_is_refused_to_a_citizen_as_a_denial() -> None:
+    # Audited as denied; the adapters answer it exactly like an unknown id (test_error_maps.py),
+    # so the answer does not reveal that the id exists.
+    with pytest.raises(errors.NotPermitted):
+        rules.require_owner(certificate(), OTHER_PATIENT)
+
+
+@pytest.mark.parametrize(
+    ("citizen_available", "archived", "seen"),
+    [
+        (True, False, True),  # direct view shows what is not archived
+        (False, False, False),
+        (True, True, False),  # the archive shows what is archived
+        (False, True, True),
+    ],
+)
+def test_the_citizen_sees_the_direct_view_or_the_archive(
+    citizen_available: bool, archived: bool, seen: bool
+) -> None:
+    for care_available in (True, False):
+        subject = certificate(care_available, citizen_available)
+
+        assert rules.citizen_sees(subject, archived=archived) is seen
+
+
+@pytest.mark.parametrize("party", list(Party))
+def test_a_citizen_setting_any_status_needs_consent(party: Party) -> None:
+    assert rules.status_needs_consent(party, by_citizen=True)
+
+
+@pytest.mark.parametrize(("party", "needs"), [(p, p is Party.INVANA) for p in Party])
+def test_a_status_set_for_the_citizen_needs_consent_and_a_recipients_delivery_does_not(
+    party: Party, needs: bool
+) -> None:
+    assert rules.status_needs_consent(party, by_citizen=False) is needs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 3: care access. Care sees exactly what the care provider keeps; consent and archiving play no part.
+
+
+@pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
+def test_care_sees_a_certificate_exactly_while_the_care_provider_keeps_it(
+    care_available: bool, citizen_available: bool, revoked: bool
+) -> None:
+    subject = certificate(care_available, citizen_available, revoked)
+
+    assert rules.care_sees(subject) is care_available
+    if care_available:
+        rules.require_care_visible(subject)
+    else:
+        with pytest.raises(errors.CertificateNotFound):
+            rules.require_care_visible(subject)
+
+
+def test_archiving_by_the_citizen_is_invisible_to_care() -> None:
+    archived = rules.archive(certificate(), now=NOW)
+
+    assert rules.care_sees(certificate(care_available=archived.care_available, citizen_available=False))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 4: archive. The citizen archives (citizen_available false, event DELETE) and restores (true,
+# event RESTOR); care is unaffected; doing it again records nothing.
+
+
+@pytest.mark.parametrize(("care_available", "revoked"), TWO_FLAGS)
+def test_archiving_hides_the_certificate_from_the_citizens_view_and_leaves_care_alone(
+    care_available: bool, revoked: bool
+) -> None:
+    decision = rules.archive(certificate(care_available, True, revoked), now=NOW)
+
+    assert flags(decision) == (care_available, False, revoked)
+    assert decision.event == StatusEvent(StatusCode.DELETE, Party.INVANA, NOW)
+    assert not decision.delete
+
+
+@pytest.mark.parametrize(("care_available", "revoked"), TWO_FLAGS)
+def test_restoring_brings_the_certificate_back_to_the_citizens_view_and_leaves_care_alone(
+    care_available: bool, revoked: bool
+) -> None:
+    decision = rules.restore(certificate(care_available, False, revoked), now=NOW)
+
+    assert flags(decision) == (care_available, True, revoked)
+    assert decision.event == StatusEvent(StatusCode.RESTOR, Party.INVANA, NOW)
+    assert not decision.delete
+
+
+@pytest.mark.parametrize(
+    ("action", "citizen_available"),
+    [(rules.archive, False), (rules.restore, True)],
+    ids=["archive", "restore"],
+)
+def test_archiving_or_restoring_twice_records_nothing_the_second_time(
+    action: Callable[..., rules.Decision], citizen_available: bool
+) -> None:
+    subject = certificate(citizen_available=citizen_available)
+
+    decision = action(subject, now=NOW)
+
+    assert decision.event is None
+    assert not decision.changes(subject)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SetCertificateStatus: which party may set which status (rule 4 for the citizen, delivery for recipients).
+
+
+@pytest.mark.parametrize(
+    ("party", "code", "expected"),
+    [
+        (Party.INVANA, StatusCode.DELETE, StatusEvent(StatusCode.DELETE, Party.INVANA, NOW)),
+        (Party.INVANA, StatusCode.RESTOR, None),  # not archived: already in force
+        *[(p, StatusCode.SENTTO, StatusEvent(StatusCode.SENTTO, p, NOW)) for p in RECIPIENTS],
+        *[(p, StatusCode.RECEIV, StatusEvent(StatusCode.RECEIV, p, NOW)) for p in RECIPIENTS],
+    ],
+)
+def test_a_party_sets_the_statuses_that_are_its_own(
+    party: Party, code: StatusCode, expected: StatusEvent | None
+) -> None:
+    decision = rules.set_status(certificate(), party=party, code=code, at=NOW)
+
+    assert decision.event == expected
+    assert not decision.delete
+
+
+@pytest.mark.parametrize(
+    ("party", "code"),
+    [
+        # Archive and restore belong to the citizen alone (rule 4): a care system can't archive.
+        *[(p, c) for p in Party if p is not Party.INVANA for c in (StatusCode.DELETE, StatusCode.RESTOR)],
+        # Revoking is the issuer's RevokeCertificate; no party revokes by setting a status.
+        *[(p, StatusCode.CANCEL) for p in Party],
+        # A certificate is sent to a recipient, and a recipient reports it received.
+        (Party.INVANA, StatusCode.SENTTO),
+        (Party.HSVARD, StatusCode.SENTTO),
+        (Party.INVANA, StatusCode.RECEIV),
+        (Party.HSVARD, StatusCode.RECEIV),
+    ],
+)
+def test_a_party_setting_a_status_that_is_not_its_own_is_refused(party: Party, code: StatusCode) -> None:
+    with pytest.raises(errors.InvalidStatusChange):
+        rules.set_status(certificate(), party=party, code=code, at=NOW)
+
+
+def test_setting_the_archived_status_on_an_archived_certificate_records_nothing() -> None:
+    decision = rules.set_status(
+        certificate(citizen_available=False), party=Party.INVANA, code=StatusCode.DELETE, at=NOW
+    )
+
+    assert decision.event is None
+
+
+def test_sending_to_the_same_recipient_twice_records_once() -> None:
+    sent = certificate(status_events=(StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),))
+
+    assert rules.send(sent, recipient=Party.FKASSA, now=NOW).event is None
+    assert rules.set_status(sent, party=Party.FKASSA, code=StatusCode.SENTTO, at=NOW).event is None
+
+
+def test_sending_to_another_recipient_after_one_is_recorded() -> None:
+    sent = certificate(status_events=(StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),))
+
+    decision = rules.send(sent, recipient=Party.AF, now=NOW)
+
+    assert decision.event == StatusEvent(StatusCode.SENTTO, Party.AF, NOW)
+
+
+@pytest.mark.parametrize("party", RECIPIENTS)
+def test_sending_a_revoked_certificate_is_refused(party: Party) -> None:
+    with pytest.raises(errors.CertificateRevoked):
+        rules.set_status(certificate(revoked=True), party=party, code=StatusCode.SENTTO, at=NOW)
+
+
+@pytest.mark.parametrize("party", [Party.INVANA, Party.HSVARD])
+def test_sending_to_a_party_that_is_not_a_recipient_is_refused(party: Party) -> None:
+    with pytest.raises(errors.InvalidStatusChange):
+        rules.send(certificate(), recipient=party, now=NOW)
+
+
+# ---------------------------------------------------------------------------------------------------
+# State table, `revoked`: the issuer revokes; the certificate stays stored and reads show it revoked.
+
+
+@pytest.mark.parametrize(("care_available", "citizen_available"), TWO_FLAGS)
+def test_revoking_marks_the_certificate_revoked_and_keeps_it(
+    care_available: bool, citizen_available: bool
+) -> None:
+    decision = rules.revoke(certificate(care_available, citizen_available), now=NOW)
+
+    assert flags(decision) == (care_available, citizen_available, True)
+    assert decision.event == StatusEvent(StatusCode.CANCEL, Party.HSVARD, NOW)
+    assert not decision.delete
+
+
+def test_revoking_a_revoked_certificate_records_nothing() -> None:
+    subject = certificate(revoked=True)
+
+    decision = rules.revoke(subject, now=NOW)
+
+    assert decision.event is None
+    assert not decision.changes(subject)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 5: the care provider removes its copy. With consent the citizen keeps it (archived or not);
+# without consent it is deleted permanently.
+
+
+@pytest.mark.parametrize(("citizen_available", "revoked"), TWO_FLAGS)
+def test_removing_the_care_copy_with_consent_keeps_the_certificate_for_the_citizen(
+    citizen_available: bool, revoked: bool
+) -> None:
+    decision = rules.remove_care_copy(
+        certificate(True, citizen_available, revoked), care_giver_id=CARE_GIVER, consent=GIVEN
+    )
+
+    assert flags(decision) == (False, citizen_available, revoked)
+    assert not decision.delete
+
+
+@pytest.mark.parametrize(("citizen_available", "revoked"), TWO_FLAGS)
+def test_removing_the_care_copy_without_consent_deletes_the_certificate_permanently(
+    citizen_available: bool, revoked: bool
+) -> None:
+    decision = rules.remove_care_copy(
+        certificate(True, citizen_available, revoked), care_giver_id=CARE_GIVER, consent=NOT_GIVEN
+    )
+
+    assert decision.delete
+    assert not decision.care_available
+
+
+@pytest.mark.parametrize("consent", [GIVEN, NOT_GIVEN])
+def test_another_care_giver_may_not_remove_the_care_copy(consent: Consent) -> None:
+    with pytest.raises(errors.NotPermitted):
+        rules.remove_care_copy(certificate(), care_giver_id="SE2321000016-GIVER2", consent=consent)
+
+
+def test_removing_a_care_copy_already_removed_finds_nothing() -> None:
+    with pytest.raises(errors.CertificateNotFound):
+        rules.remove_care_copy(certificate(care_available=False), care_giver_id=CARE_GIVER, consent=GIVEN)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 6: consent withdrawn. Every certificate whose care copy was removed is deleted; the rest stay.
+
+
+def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_provider_removed() -> None:
+    held = [
+        certificate(care, citizen, revoked, certificate_id=f"cert-{care}-{citizen}-{revoked}")
+        for care, citizen, revoked in FLAGS
+    ]
+
+    deleted = rules.deleted_on_withdrawal(held)
+
+    assert {c.id for c in deleted} == {c.id for c in held if not c.care_available}
+    assert len(deleted) == 4
+
+
+def test_withdrawing_consent_with_nothing_removed_deletes_nothing() -> None:
+    assert rules.deleted_on_withdrawal([certificate(), certificate(citizen_available=False)]) == []
+    assert rules.deleted_on_withdrawal([]) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 7: nothing brings a deleted certificate back. In the rules this means no decision ever gives the
+# care provider its copy back (`care_available` is never set true again), so consent given again finds
+# no certificate to revive. The store side is in test_operations.py.
+
+
+@pytest.mark.parametrize(("citizen_available", "revoked"), TWO_FLAGS)
+def test_no_decision_gives_the_care_provider_its_copy_back(citizen_available: bool, revoked: bool) -> None:
+    removed = certificate(False, citizen_available, revoked)
+    decisions = [
+        rules.archive(removed, now=NOW),
+        rules.restore(removed, now=NOW),
+        rules.revoke(removed, now=NOW),
+        *[
+            rules.set_status(removed, party=party, code=code, at=NOW)
+            for party, code in [
+                (Party.INVANA, StatusCode.DELETE),
+                (Party.INVANA, StatusCode.RESTOR),
+                (Party.FKASSA, StatusCode.RECEIV),
+            ]
+        ],
+    ]
+    if not revoked:
+        decisions.append(rules.send(removed, recipient=Party.FKASSA, now=NOW))
+
+    assert all(not d.care_available for d in decisions)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 8: a stored certificate always has a keeper, its care copy or the citizen's consent.
+
+
+@pytest.mark.parametrize(
+    ("care_available", "consent", "kept"),
+    [(True, GIVEN, True), (True, NOT_GIVEN, True), (False, GIVEN, True), (False, NOT_GIVEN, False)],
+)
+def test_a_certificate_has_a_keeper_while_care_keeps_it_or_consent_is_given(
+    care_available: bool, consent: Consent, kept: bool
+) -> None:
+    assert rules.has_keeper(certificate(care_available), consent) is kept
+
+
+@pytest.mark.parametrize(
+    ("consent", "citizen_available"), list(itertools.product([GIVEN, NOT_GIVEN], [True, False]))
+)
+def test_removing_the_care_copy_never_leaves_a_certificate_without_a_keeper(
+    consent: Consent, citizen_available: bool
+) -> None:
+    subject = certificate(True, citizen_available)
+
+    decision = rules.remove_care_copy(subject, care_giver_id=CARE_GIVER, consent=consent)
+
+    after = certificate(decision.care_available, decision.citizen_available, decision.revoked)
+    assert decision.delete or rules.has_keeper(after, consent)
+
+
+def test_after_a_withdrawal_every_certificate_left_has_a_keeper() -> None:
+    held = [certificate(care, citizen, certificate_id=f"c-{care}-{citizen}") for care, citizen, _ in FLAGS]
+    deleted = {c.id for c in rules.deleted_on_withdrawal(held)}
+
+    left = [c for c in held if c.id not in deleted]
+
+    assert left
+    assert all(rules.has_keeper(c, NOT_GIVEN) for c in left)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 9: permanent deletion removes document, metadata and history; the audit trail stays without the
+# document's content. The pure part: an audit record has no place for content and names only ids.
+
+CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", person_id=PATIENT.value)
+CARE = Caller(
+    CallerKind.CARE_SYSTEM,
+    Channel.SOAP,
+    "SE2321000016-WEBCERT",
+    care_unit_id="SE2321000016-UNIT9",
+    care_giver_id=CARE_GIVER,
+)
+
+
+def test_an_audit_record_has_no_field_for_document_content() -> None:
+    names = {f for f in AuditRecord.__dataclass_fields__}
+
+    assert names == {
+        "at",
+        "action",
+        "outcome",
+        "actor_kind",
+        "actor_id",
+        "channel",
+        "patient",
+        "certificate_ids",
+        "care_unit_id",
+        "care_giver_id",
+        "actor_person_id",
+        "detail",
+    }
+
+
+def test_the_audit_record_of_a_deletion_names_the_certificates_by_id_only() -> None:
+    deleted = [certificate(False, certificate_id="cert-1"), certificate(False, certificate_id="cert-2")]
+
+    record = audit.record(
+        CITIZEN, action="withdraw_consent", outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=deleted
+    )
+
+    assert record.certificate_ids == ("cert-1", "cert-2")
+    assert record.patient == PATIENT
+    values = [str(getattr(record, name)) for name in AuditRecord.__dataclass_fields__]
+    for text in (repr(record), *values):
+        assert "DOCUMENT-CONTENT" not in text
+
+
+def test_an_audit_record_names_the_care_unit_accessed_when_the_caller_names_none() -> None:
+    read = certificate()
+
+    record = audit.record(
+        CITIZEN, action="read", outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=[read]
+    )
+
+    assert (record.care_unit_id, record.care_giver_id) == (
+        read.care_unit.unit_id,
+        read.care_unit.care_giver_id,
+    )
+
+
+def test_an_audit_record_names_the_care_unit_the_caller_acts_for() -> None:
+    record = audit.record(
+        CARE, action="read", outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=[certificate()]
+    )
+
+    assert (record.care_unit_id, record.care_giver_id) == ("SE2321000016-UNIT9", CARE_GIVER)
+    assert (record.actor_kind, record.actor_id, record.channel) == (
+        CallerKind.CARE_SYSTEM,
+        "SE2321000016-WEBCERT",
+        Channel.SOAP,
+    )
+
+
+def test_an_audit_record_lists_each_certificate_id_once() -> None:
+    record = audit.record(
+        CARE,
+        action="read",
+        outcome=Outcome.DENIED,
+        now=NOW,
+        patient=None,
+        certificates=[certificate()],
+        certificate_ids=["cert-1", "cert-9"],
+    )
+
+    assert record.certificate_ids == ("cert-1", "cert-9")
+
+
+def test_the_repr_of_an_audit_record_never_shows_the_personal_identity_number() -> None:
+    record = audit.record(CITIZEN, action="list", outcome=Outcome.OK, now=NOW, patient=PATIENT)
+
+    assert PATIENT.value not in repr(record)
