@@ -40,7 +40,7 @@ RETRIES = 3
 
 
 class CertificateRepository(Protocol):
-    async def get(self, certificate_id: str) -> Certificate | None: ...
+    async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None: ...
 
     async def get_document(self, certificate_id: str) -> bytes | None: ...
 
@@ -174,9 +174,13 @@ async def _retrying(run: Callable[[], Awaitable[T]]) -> T:
     return await run()
 
 
-async def _load(uow: UnitOfWork, attempt: _Attempt, certificate_id: str) -> Certificate:
+async def _load(
+    uow: UnitOfWork, attempt: _Attempt, certificate_id: str, *, for_update: bool = False
+) -> Certificate:
+    """Load a certificate; ``for_update`` locks its row so that a concurrent change to its flags
+    waits for ours instead of writing back what it read before (a lost update)."""
     attempt.certificate_ids.append(certificate_id)
-    certificate = await uow.certificates.get(certificate_id)
+    certificate = await uow.certificates.get(certificate_id, for_update=for_update)
     if certificate is None:
         raise errors.CertificateNotFound("no such certificate")
     attempt.about(certificate)
@@ -324,7 +328,7 @@ async def set_certificate_status(
 ) -> StatusEvent | None:
     """Set a status; returns the event appended, or None where the status was already in force."""
     async with uow, _Attempt(uow, caller, f"set_status:{code.value}", now) as attempt:
-        certificate = await _load(uow, attempt, certificate_id)
+        certificate = await _load(uow, attempt, certificate_id, for_update=True)
         if citizen is not None:
             rules.require_owner(certificate, citizen)
         # Consent first: a refusal for another reason would tell a citizen without consent about
@@ -343,7 +347,7 @@ async def revoke_certificate(
     """Revoke; returns False where the certificate was already revoked."""
     async with uow, _Attempt(uow, caller, "revoke", now) as attempt:
         attempt.patient = patient
-        certificate = await _load(uow, attempt, certificate_id)
+        certificate = await _load(uow, attempt, certificate_id, for_update=True)
         if certificate.patient != patient:
             raise errors.PatientMismatch("the certificate belongs to another patient")
         decision = rules.revoke(certificate, now=now)
@@ -358,7 +362,7 @@ async def remove_care_copy(
 ) -> Removal:
     async def run() -> Removal:
         async with uow, _Attempt(uow, caller, "remove_care_copy", now) as attempt:
-            certificate = await _load(uow, attempt, certificate_id)
+            certificate = await _load(uow, attempt, certificate_id, for_update=True)
             # The consent row is locked so that a concurrent withdrawal sees this removal (rule 8).
             consent = await uow.consents.get(certificate.patient, for_update=True)
             decision = rules.remove_care_copy(certificate, care_giver_id=care_giver_id, consent=consent)

@@ -122,7 +122,7 @@ class FakeCertificateRepository:
     def __init__(self, uow: FakeUnitOfWork) -> None:
         self._uow = uow
 
-    async def get(self, certificate_id: str) -> Certificate | None:
+    async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
         return self._uow.working.certificates.get(certificate_id)
 
     async def get_document(self, certificate_id: str) -> bytes | None:

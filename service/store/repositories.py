@@ -85,10 +85,11 @@ class SqlCertificateRepository:
             found[row.certificate_id].append(StatusEvent(StatusCode(row.code), Party(row.party), row.at))
         return found
 
-    async def get(self, certificate_id: str) -> Certificate | None:
-        row = (
-            await self.session.execute(select(certificates).where(certificates.c.id == certificate_id))
-        ).first()
+    async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
+        query = select(certificates).where(certificates.c.id == certificate_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.session.execute(query)).first()
         if row is None:
             return None
         events = await self._events([certificate_id])
@@ -200,12 +201,15 @@ class SqlConsentRepository:
         return Consent(patient, given=row.given, changed_at=row.changed_at)
 
     async def set(self, patient: PersonId, *, given: bool, at: dt.datetime, caller: Caller) -> None:
+        # Only a real change updates: where the row already holds ``given`` (a concurrent first consent
+        # committed after our read found none), the insert below fails on the key, the unit of work
+        # reports ConcurrentChange, and the operation runs again and sees the row.
         changed = await self.session.execute(
-            update(consents).where(consents.c.patient_id == patient.value).values(given=given, changed_at=at)
+            update(consents)
+            .where(consents.c.patient_id == patient.value, consents.c.given != given)
+            .values(given=given, changed_at=at)
         )
         if changed.rowcount == 0:  # type: ignore[attr-defined]
-            # A concurrent first consent for the same citizen makes one of the two inserts fail at
-            # commit; the unit of work reports that as ConcurrentChange and the operation runs again.
             await self.session.execute(
                 insert(consents).values(patient_id=patient.value, given=given, changed_at=at)
             )

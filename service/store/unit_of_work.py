@@ -11,14 +11,17 @@ from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from service import errors
 from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
 
-# PostgreSQL's serialization_failure and deadlock_detected: the transaction lost a race.
-_RACE_SQLSTATES = {"40001", "40P01"}
+# PostgreSQL's unique and foreign-key violations, serialization_failure and deadlock_detected: the
+# transaction lost a race (another inserted the same key, or deleted what we refer to).
+_RACE_SQLSTATES = {"23505", "23503", "40001", "40P01"}
+# SQLite's words for the same.
+_RACE_MESSAGES = ("UNIQUE constraint failed", "FOREIGN KEY constraint failed", "database is locked")
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -49,12 +52,13 @@ def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
 
 
 def _lost_a_race(exc: BaseException) -> bool:
-    if isinstance(exc, IntegrityError):
+    """Only a lost race is worth running the operation again; any other failure is a fault."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES:
         return True
-    if isinstance(exc, DBAPIError):
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        return sqlstate in _RACE_SQLSTATES or "database is locked" in str(exc.orig)
-    return False
+    message = str(exc.orig)
+    return any(words in message for words in _RACE_MESSAGES)
 
 
 class SqlUnitOfWork:

@@ -1,0 +1,624 @@
+"""The SQL store: the migrated schema, the repositories, the unit of work, and the deletion rules of
+DOMAIN.md (5, 6, 7, 9) through ``service.operations`` on the real store, on SQLite and PostgreSQL.
+
+The same operations on the in-memory fake are in ``tests/unit/test_operations.py``; ``tests/fakes.py``
+keeps the transaction contract checked here. Races between operations are in ``test_concurrency.py``.
+Rows are checked with Core selects on ``service.store.tables``, not through the repositories under test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import ColumnElement, Row, Table, func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import errors, operations, rules
+from service.model import (
+    Caller,
+    CallerKind,
+    Certificate,
+    Channel,
+    Consent,
+    Party,
+    PersonId,
+    StatusCode,
+    StatusEvent,
+)
+from service.store import migration
+from service.store.tables import (
+    audit_records,
+    certificates,
+    consent_changes,
+    consents,
+    documents,
+    metadata,
+    status_events,
+)
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from tests.fakes import FakeUnitOfWork, a_certificate, document_of
+
+# The service stores local wall-clock times without a zone (app.py's clock), so the tests do too.
+SIGNED = dt.datetime(2024, 5, 2, 10, 0)
+REGISTERED = dt.datetime(2024, 5, 2, 10, 1)
+NOW = dt.datetime(2024, 5, 17, 9, 30)
+LATER = dt.datetime(2024, 5, 18, 8, 0)
+PATIENT = PersonId.parse("191212121212")
+OTHER_PATIENT = PersonId.parse("194404041230")
+CARE_GIVER = "SE2321000016-GIVER1"
+OTHER_CARE_GIVER = "SE2321000016-GIVER2"
+CARE = Caller(CallerKind.CARE_SYSTEM, Channel.SOAP, "SE2321000016-WEBCERT", care_giver_id=CARE_GIVER)
+CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", person_id=PATIENT.value)
+
+
+def stored(certificate_id: str = "cert-1", **changes: Any) -> Certificate:
+    """A certificate as the store holds it after registration: naive times and the RECEIV event."""
+    fields: dict[str, Any] = {
+        "signed_at": SIGNED,
+        "registered_at": REGISTERED,
+        "status_events": (StatusEvent(StatusCode.RECEIV, Party.HSVARD, REGISTERED),),
+        **changes,
+    }
+    return a_certificate(certificate_id, **fields)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def uow(engine: AsyncEngine) -> SqlUnitOfWork:
+    return SqlUnitOfWork(sessions_for(engine))
+
+
+async def seed(
+    uow: SqlUnitOfWork, *certificates_: Certificate, consent_given: Sequence[PersonId] = ()
+) -> None:
+    async with uow:
+        for certificate in certificates_:
+            await uow.certificates.add(certificate, document_of(certificate.id))
+        for patient in consent_given:
+            await uow.consents.set(patient, given=True, at=REGISTERED, caller=CITIZEN)
+        await uow.commit()
+
+
+async def rows(engine: AsyncEngine, table: Table, *where: ColumnElement[bool]) -> list[Row[Any]]:
+    async with engine.connect() as connection:
+        return list((await connection.execute(select(table).where(*where))).all())
+
+
+async def count(engine: AsyncEngine, table: Table, *where: ColumnElement[bool]) -> int:
+    async with engine.connect() as connection:
+        found = await connection.scalar(select(func.count()).select_from(table).where(*where))
+    return int(found or 0)
+
+
+async def stored_ids(engine: AsyncEngine) -> set[str]:
+    return {row.id for row in await rows(engine, certificates)}
+
+
+async def audit_of(engine: AsyncEngine, action: str) -> list[Row[Any]]:
+    async with engine.connect() as connection:
+        query = select(audit_records).where(audit_records.c.action == action).order_by(audit_records.c.id)
+        return list((await connection.execute(query)).all())
+
+
+async def refuse(engine: AsyncEngine, when: str, table: Table, condition: str = "") -> None:
+    """Install a trigger that makes the database refuse a write, so that an operation fails inside
+    its transaction the way a real store failure would (no code of ours is patched)."""
+    name = f"refuse_{when.lower().replace(' ', '_')}_{table.name}"
+    async with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            guard = f"WHEN {condition}" if condition else ""
+            await connection.exec_driver_sql(
+                f"CREATE TRIGGER {name} {when} ON {table.name} {guard} "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        else:
+            await connection.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION refuse_by_test() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+            )
+            guard = f"WHEN ({condition})" if condition else ""
+            await connection.exec_driver_sql(
+                f"CREATE TRIGGER {name} {when} ON {table.name} FOR EACH ROW {guard} "
+                "EXECUTE FUNCTION refuse_by_test()"
+            )
+
+
+# The store refuses the write: PostgreSQL's error comes through as it is; SQLite reports a trigger's
+# RAISE as a constraint failure, which the unit of work takes for a lost race and the operation retries.
+STORE_FAILURE = (DBAPIError, errors.ConcurrentChange)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The schema
+
+
+async def test_the_migrated_schema_matches_the_tables_and_is_at_head(engine: AsyncEngine) -> None:
+    def differences(connection: Any) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with engine.connect() as connection:
+        found = await connection.run_sync(differences)
+
+    assert found == []
+    head = migration.head_revision()
+    assert head is not None
+    assert await migration.current_revision(engine) == head
+
+
+# ---------------------------------------------------------------------------------------------------
+# Repositories and the unit of work
+
+
+async def test_a_certificate_added_is_read_back_with_its_events_and_document(uow: SqlUnitOfWork) -> None:
+    certificate = stored(
+        status_events=(
+            StatusEvent(StatusCode.RECEIV, Party.HSVARD, REGISTERED),
+            StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),
+        ),
+    )
+    await seed(uow, certificate)
+
+    async with uow:
+        assert await uow.certificates.get("cert-1") == certificate
+        assert await uow.certificates.get_document("cert-1") == document_of("cert-1")
+
+
+async def test_a_certificate_never_stored_reads_as_none(uow: SqlUnitOfWork) -> None:
+    async with uow:
+        assert await uow.certificates.get("no-such") is None
+        assert await uow.certificates.get_document("no-such") is None
+        assert await uow.certificates.list_for_patient(PATIENT) == []
+
+
+async def test_a_patients_list_narrows_by_type_care_unit_and_care_giver(uow: SqlUnitOfWork) -> None:
+    await seed(
+        uow,
+        stored("a", type_code="LISJP"),
+        stored("b", type_code="AG7804", unit_id="UNIT2"),
+        stored("c", type_code="LISJP", unit_id="UNIT3", care_giver_id=OTHER_CARE_GIVER),
+        stored("d", patient=OTHER_PATIENT),
+    )
+
+    async with uow:
+
+        async def ids(**narrowing: Any) -> set[str]:
+            return {c.id for c in await uow.certificates.list_for_patient(PATIENT, **narrowing)}
+
+        assert await ids() == {"a", "b", "c"}
+        assert await ids(types=["LISJP"]) == {"a", "c"}
+        assert await ids(types=["LISJP", "AG7804"]) == {"a", "b", "c"}
+        assert await ids(care_unit_ids=["UNIT2", "UNIT3"]) == {"b", "c"}
+        assert await ids(care_giver_id=OTHER_CARE_GIVER) == {"c"}
+        assert await ids(care_giver_id=CARE_GIVER, types=["LISJP"]) == {"a"}
+        assert await ids(types=["TSTRK1007"]) == set()
+
+
+async def test_a_patients_list_shows_the_newest_signed_first_and_the_unsigned_last(
+    uow: SqlUnitOfWork,
+) -> None:
+    # The fake's order too; PostgreSQL would put NULL first in a descending order unless told.
+    await seed(
+        uow,
+        stored("b-old", signed_at=SIGNED),
+        stored("unsigned", signed_at=None),
+        stored("a-new", signed_at=NOW),
+        stored("a-old", signed_at=SIGNED),
+    )
+
+    async with uow:
+        listed = await uow.certificates.list_for_patient(PATIENT)
+
+    assert [c.id for c in listed] == ["a-new", "a-old", "b-old", "unsigned"]
+
+
+async def test_an_update_sets_the_flags_and_appends_the_event(uow: SqlUnitOfWork) -> None:
+    await seed(uow, stored())
+    archived = StatusEvent(StatusCode.DELETE, Party.INVANA, NOW)
+
+    async with uow:
+        await uow.certificates.update(
+            "cert-1",
+            rules.Decision(care_available=False, citizen_available=False, revoked=True, event=archived),
+        )
+        await uow.commit()
+
+    async with uow:
+        found = await uow.certificates.get("cert-1")
+    assert found is not None
+    assert (found.care_available, found.citizen_available, found.revoked) == (False, False, True)
+    assert [e.code for e in found.status_events] == [StatusCode.RECEIV, StatusCode.DELETE]
+    assert found.status_events[-1] == archived
+
+
+async def test_deleting_removes_document_metadata_and_status_history_but_keeps_the_audit_trail(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored("gone"), stored("kept"))
+    await operations.get_certificate_for_care(uow, certificate_id="gone", caller=CARE, now=NOW)
+
+    async with uow:
+        await uow.certificates.delete(["gone"])
+        await uow.commit()
+
+    # Rule 9: the document, the metadata and the status history go.
+    assert await stored_ids(engine) == {"kept"}
+    assert await count(engine, documents, documents.c.certificate_id == "gone") == 0
+    assert await count(engine, status_events, status_events.c.certificate_id == "gone") == 0
+    assert await count(engine, documents) == 1
+    assert await count(engine, status_events) == 1
+    # The audit trail of who did what stays, without the document's content.
+    [read] = await audit_of(engine, "read")
+    assert read.certificate_ids == "gone"
+    assert "DOCUMENT-CONTENT" not in repr(tuple(read))
+
+
+async def test_deleting_no_certificates_changes_nothing(uow: SqlUnitOfWork, engine: AsyncEngine) -> None:
+    await seed(uow, stored())
+
+    async with uow:
+        await uow.certificates.delete([])
+        await uow.commit()
+
+    assert await stored_ids(engine) == {"cert-1"}
+
+
+async def test_nothing_is_stored_when_the_block_is_left_without_commit(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored("existing"), consent_given=[PATIENT])
+
+    async with uow:
+        await uow.certificates.add(stored("new"), b"<intyg/>")
+        await uow.certificates.delete(["existing"])
+        await uow.consents.set(PATIENT, given=False, at=NOW, caller=CITIZEN)
+        # The block sees its own work before it ends.
+        assert await uow.certificates.get("new") is not None
+        assert await uow.certificates.get("existing") is None
+
+    assert await stored_ids(engine) == {"existing"}
+    assert [row.given for row in await rows(engine, consents)] == [True]
+    assert await count(engine, consent_changes) == 1
+
+
+async def test_an_exception_in_the_block_rolls_back_and_passes_through(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    with pytest.raises(errors.CertificateNotFound):
+        async with uow:
+            await uow.certificates.add(stored("new"), b"<intyg/>")
+            raise errors.CertificateNotFound("raised by the test")
+
+    assert await stored_ids(engine) == set()
+
+
+async def test_a_rollback_discards_the_staged_work_and_the_block_goes_on(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    async with uow:
+        await uow.certificates.add(stored("discarded"), b"<intyg/>")
+        await uow.rollback()
+        await uow.certificates.add(stored("kept"), b"<intyg/>")
+        await uow.commit()
+
+    assert await stored_ids(engine) == {"kept"}
+
+
+async def test_the_same_unit_of_work_can_be_entered_again_after_a_commit(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    # Operations retry by entering the same unit of work again.
+    for certificate_id in ("first", "second"):
+        async with uow:
+            await uow.certificates.add(stored(certificate_id), b"<intyg/>")
+            await uow.commit()
+
+    assert await stored_ids(engine) == {"first", "second"}
+
+
+async def test_a_certificate_id_stored_meanwhile_is_reported_as_a_concurrent_change(
+    engine: AsyncEngine,
+) -> None:
+    first, second = SqlUnitOfWork(sessions_for(engine)), SqlUnitOfWork(sessions_for(engine))
+    await seed(first, stored())
+
+    with pytest.raises(errors.ConcurrentChange):
+        async with second:
+            await second.certificates.add(stored(), b"<intyg/>")
+            await second.commit()
+
+    assert await stored_ids(engine) == {"cert-1"}
+
+
+async def test_a_citizen_never_seen_has_not_given_consent(uow: SqlUnitOfWork) -> None:
+    async with uow:
+        assert await uow.consents.get(PATIENT) == Consent(PATIENT, given=False, changed_at=None)
+        assert await uow.consents.get(PATIENT, for_update=True) == Consent(
+            PATIENT, given=False, changed_at=None
+        )
+
+
+async def test_setting_consent_keeps_one_row_per_citizen_and_records_every_change(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    portal = Caller(CallerKind.CITIZEN, Channel.SOAP, "legacy-portal", person_id=PATIENT.value)
+    for given, at, caller in ((True, NOW, CITIZEN), (False, LATER, portal)):
+        async with uow:
+            await uow.consents.set(PATIENT, given=given, at=at, caller=caller)
+            await uow.commit()
+        async with uow:
+            assert await uow.consents.get(PATIENT) == Consent(PATIENT, given=given, changed_at=at)
+
+    assert [(r.patient_id, r.given, r.changed_at) for r in await rows(engine, consents)] == [
+        (PATIENT.value, False, LATER)
+    ]
+    history = await rows(engine, consent_changes)
+    assert [(r.patient_id, r.given, r.at, r.actor_kind, r.actor_id, r.channel) for r in history] == [
+        (PATIENT.value, True, NOW, "citizen", "1177-portal", "rest"),
+        (PATIENT.value, False, LATER, "citizen", "legacy-portal", "soap"),
+    ]
+    async with uow:
+        assert await uow.consents.get(OTHER_PATIENT) == Consent(OTHER_PATIENT, given=False, changed_at=None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 1 through the operation
+
+
+async def test_registering_the_same_certificate_again_stores_it_once_and_audits_both(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    new = operations.NewCertificate(stored(status_events=()), b"<intyg id='cert-1'/>")
+
+    first = await operations.register_certificate(uow, new=new, caller=CARE, now=NOW)
+    again = await operations.register_certificate(uow, new=new, caller=CARE, now=LATER)
+
+    assert (first, again) == (rules.Registration.CREATE, rules.Registration.ALREADY_EXISTS)
+    [row] = await rows(engine, certificates)
+    assert (row.registered_at, row.care_available, row.citizen_available, row.revoked) == (
+        NOW,
+        True,
+        True,
+        False,
+    )
+    assert [(r.code, r.party) for r in await rows(engine, status_events)] == [("RECEIV", "HSVARD")]
+    assert [(r.outcome, r.detail) for r in await audit_of(engine, "register")] == [
+        ("ok", ""),
+        ("info", "already exists"),
+    ]
+
+
+async def test_registering_a_taken_id_for_another_patient_changes_nothing_and_is_audited(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored())
+    new = operations.NewCertificate(stored(patient=OTHER_PATIENT), b"<intyg/>")
+
+    with pytest.raises(errors.CertificateIdConflict):
+        await operations.register_certificate(uow, new=new, caller=CARE, now=NOW)
+
+    [row] = await rows(engine, certificates)
+    assert row.patient_id == PATIENT.value
+    [record] = await audit_of(engine, "register")
+    assert (record.outcome, record.detail, record.patient_id) == (
+        "error",
+        "CertificateIdConflict",
+        OTHER_PATIENT.value,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 5: the care provider removes its copy
+
+
+async def test_removing_the_care_copy_with_consent_keeps_the_certificate_for_the_citizen(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored(), consent_given=[PATIENT])
+
+    removal = await operations.remove_care_copy(
+        uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=CARE, now=NOW
+    )
+
+    assert removal is operations.Removal.KEPT_FOR_CITIZEN
+    [row] = await rows(engine, certificates)
+    assert (row.care_available, row.citizen_available) == (False, True)
+    assert await count(engine, documents) == 1
+    [record] = await audit_of(engine, "remove_care_copy")
+    assert (record.outcome, record.detail, record.certificate_ids) == ("ok", "kept_for_citizen", "cert-1")
+    # Care no longer sees it (rule 3); the citizen still does (rule 2).
+    with pytest.raises(errors.CertificateNotFound):
+        await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
+    listed = await operations.list_certificates_for_citizen(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    assert [c.id for c in listed] == ["cert-1"]
+
+
+async def test_removing_the_care_copy_without_consent_deletes_the_certificate_permanently(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored(), stored("other"))
+
+    removal = await operations.remove_care_copy(
+        uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=CARE, now=NOW
+    )
+
+    assert removal is operations.Removal.DELETED
+    assert await stored_ids(engine) == {"other"}
+    assert await count(engine, documents, documents.c.certificate_id == "cert-1") == 0
+    assert await count(engine, status_events, status_events.c.certificate_id == "cert-1") == 0
+    [record] = await audit_of(engine, "remove_care_copy")
+    assert (record.outcome, record.detail, record.certificate_ids) == ("ok", "deleted", "cert-1")
+    assert record.patient_id == PATIENT.value
+
+
+async def test_removing_another_care_givers_copy_is_denied_audited_and_changes_nothing(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored(care_giver_id=OTHER_CARE_GIVER))
+
+    with pytest.raises(errors.NotPermitted):
+        await operations.remove_care_copy(
+            uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=CARE, now=NOW
+        )
+
+    [row] = await rows(engine, certificates)
+    assert row.care_available is True
+    [record] = await audit_of(engine, "remove_care_copy")
+    assert (record.outcome, record.detail) == ("denied", "NotPermitted")
+
+
+async def test_a_removal_the_store_refuses_deletes_nothing_and_audits_no_success(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored())
+    await refuse(engine, "BEFORE DELETE", certificates)
+
+    with pytest.raises(STORE_FAILURE):
+        await operations.remove_care_copy(
+            uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=CARE, now=NOW
+        )
+
+    [row] = await rows(engine, certificates)
+    assert row.care_available is True
+    assert await count(engine, documents) == 1
+    assert [r.outcome for r in await audit_of(engine, "remove_care_copy")] == []
+
+
+async def test_a_removal_whose_audit_record_fails_is_undone(uow: SqlUnitOfWork, engine: AsyncEngine) -> None:
+    # The effect and its audit record commit together or not at all (STYLE.md, Audit).
+    await seed(uow, stored())
+    await refuse(engine, "BEFORE INSERT", audit_records, "NEW.action = 'remove_care_copy'")
+
+    with pytest.raises(STORE_FAILURE):
+        await operations.remove_care_copy(
+            uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=CARE, now=NOW
+        )
+
+    assert await stored_ids(engine) == {"cert-1"}
+    assert await count(engine, documents) == 1
+    assert await count(engine, status_events) == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rules 6 and 7: consent withdrawn, and given again
+
+
+async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_provider_removed(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(
+        uow,
+        stored("removed-1", care_available=False),
+        stored("removed-archived", care_available=False, citizen_available=False),
+        stored("kept"),
+        stored("kept-archived", citizen_available=False),
+        stored("others-removed", patient=OTHER_PATIENT, care_available=False),
+        consent_given=[PATIENT, OTHER_PATIENT],
+    )
+
+    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert (change.changed, change.deleted, change.consent.given) == (True, 2, False)
+    assert await stored_ids(engine) == {"kept", "kept-archived", "others-removed"}
+    deleted = documents.c.certificate_id.in_(["removed-1", "removed-archived"])
+    assert await count(engine, documents, deleted) == 0
+    assert (
+        await count(
+            engine, status_events, status_events.c.certificate_id.in_(["removed-1", "removed-archived"])
+        )
+        == 0
+    )
+    assert {(r.patient_id, r.given) for r in await rows(engine, consents)} == {
+        (PATIENT.value, False),
+        (OTHER_PATIENT.value, True),
+    }
+    assert [
+        (r.given, r.at)
+        for r in await rows(engine, consent_changes, consent_changes.c.patient_id == PATIENT.value)
+    ] == [
+        (True, REGISTERED),
+        (False, NOW),
+    ]
+    [record] = await audit_of(engine, "withdraw_consent")
+    assert (record.outcome, record.detail) == ("ok", "deleted 2")
+    assert set(record.certificate_ids.split(",")) == {"removed-1", "removed-archived"}
+
+
+async def test_withdrawing_consent_twice_deletes_nothing_more_and_records_one_change(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored("kept"), consent_given=[PATIENT])
+
+    await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    again = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=LATER)
+
+    assert (again.changed, again.deleted, again.consent) == (False, 0, Consent(PATIENT, False, NOW))
+    assert await stored_ids(engine) == {"kept"}
+    assert [r.given for r in await rows(engine, consent_changes)] == [True, False]
+    assert [r.outcome for r in await audit_of(engine, "withdraw_consent")] == ["ok", "info"]
+
+
+async def test_giving_consent_again_never_brings_a_deleted_certificate_back(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    await seed(uow, stored("removed", care_available=False), stored("kept"), consent_given=[PATIENT])
+
+    await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=LATER)
+
+    assert (change.changed, change.deleted) == (True, 0)
+    assert await stored_ids(engine) == {"kept"}
+    listed = await operations.list_certificates_for_citizen(uow, citizen=PATIENT, caller=CITIZEN, now=LATER)
+    assert [c.id for c in listed] == ["kept"]
+
+
+async def test_a_first_consent_creates_the_citizens_row(uow: SqlUnitOfWork, engine: AsyncEngine) -> None:
+    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert change == operations.ConsentChange(Consent(PATIENT, True, NOW), changed=True, deleted=0)
+    assert [(r.given, r.changed_at) for r in await rows(engine, consents)] == [(True, NOW)]
+    assert [r.outcome for r in await audit_of(engine, "give_consent")] == ["ok"]
+
+
+async def test_a_withdrawal_the_store_refuses_deletes_nothing_and_audits_no_success(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    # The deletions of rule 6 happen in the transaction of the withdrawal: if it fails, they are undone.
+    await seed(uow, stored("removed", care_available=False), stored("kept"), consent_given=[PATIENT])
+    await refuse(engine, "BEFORE INSERT", consent_changes)
+
+    with pytest.raises(STORE_FAILURE):
+        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+
+    assert await stored_ids(engine) == {"removed", "kept"}
+    assert await count(engine, documents) == 2
+    assert [r.given for r in await rows(engine, consents)] == [True]
+    assert [r.outcome for r in await audit_of(engine, "withdraw_consent")] == []
+
+
+async def test_the_store_and_the_fakes_agree_on_a_withdrawal(uow: SqlUnitOfWork) -> None:
+    # One scenario through both units of work: the same answers and the same certificates left.
+    seeded = [stored("removed", care_available=False), stored("kept")]
+    fake = FakeUnitOfWork(certificates=seeded, consent_given=[PATIENT])
+    await seed(uow, *seeded, consent_given=[PATIENT])
+
+    answers = []
+    for unit in (fake, uow):
+        change = await operations.withdraw_consent(unit, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        listed = await operations.list_certificates_for_care(unit, patient=PATIENT, caller=CARE, now=NOW)
+        answers.append((change, listed))
+
+    assert answers[0] == answers[1]
+    assert answers[0][0].deleted == 1
