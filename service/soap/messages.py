@@ -207,8 +207,12 @@ def certificate_from_intyg(intyg: etree._Element) -> Certificate:
     patient = intyg.find(c("patient", "person-id"))
     assert author is not None and unit is not None and patient is not None  # schema-checked
     ext, root = q(TYPES3, "extension"), q(TYPES3, "root")
+    # The contract types the id as any string; an empty one would name no certificate.
+    certificate_id = text(intyg, c("intygs-id"), ext)
+    if not certificate_id:
+        raise errors.InvalidInput("a certificate needs a non-empty intygs-id")
     return Certificate(
-        id=text(intyg, c("intygs-id"), ext),
+        id=certificate_id,
         id_root=text(intyg, c("intygs-id"), root),
         type_code=text(intyg, c("typ"), q(TYPES3, "code")),
         type_code_system=text(intyg, c("typ"), q(TYPES3, "codeSystem")),

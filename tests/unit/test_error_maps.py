@@ -9,6 +9,7 @@ the contract's enumeration rejects. The answers themselves are tested end to end
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -33,7 +34,7 @@ ERROR_CLASSES = _all_subclasses(errors.ServiceError)
 @cache
 def _enumeration(xsd: str, type_name: str) -> frozenset[str]:
     tree = etree.parse(str(CONTRACTS / "xsd" / xsd), parser())
-    values = tree.xpath(
+    values: Any = tree.xpath(
         "//xs:simpleType[@name=$name]//xs:enumeration/@value", namespaces={"xs": XS}, name=type_name
     )
     assert values, f"{type_name} not found in {xsd}"

@@ -1,0 +1,220 @@
+"""The ``intygstjanst`` command as an operator runs it: the venv's console script, in a subprocess.
+
+``migrate`` brings a fresh database to the newest schema; ``serve`` with no INTYG_ settings starts on
+the embedded SQLite default in the working directory (README.md's one-command set-up) and is ready at
+once. The commands themselves are in ``service/cli.py``; the schema is ``service/store/tables.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty, Queue
+
+import httpx
+import pytest
+
+from service.store import migration
+from service.store.tables import metadata
+
+COMMAND = Path(sys.executable).parent / "intygstjanst"
+TIMEOUT = 20.0  # generous for a loaded CI machine; a healthy start takes about a second
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """The test process's environment without any INTYG_ setting, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("INTYG_")}
+    env.update(extra)
+    return env
+
+
+def tables_in(path: Path) -> set[str]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+def revision_in(path: Path) -> str | None:
+    with sqlite3.connect(path) as connection:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    return None if row is None else str(row[0])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_console_script_is_installed_in_the_venv() -> None:
+    assert COMMAND.is_file() and os.access(COMMAND, os.X_OK), f"{COMMAND} missing: pip install -e ."
+
+
+# --- migrate ------------------------------------------------------------------------------------------
+
+
+def migrate(database: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(COMMAND), "migrate"],
+        cwd=cwd,
+        env=clean_environment(INTYG_DATABASE_URL=f"sqlite:///{database}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_migrate_creates_the_whole_schema_in_a_fresh_sqlite_database(tmp_path: Path) -> None:
+    database = tmp_path / "fresh.db"
+
+    done = migrate(database, tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "newest version" in done.stdout
+    assert set(metadata.tables) | {"alembic_version"} <= tables_in(database)
+    assert revision_in(database) == migration.head_revision()
+    # The URL named the database: no default file appears in the working directory.
+    assert not (tmp_path / "intygstjanst.db").exists()
+
+
+def test_migrate_twice_is_a_no_op_the_second_time(tmp_path: Path) -> None:
+    database = tmp_path / "again.db"
+    assert migrate(database, tmp_path).returncode == 0
+
+    again = migrate(database, tmp_path)
+
+    assert again.returncode == 0, again.stderr
+    assert revision_in(database) == migration.head_revision()
+
+
+def test_migrate_refuses_a_database_url_it_cannot_serve(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(COMMAND), "migrate"],
+        cwd=tmp_path,
+        env=clean_environment(INTYG_DATABASE_URL="mysql://localhost/intyg"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode != 0
+    assert "database_url" in done.stderr
+    assert "Traceback" not in done.stdout
+
+
+# --- serve --------------------------------------------------------------------------------------------
+
+
+class Server:
+    """A running ``intygstjanst serve``: its output is read on a thread, line by line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: Queue[str] = Queue()
+        self.output: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"{text!r} not printed; output so far:\n{''.join(self.output)}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        # The pipe ends once the process has exited; close it so no file is left open.
+        self.reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Server, int, Path]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(COMMAND), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_environment(PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = Server(process)
+    try:
+        yield running, port, tmp_path
+    finally:
+        running.stop()
+
+
+def test_serve_without_settings_listens_on_loopback_with_sqlite_in_the_working_directory(
+    server: tuple[Server, int, Path],
+) -> None:
+    running, port, workdir = server
+
+    line = running.wait_for("listening on", TIMEOUT)
+
+    assert f"listening on http://127.0.0.1:{port}" in line
+    assert (workdir / "intygstjanst.db").is_file()
+    assert "intygstjanst.db" in line
+
+
+def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Server, int, Path]) -> None:
+    running, port, workdir = server
+    running.wait_for("listening on", TIMEOUT)
+
+    deadline = time.monotonic() + TIMEOUT
+    status, body = None, None
+    while time.monotonic() < deadline:
+        assert running.process.poll() is None, "".join(running.output)
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        status, body = response.status_code, response.json()
+        if status == 200:
+            break
+        time.sleep(0.1)
+
+    assert status == 200, body
+    assert body == {"status": "ok", "checks": {"schemas": True, "database": True, "migrations": True}}
+    assert revision_in(workdir / "intygstjanst.db") == migration.head_revision()
+    # A served contract answers over real HTTP too.
+    wsdl = httpx.get(
+        f"http://127.0.0.1:{port}/clinicalprocess/healthcond/certificate/RegisterCertificate/3/rivtabp21?wsdl"
+    )
+    assert wsdl.status_code == 200
+    assert f"http://127.0.0.1:{port}/clinicalprocess" in wsdl.text
+
+    running.stop()
+
+    assert running.process.returncode is not None
