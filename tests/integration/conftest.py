@@ -35,7 +35,7 @@ def _admin(sql: str) -> None:
     assert POSTGRES_URL is not None
     plain = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(sql)  # type: ignore[arg-type]
+        connection.execute(sql)
 
 
 @pytest.fixture(scope="session")

@@ -165,7 +165,7 @@ def _app_transport(client: TestClient) -> Any:
     """zeep's Transport, posting into the app instead of over the network."""
     import zeep
 
-    class AppTransport(zeep.Transport):  # type: ignore[misc]
+    class AppTransport(zeep.Transport):
         def post_xml(
             self, address: str, envelope: etree._Element, headers: dict[str, str]
         ) -> requests.Response:

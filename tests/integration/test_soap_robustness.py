@@ -536,7 +536,7 @@ def test_bad_requests_leave_no_personal_identity_number_in_the_services_log(
     store: SoapClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="service")
-    bad = [
+    bad: list[tuple[str, str | bytes]] = [
         (REGISTER, new_registration(BAD_LUHN)),
         (REGISTER, new_registration().replace(PATIENT, PATIENT[:11], 1)),
         (REGISTER, NOT_XML["text"]),
