@@ -187,6 +187,13 @@ async def _load(
     return certificate
 
 
+async def _document(uow: UnitOfWork, certificate_id: str) -> bytes:
+    document = await uow.certificates.get_document(certificate_id)
+    if document is None:
+        raise errors.CertificateNotFound("no such certificate")
+    return document
+
+
 async def _apply(uow: UnitOfWork, certificate: Certificate, decision: rules.Decision) -> None:
     if decision.delete:
         await uow.certificates.delete([certificate.id])
@@ -231,11 +238,9 @@ async def get_certificate_for_care(
     async with uow, _Attempt(uow, caller, "read", now) as attempt:
         certificate = await _load(uow, attempt, certificate_id)
         rules.require_care_visible(certificate)
-        document = await uow.certificates.get_document(certificate_id)
-        if document is None:
-            raise errors.CertificateNotFound("no such certificate")
+        found = CertificateWithDocument(certificate, await _document(uow, certificate_id))
         await attempt.succeed()
-        return CertificateWithDocument(certificate, document)
+        return found
 
 
 async def list_certificates_for_care(
@@ -273,11 +278,9 @@ async def get_certificate_for_citizen(
         if citizen is not None:
             rules.require_owner(certificate, citizen)
         rules.require_consent(await uow.consents.get(certificate.patient))
-        document = await uow.certificates.get_document(certificate_id)
-        if document is None:
-            raise errors.CertificateNotFound("no such certificate")
+        found = CertificateWithDocument(certificate, await _document(uow, certificate_id))
         await attempt.succeed()
-        return CertificateWithDocument(certificate, document)
+        return found
 
 
 async def list_certificates_for_citizen(

@@ -281,5 +281,22 @@ def get_consent(person_id: str) -> str:
 
 
 def listed_ids(reply: Reply) -> list[str]:
-    """The certificate ids of a ListCertificatesFor* 3/4 response, in order."""
-    return [e.findtext(f"{{{T3}}}extension") or "" for e in reply.find_all("intygs-id")]
+    """The ids of the certificates (``intyg``) in a response, in order; not ids a relation names."""
+    return [
+        intyg_id.findtext(f"{{{T3}}}extension") or ""
+        for intyg in reply.find_all("intyg")
+        for intyg_id in intyg
+        if isinstance(intyg_id.tag, str) and etree.QName(intyg_id).localname == "intygs-id"
+    ]
+
+
+def statuses(reply: Reply) -> list[tuple[str | None, str | None]]:
+    """(part, status) of each status event of the certificate in a GetCertificate 2 answer."""
+    found = []
+    for event in reply.find_all("status"):
+        children = {etree.QName(c).localname: c for c in event if isinstance(c.tag, str)}
+        if "part" in children and "tidpunkt" in children:
+            found.append(
+                (children["part"].findtext(f"{{{T3}}}code"), children["status"].findtext(f"{{{T3}}}code"))
+            )
+    return found

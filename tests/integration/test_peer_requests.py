@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from tests.integration.soap import T3, Reply, SoapClient, path_of, peer_request, register_envelope
+from tests.integration.soap import (
+    T3,
+    Reply,
+    SoapClient,
+    listed_ids,
+    path_of,
+    peer_request,
+    register_envelope,
+    statuses,
+)
 from tests.reference import (
     PERSONNUMMER,
     PLACEHOLDER_VALUES,
@@ -74,27 +83,6 @@ def get_for_care(soap: SoapClient, certificate_id: str = CERTIFICATE_ID) -> Repl
         f"<g:part><t:code>HSVARD</t:code><t:codeSystem>{PART_SYSTEM}</t:codeSystem></g:part>"
         "</g:GetCertificate>",
     )
-
-
-def statuses(reply: Reply) -> list[tuple[str | None, str | None]]:
-    """(part, status) of each status event of the certificate in a GetCertificate answer."""
-    found = []
-    for event in reply.find_all("status"):
-        children = {etree.QName(c).localname: c for c in event if isinstance(c.tag, str)}
-        if "part" in children and "tidpunkt" in children:
-            found.append(
-                (children["part"].findtext(f"{{{T3}}}code"), children["status"].findtext(f"{{{T3}}}code"))
-            )
-    return found
-
-
-def listed_ids(reply: Reply) -> list[str]:
-    return [
-        intyg_id.findtext(f"{{{T3}}}extension") or ""
-        for intyg in reply.find_all("intyg")
-        for intyg_id in intyg
-        if isinstance(intyg_id.tag, str) and etree.QName(intyg_id).localname == "intygs-id"
-    ]
 
 
 def patient_of(element: etree._Element) -> str:

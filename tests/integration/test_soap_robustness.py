@@ -28,7 +28,15 @@ from lxml import etree
 from service.app import create_app
 from service.config import Settings
 from service.soap.contracts import CONTRACTS, Contract
-from tests.integration.soap import T3, Reply, SoapClient, path_of, register_envelope, validate_response
+from tests.integration.soap import (
+    T3,
+    Reply,
+    SoapClient,
+    path_of,
+    register_envelope,
+    statuses,
+    validate_response,
+)
 from tests.reference import (
     PEER_REQUESTS,
     PERSONNUMMER,
@@ -124,17 +132,6 @@ def set_status_body(certificate_id: str, part: str = "FKASSA", status: str = "RE
         f"<s:status><t:code>{status}</t:code><t:codeSystem>9871cd17-8755-4ed9-b894-ff3729e775a4</t:codeSystem>"
         "</s:status><s:tidpunkt>2024-01-02T03:04:05</s:tidpunkt></s:SetCertificateStatus>"
     )
-
-
-def statuses(reply: Reply) -> list[tuple[str | None, str | None]]:
-    found = []
-    for event in reply.find_all("status"):
-        children = {etree.QName(c).localname: c for c in event if isinstance(c.tag, str)}
-        if "part" in children and "tidpunkt" in children:
-            found.append(
-                (children["part"].findtext(f"{{{T3}}}code"), children["status"].findtext(f"{{{T3}}}code"))
-            )
-    return found
 
 
 def new_registration(person: str = PATIENT) -> str:
