@@ -32,6 +32,9 @@ def record(
     if unit is None and giver is None and len(certificates) == 1:
         unit = certificates[0].care_unit.unit_id
         giver = certificates[0].care_unit.care_giver_id
+    # Names, for the citizen's extract (PDL): known from a certificate of that unit or care giver.
+    units = {c.care_unit.unit_id: c.care_unit.unit_name for c in certificates}
+    givers = {c.care_unit.care_giver_id: c.care_unit.care_giver_name for c in certificates}
     return AuditRecord(
         at=now,
         action=action,
@@ -45,4 +48,6 @@ def record(
         care_giver_id=giver,
         actor_person_id=caller.person_id,
         detail=detail,
+        care_unit_name=units.get(unit) if unit else None,
+        care_giver_name=givers.get(giver) if giver else None,
     )

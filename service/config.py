@@ -5,10 +5,34 @@ Only this module reads the environment; ``create_app(settings)`` and the CLI tak
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.model import Party, Recipient
+
+# The national recipients and the certificate types each takes, when no recipients file is given.
+DEFAULT_RECIPIENTS = (
+    Recipient(
+        Party.FKASSA, "Försäkringskassan", frozenset({"LISJP", "LUSE", "LUAE_NA", "LUAE_FS", "FK7263"})
+    ),
+    Recipient(
+        Party.TRANSP, "Transportstyrelsen", frozenset({"TSTRK1007", "TSTRK1031", "TSTRK1009", "TSTRK1062"})
+    ),
+    Recipient(Party.AF, "Arbetsförmedlingen", frozenset({"AF00213", "AF00251"})),
+    Recipient(Party.SKV, "Skatteverket", frozenset({"DB"})),
+    Recipient(Party.SOS, "Socialstyrelsen", frozenset({"DOI"})),
+)
+
+
+class _RecipientEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Party
+    name: str = Field(min_length=1)
+    certificate_types: list[str]
 
 
 def default_database_url() -> str:
@@ -27,6 +51,20 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=2_000_000, ge=10_000)
     log_level: str = "INFO"
 
+    # Citizen REST API: the portal signs a bearer token (ES256 or RS256) naming the citizen in `sub`.
+    # Its public key(s): a JWKS file or a PEM file. With neither, only the development key in
+    # `dev_key_file` is accepted (`intygstjanst dev-token`), and `serve` says so loudly.
+    portal_jwks_file: Path | None = None
+    portal_public_key_file: Path | None = None
+    portal_issuer: str = "intygstjanst-dev-portal"
+    portal_audience: str = "intygstjanst"
+    token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    dev_key_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-portal-key.json")
+    # Recipients a citizen may send to: a JSON list of {"id", "name", "certificate_types"}; without
+    # it the built-in registry of the national recipients (service/recipient.py) applies.
+    recipients_file: Path | None = None
+    max_json_bytes: int = Field(default=65_536, ge=1_024)
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
@@ -41,6 +79,19 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
             raise ValueError("database_url must be a PostgreSQL or SQLite URL")
         return url
+
+    def recipients(self) -> dict[str, Recipient]:
+        """The recipient registry, by id: the configured file, or the national recipients."""
+        if self.recipients_file is None:
+            return {r.party.value: r for r in DEFAULT_RECIPIENTS}
+        entries = [
+            _RecipientEntry.model_validate(e) for e in json.loads(self.recipients_file.read_text("utf-8"))
+        ]
+        return {e.id.value: Recipient(e.id, e.name, frozenset(e.certificate_types)) for e in entries}
+
+    @property
+    def portal_key_configured(self) -> bool:
+        return self.portal_jwks_file is not None or self.portal_public_key_file is not None
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,7 +8,8 @@ keeps those tables complete.
     ├── InvalidInput                 the request is malformed or names impossible values
     │   ├── InvalidPersonId          not a valid personnummer / samordningsnummer
     │   ├── InvalidStatusChange      this party may not set this status (SetCertificateStatus)
-    │   └── PatientMismatch          the request names another patient than the certificate has
+    │   ├── PatientMismatch          the request names another patient than the certificate has
+    │   └── UnknownRecipient         no such recipient, or it does not take this type of certificate
     ├── CertificateNotFound          no such certificate, or not visible to this caller
     ├── Conflict
     │   ├── CertificateIdConflict    rule 1: the id is taken by another patient's certificate
@@ -16,6 +17,7 @@ keeps those tables complete.
     ├── Denied                       a refusal that is audited with outcome "denied"
     │   ├── ConsentRequired          rule 2: the citizen has not given consent
     │   └── NotPermitted             the caller may not act on this certificate
+    ├── Unauthenticated              the caller did not prove who it is (no or bad credentials)
     └── ConcurrentChange             a concurrent transaction won; the operation may be retried
 
 Messages are safe to show to a caller: they never hold a personal identity number or document text.
@@ -39,6 +41,10 @@ class InvalidStatusChange(InvalidInput):
 
 
 class PatientMismatch(InvalidInput):
+    pass
+
+
+class UnknownRecipient(InvalidInput):
     pass
 
 
@@ -67,6 +73,10 @@ class ConsentRequired(Denied):
 
 
 class NotPermitted(Denied):
+    pass
+
+
+class Unauthenticated(ServiceError):
     pass
 
 

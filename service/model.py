@@ -161,6 +161,15 @@ class Certificate:
 
 
 @dataclass(frozen=True, slots=True)
+class Recipient:
+    """A recipient a citizen may send certificates to, and the types of certificate it takes."""
+
+    party: Party
+    name: str
+    certificate_types: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Consent:
     """The citizen's consent. A citizen never seen has not given it (DOMAIN.md)."""
 
@@ -201,3 +210,5 @@ class AuditRecord:
     care_giver_id: str | None = None
     actor_person_id: str | None = field(default=None, repr=False)
     detail: str = ""
+    care_unit_name: str | None = None
+    care_giver_name: str | None = None

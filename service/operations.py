@@ -28,6 +28,7 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    Recipient,
     StatusCode,
     StatusEvent,
 )
@@ -68,6 +69,16 @@ class ConsentRepository(Protocol):
 
 class AuditLog(Protocol):
     async def add(self, record: AuditRecord) -> None: ...
+
+    async def list_for_patient(
+        self,
+        patient: PersonId,
+        *,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[AuditRecord], int]: ...
 
 
 class UnitOfWork(Protocol):
@@ -342,6 +353,107 @@ async def set_certificate_status(
         await _apply(uow, certificate, decision)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
         return decision.event
+
+
+async def _citizen_change(
+    uow: UnitOfWork,
+    *,
+    action: str,
+    certificate_id: str,
+    citizen: PersonId,
+    decide: Callable[[Certificate], rules.Decision],
+    caller: Caller,
+    now: dt.datetime,
+) -> tuple[Certificate, rules.Decision]:
+    """A change the authenticated citizen makes to their own certificate, with consent (rule 2)."""
+    async with uow, _Attempt(uow, caller, action, now) as attempt:
+        certificate = await _load(uow, attempt, certificate_id, for_update=True)
+        rules.require_owner(certificate, citizen)
+        rules.require_consent(await uow.consents.get(certificate.patient))
+        decision = decide(certificate)
+        await _apply(uow, certificate, decision)
+        await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
+        return decision.applied_to(certificate), decision
+
+
+# Rule 4
+async def archive_certificate(
+    uow: UnitOfWork, *, certificate_id: str, citizen: PersonId, caller: Caller, now: dt.datetime
+) -> Certificate:
+    changed, _ = await _citizen_change(
+        uow,
+        action="archive",
+        certificate_id=certificate_id,
+        citizen=citizen,
+        decide=lambda c: rules.archive(c, now=now),
+        caller=caller,
+        now=now,
+    )
+    return changed
+
+
+async def restore_certificate(
+    uow: UnitOfWork, *, certificate_id: str, citizen: PersonId, caller: Caller, now: dt.datetime
+) -> Certificate:
+    changed, _ = await _citizen_change(
+        uow,
+        action="restore",
+        certificate_id=certificate_id,
+        citizen=citizen,
+        decide=lambda c: rules.restore(c, now=now),
+        caller=caller,
+        now=now,
+    )
+    return changed
+
+
+async def send_certificate(
+    uow: UnitOfWork,
+    *,
+    certificate_id: str,
+    citizen: PersonId,
+    recipient: Recipient,
+    caller: Caller,
+    now: dt.datetime,
+) -> tuple[Certificate, bool]:
+    """The citizen sends a certificate on; returns it and whether it had been sent there already."""
+    changed, decision = await _citizen_change(
+        uow,
+        action=f"send:{recipient.party.value}",
+        certificate_id=certificate_id,
+        citizen=citizen,
+        decide=lambda c: rules.send_to(c, recipient=recipient, now=now),
+        caller=caller,
+        now=now,
+    )
+    return changed, decision.event is None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogPage:
+    records: list[AuditRecord]
+    total: int
+
+
+# PDL 8 kap. 5 §: the citizen's own extract of who accessed their data
+async def access_log(
+    uow: UnitOfWork,
+    *,
+    citizen: PersonId,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    limit: int,
+    offset: int,
+    caller: Caller,
+    now: dt.datetime,
+) -> AccessLogPage:
+    async with uow, _Attempt(uow, caller, "read_access_log", now) as attempt:
+        attempt.patient = citizen
+        records, total = await uow.audit.list_for_patient(
+            citizen, start=start, end=end, limit=limit, offset=offset
+        )
+        await attempt.succeed()
+        return AccessLogPage(records, total)
 
 
 async def revoke_certificate(

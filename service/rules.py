@@ -6,13 +6,14 @@ never read the clock, the database or settings (``operations`` passes ``now`` in
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service import errors
-from service.model import Certificate, Consent, Party, PersonId, StatusCode, StatusEvent
+from service.model import Certificate, Consent, Party, PersonId, Recipient, StatusCode, StatusEvent
 
 
 class Registration(enum.Enum):
@@ -29,6 +30,17 @@ class Decision:
     revoked: bool
     event: StatusEvent | None = None
     delete: bool = False
+
+    def applied_to(self, certificate: Certificate) -> Certificate:
+        """The certificate as it is after the decision (for answers; never for a deletion)."""
+        events = (*certificate.status_events, self.event) if self.event else certificate.status_events
+        return dataclasses.replace(
+            certificate,
+            care_available=self.care_available,
+            citizen_available=self.citizen_available,
+            revoked=self.revoked,
+            status_events=events,
+        )
 
     def changes(self, certificate: Certificate) -> bool:
         return (
@@ -108,6 +120,13 @@ def restore(certificate: Certificate, *, now: dt.datetime) -> Decision:
     if certificate.citizen_available:
         return _keep(certificate)
     return _keep(certificate, StatusEvent(StatusCode.RESTOR, Party.INVANA, now), citizen_available=True)
+
+
+def send_to(certificate: Certificate, *, recipient: Recipient, now: dt.datetime) -> Decision:
+    """The citizen sends a certificate to a recipient that takes its type."""
+    if certificate.type_code not in recipient.certificate_types:
+        raise errors.UnknownRecipient("the recipient does not take this type of certificate")
+    return send(certificate, recipient=recipient.party, now=now)
 
 
 def send(certificate: Certificate, *, recipient: Party, now: dt.datetime) -> Decision:

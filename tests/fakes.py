@@ -202,6 +202,22 @@ class FakeAuditLog:
     async def add(self, record: AuditRecord) -> None:
         self._uow.working.audit_records.append(record)
 
+    async def list_for_patient(
+        self,
+        patient: PersonId,
+        *,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[AuditRecord], int]:
+        found = [
+            r
+            for r in reversed(self._uow.working.audit_records)
+            if r.patient == patient and (start is None or r.at >= start) and (end is None or r.at < end)
+        ]
+        return found[offset : offset + limit], len(found)
+
     @property
     def records(self) -> list[AuditRecord]:
         """The committed audit records, oldest first."""

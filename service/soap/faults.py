@@ -37,6 +37,9 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     errors.PatientMismatch: SoapError(
         "VALIDATION_ERROR", "Client", "The certificate does not belong to the patient named"
     ),
+    errors.UnknownRecipient: SoapError(
+        "VALIDATION_ERROR", "Client", "Unknown recipient for this certificate"
+    ),
     errors.CertificateNotFound: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
     errors.Conflict: SoapError("APPLICATION_ERROR", "Client", "The request conflicts with the stored state"),
     errors.CertificateIdConflict: SoapError(
@@ -49,6 +52,7 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     ),
     # The same text as not found: a care system cannot probe for another care giver's ids.
     errors.NotPermitted: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
+    errors.Unauthenticated: SoapError("APPLICATION_ERROR", "Client", "The caller is not authenticated"),
     errors.ConcurrentChange: SoapError(
         "TECHNICAL_ERROR", "Server", "A concurrent change interfered; try again"
     ),

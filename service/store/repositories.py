@@ -14,16 +14,19 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import rules
 from service.model import (
     AuditRecord,
     Caller,
+    CallerKind,
     CareUnit,
     Certificate,
+    Channel,
     Consent,
+    Outcome,
     Party,
     PersonId,
     StatusCode,
@@ -259,5 +262,51 @@ class SqlAuditLog:
                 "care_unit_id": record.care_unit_id,
                 "care_giver_id": record.care_giver_id,
                 "detail": record.detail,
+                "care_unit_name": record.care_unit_name,
+                "care_giver_name": record.care_giver_name,
             },
         )
+
+    async def list_for_patient(
+        self,
+        patient: PersonId,
+        *,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[AuditRecord], int]:
+        """One patient's records, newest first, one page of them, and how many there are in all."""
+        where = [audit_records.c.patient_id == patient.value]
+        if start is not None:
+            where.append(audit_records.c.at >= start)
+        if end is not None:
+            where.append(audit_records.c.at < end)
+        total = await self.session.scalar(select(func.count()).select_from(audit_records).where(*where))
+        rows = await self.session.execute(
+            select(audit_records)
+            .where(*where)
+            .order_by(audit_records.c.at.desc(), audit_records.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [_audit_record(row, patient) for row in rows], int(total or 0)
+
+
+def _audit_record(row: Row[Any], patient: PersonId) -> AuditRecord:
+    return AuditRecord(
+        at=row.at,
+        action=row.action,
+        outcome=Outcome(row.outcome),
+        actor_kind=CallerKind(row.actor_kind),
+        actor_id=row.actor_id,
+        channel=Channel(row.channel),
+        patient=patient,
+        certificate_ids=tuple(i for i in row.certificate_ids.split(",") if i),
+        care_unit_id=row.care_unit_id,
+        care_giver_id=row.care_giver_id,
+        actor_person_id=row.actor_person_id,
+        detail=row.detail,
+        care_unit_name=row.care_unit_name,
+        care_giver_name=row.care_giver_name,
+    )

@@ -122,6 +122,8 @@ audit_records = Table(
     Column("care_unit_id", String(128), nullable=True),
     Column("care_giver_id", String(128), nullable=True),
     Column("detail", String(256), nullable=False),
+    Column("care_unit_name", String(256), nullable=True),
+    Column("care_giver_name", String(256), nullable=True),
     # The citizen's access log extract reads one patient's records, newest first.
     Index(None, "patient_id", "at"),
 )

@@ -462,6 +462,8 @@ def test_an_audit_record_has_no_field_for_document_content() -> None:
         "care_giver_id",
         "actor_person_id",
         "detail",
+        "care_unit_name",
+        "care_giver_name",
     }
 
 

@@ -1,0 +1,96 @@
+"""How the REST channel answers each error of ``service.errors``: RFC 9457 problem+json, one table.
+
+``tests/unit/test_error_maps.py`` checks that every error class has an entry. A citizen asking for
+another citizen's certificate gets exactly the answer of an unknown id (404), so nothing leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service import errors
+from service.rest.schemas import Problem
+
+log = logging.getLogger("service.rest")
+
+PROBLEM_JSON: Final = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class RestError:
+    status: int
+    code: str
+    title: str
+
+
+ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
+    errors.ServiceError: RestError(500, "internal_error", "The request could not be carried out"),
+    errors.InvalidInput: RestError(422, "invalid_input", "The request has invalid values"),
+    errors.InvalidPersonId: RestError(422, "invalid_person_id", "Invalid personal identity number"),
+    errors.InvalidStatusChange: RestError(422, "invalid_status_change", "This status change is not allowed"),
+    errors.PatientMismatch: RestError(422, "patient_mismatch", "The certificate belongs to another patient"),
+    errors.UnknownRecipient: RestError(
+        422, "unknown_recipient", "Unknown recipient, or it does not take this type of certificate"
+    ),
+    errors.CertificateNotFound: RestError(404, "not_found", "Certificate not found"),
+    errors.Conflict: RestError(409, "conflict", "The request conflicts with the stored state"),
+    errors.CertificateIdConflict: RestError(409, "certificate_id_conflict", "Certificate id already used"),
+    errors.CertificateRevoked: RestError(409, "revoked", "The certificate is revoked"),
+    errors.Denied: RestError(403, "denied", "The caller may not do this"),
+    errors.ConsentRequired: RestError(403, "consent_required", "Consent is required to use this service"),
+    errors.NotPermitted: RestError(404, "not_found", "Certificate not found"),
+    errors.Unauthenticated: RestError(401, "unauthenticated", "A valid bearer token is required"),
+    errors.ConcurrentChange: RestError(503, "concurrent_change", "A concurrent change interfered; try again"),
+}
+
+# Problems the framework raises before an operation is reached.
+_HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
+def rest_error(exc: errors.ServiceError) -> RestError:
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return ERRORS[errors.ServiceError]
+
+
+def problem(status: int, code: str, title: str, detail: str | None = None) -> JSONResponse:
+    body = Problem(title=title, status=status, code=code, detail=detail).model_dump(exclude_none=True)
+    headers = (
+        {"WWW-Authenticate": 'Bearer realm="intygstjanst", error="invalid_token"'} if status == 401 else None
+    )
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Answer errors as problem+json; the message of an exception never reaches the caller."""
+
+    @app.exception_handler(errors.ServiceError)
+    async def service_error(_: Request, exc: errors.ServiceError) -> JSONResponse:
+        error = rest_error(exc)
+        return problem(error.status, error.code, error.title)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where, not what: a rejected value may be a personal identity number.
+        where = sorted({".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()})
+        return problem(
+            422, "invalid_request", "The request does not follow the API", f"at {', '.join(where)}"
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, code.replace("_", " ").capitalize())
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed: %s", type(exc).__name__)
+        return problem(500, "internal_error", "The request could not be carried out")

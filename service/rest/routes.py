@@ -1,0 +1,168 @@
+"""The citizen REST API for the portals (1177 / Mina intyg), under ``/api/citizen/v1``.
+
+Each handler reads the request, calls one function of ``service.operations`` as the citizen the bearer
+token names (never a citizen named in a path or body), and renders the answer. Errors are answered by
+``rest/errors.py``. Annotations are evaluated (no ``from __future__ import annotations``): FastAPI
+reads them to know that the citizen comes from the token dependency built inside ``citizen_router``.
+"""
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
+
+from service import errors, operations
+from service.model import Caller, CallerKind, Channel, PersonId, Recipient
+from service.rest import schemas
+from service.rest.auth import TokenVerifier
+from service.rest.errors import PROBLEM_JSON
+
+PREFIX = "/api/citizen/v1"
+CertificateId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {
+            "model": schemas.Problem,
+            "content": {PROBLEM_JSON: {"schema": schemas.Problem.model_json_schema()}},
+        }
+        for status in (401, 413, 422, *statuses)
+    }
+
+
+def citizen_router(
+    *,
+    verifier: TokenVerifier,
+    unit_of_work: Callable[[], operations.UnitOfWork],
+    clock: Callable[[], dt.datetime],
+    recipients: dict[str, Recipient],
+    zone: ZoneInfo,
+    max_body_bytes: int,
+) -> APIRouter:
+    router = APIRouter(prefix=PREFIX, tags=["citizen"], max_body_size=max_body_bytes)
+
+    def citizen(authorization: Annotated[str | None, Header()] = None) -> PersonId:
+        return verifier.citizen(authorization)
+
+    Citizen = Annotated[PersonId, Depends(citizen)]
+
+    def caller(who: PersonId) -> Caller:
+        return Caller(CallerKind.CITIZEN, Channel.REST, "citizen-portal", person_id=who.value)
+
+    @router.get("/certificates", responses=_problems(403), summary="The citizen's own certificates")
+    async def list_certificates(who: Citizen, archived: bool = False) -> schemas.CertificateList:
+        listed = await operations.list_certificates_for_citizen(
+            unit_of_work(), citizen=who, archived=archived, caller=caller(who), now=clock()
+        )
+        return schemas.CertificateList(certificates=[schemas.CertificateSummary.of(c) for c in listed])
+
+    @router.get("/certificates/{certificate_id}", responses=_problems(403, 404), summary="One certificate")
+    async def get_certificate(who: Citizen, certificate_id: CertificateId) -> schemas.CertificateDetail:
+        found = await operations.get_certificate_for_citizen(
+            unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
+        )
+        return schemas.CertificateDetail.with_answers(found.certificate, found.document)
+
+    @router.get(
+        "/certificates/{certificate_id}/document",
+        responses={200: {"content": {"application/xml": {}}}, **_problems(403, 404)},
+        response_class=Response,
+        summary="The certificate as it was registered (XML)",
+    )
+    async def get_document(who: Citizen, certificate_id: CertificateId) -> Response:
+        found = await operations.get_certificate_for_citizen(
+            unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
+        )
+        return Response(found.document, media_type="application/xml")
+
+    @router.post(
+        "/certificates/{certificate_id}/archive", responses=_problems(403, 404), summary="Archive (rule 4)"
+    )
+    async def archive(who: Citizen, certificate_id: CertificateId) -> schemas.CertificateSummary:
+        changed = await operations.archive_certificate(
+            unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
+        )
+        return schemas.CertificateSummary.of(changed)
+
+    @router.post(
+        "/certificates/{certificate_id}/restore", responses=_problems(403, 404), summary="Restore (rule 4)"
+    )
+    async def restore(who: Citizen, certificate_id: CertificateId) -> schemas.CertificateSummary:
+        changed = await operations.restore_certificate(
+            unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
+        )
+        return schemas.CertificateSummary.of(changed)
+
+    @router.post(
+        "/certificates/{certificate_id}/send",
+        responses=_problems(403, 404, 409),
+        summary="Send to a recipient",
+    )
+    async def send(
+        who: Citizen, certificate_id: CertificateId, body: schemas.SendRequest
+    ) -> schemas.SendResult:
+        recipient = recipients.get(body.recipient)
+        if recipient is None:
+            raise errors.UnknownRecipient("no such recipient")
+        changed, already_sent = await operations.send_certificate(
+            unit_of_work(),
+            certificate_id=certificate_id,
+            citizen=who,
+            recipient=recipient,
+            caller=caller(who),
+            now=clock(),
+        )
+        return schemas.SendResult(
+            already_sent=already_sent, certificate=schemas.CertificateSummary.of(changed)
+        )
+
+    @router.get("/consent", responses=_problems(), summary="The citizen's consent")
+    async def get_consent(who: Citizen) -> schemas.ConsentState:
+        consent = await operations.get_consent(unit_of_work(), citizen=who, caller=caller(who), now=clock())
+        return schemas.ConsentState.of(consent)
+
+    @router.put("/consent", responses=_problems(503), summary="Give or withdraw consent (rules 6 and 7)")
+    async def set_consent(who: Citizen, body: schemas.ConsentRequest) -> schemas.ConsentResult:
+        change = await operations.set_consent(
+            unit_of_work(), citizen=who, given=body.given, caller=caller(who), now=clock()
+        )
+        return schemas.ConsentResult(
+            given=change.consent.given, changed_at=change.consent.changed_at, deleted=change.deleted
+        )
+
+    @router.get("/access-log", responses=_problems(), summary="Who accessed my data (PDL 8 kap. 5 §)")
+    async def access_log(
+        who: Citizen,
+        start: Annotated[dt.datetime | None, Query(alias="from")] = None,
+        end: Annotated[dt.datetime | None, Query(alias="to")] = None,
+        page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+        page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> schemas.AccessLog:
+        found = await operations.access_log(
+            unit_of_work(),
+            citizen=who,
+            start=_local(start, zone),
+            end=_local(end, zone),
+            limit=page_size,
+            offset=(page - 1) * page_size,
+            caller=caller(who),
+            now=clock(),
+        )
+        return schemas.AccessLog(
+            entries=[schemas.AccessLogEntry.of(r) for r in found.records],
+            page=page,
+            page_size=page_size,
+            total=found.total,
+        )
+
+    return router
+
+
+def _local(value: dt.datetime | None, zone: ZoneInfo) -> dt.datetime | None:
+    """Stored times are the service's wall-clock time; a time given with a zone is converted to it."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(zone).replace(tzinfo=None)

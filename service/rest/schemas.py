@@ -1,0 +1,177 @@
+"""The JSON of the citizen REST API: request and response bodies (pydantic). JSON names live only here.
+
+Request bodies reject unknown fields. Conversions from the domain model are the ``of`` constructors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service import document
+from service.model import AuditRecord, Certificate, Consent, StatusCode
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CertificateType(_Out):
+    code: str
+    name: str
+    version: str
+
+
+class Organisation(_Out):
+    id: str = Field(description="HSA id")
+    name: str
+
+
+class Delivery(_Out):
+    recipient: str
+    at: dt.datetime
+
+
+class CertificateSummary(_Out):
+    id: str
+    type: CertificateType
+    issued: dt.datetime | None = Field(description="when the certificate was signed")
+    care_unit: Organisation
+    care_giver: Organisation
+    signing_doctor: str
+    revoked: bool
+    archived: bool
+    sent_to: list[Delivery]
+
+    @classmethod
+    def of(cls, certificate: Certificate) -> CertificateSummary:
+        unit = certificate.care_unit
+        return cls(
+            id=certificate.id,
+            type=CertificateType(
+                code=certificate.type_code,
+                name=certificate.type_display_name,
+                version=certificate.type_version,
+            ),
+            issued=certificate.signed_at,
+            care_unit=Organisation(id=unit.unit_id, name=unit.unit_name),
+            care_giver=Organisation(id=unit.care_giver_id, name=unit.care_giver_name),
+            signing_doctor=certificate.issuer_name,
+            revoked=certificate.revoked,
+            archived=not certificate.citizen_available,
+            sent_to=[
+                Delivery(recipient=e.party.value, at=e.at)
+                for e in certificate.status_events
+                if e.code is StatusCode.SENTTO
+            ],
+        )
+
+
+class CertificateList(_Out):
+    certificates: list[CertificateSummary]
+
+
+class AnswerPart(_Out):
+    id: str
+    value: str | dict[str, Any] = Field(description="text, or the coded value's fields (code, codeSystem...)")
+
+
+class Answer(_Out):
+    id: str
+    instance: int | None
+    parts: list[AnswerPart]
+
+
+class CertificateDetail(CertificateSummary):
+    answers: list[Answer]
+
+    @classmethod
+    def with_answers(cls, certificate: Certificate, content: bytes) -> CertificateDetail:
+        return cls(
+            **CertificateSummary.of(certificate).model_dump(),
+            answers=[
+                Answer(
+                    id=a.id,
+                    instance=a.instance,
+                    parts=[AnswerPart(id=p.id, value=p.value) for p in a.parts],
+                )
+                for a in document.answers(content)
+            ],
+        )
+
+
+class SendRequest(_In):
+    recipient: Annotated[str, Field(min_length=1, max_length=16, description="recipient id, e.g. FKASSA")]
+
+
+class SendResult(_Out):
+    already_sent: bool
+    certificate: CertificateSummary
+
+
+class ConsentState(_Out):
+    given: bool
+    changed_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, consent: Consent) -> ConsentState:
+        return cls(given=consent.given, changed_at=consent.changed_at)
+
+
+class ConsentRequest(_In):
+    given: bool
+
+
+class ConsentResult(ConsentState):
+    deleted: int = Field(description="certificates deleted permanently by this change (DOMAIN.md rule 6)")
+
+
+class AccessLogEntry(_Out):
+    at: dt.datetime
+    action: str
+    outcome: Literal["ok", "info", "denied", "error"]
+    channel: str
+    accessed_by: str = Field(description="care_system, citizen, recipient or operator")
+    care_unit: Organisation | None
+    care_giver: Organisation | None
+    certificates: list[str]
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> AccessLogEntry:
+        return cls(
+            at=record.at,
+            action=record.action,
+            outcome=record.outcome.value,
+            channel=record.channel.value,
+            accessed_by=record.actor_kind.value,
+            care_unit=Organisation(id=record.care_unit_id, name=record.care_unit_name or "")
+            if record.care_unit_id
+            else None,
+            care_giver=Organisation(id=record.care_giver_id, name=record.care_giver_name or "")
+            if record.care_giver_id
+            else None,
+            certificates=list(record.certificate_ids),
+        )
+
+
+class AccessLog(_Out):
+    entries: list[AccessLogEntry]
+    page: int
+    page_size: int
+    total: int
+
+
+class Problem(_Out):
+    """RFC 9457 problem details, with a stable machine-readable ``code``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
