@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from importlib.metadata import version
+from types import FrameType
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service import metrics
 from service.config import Settings
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier, portal_keys
@@ -17,7 +25,57 @@ from service.rest.health import health_router
 from service.rest.routes import citizen_router
 from service.soap import messages
 from service.soap.endpoint import SoapEndpoint
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from service.store.repositories import store_statistics
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose, sessions_for
+from service.telemetry import TelemetryMiddleware, configure_logging
+
+log = logging.getLogger("service")
+
+
+async def _refresh_store_gauges(sessions: async_sessionmaker[AsyncSession], every: float) -> None:
+    """Keep the stored-state gauges current, off the request path (a scrape never queries the store)."""
+    while True:
+        try:
+            async with sessions() as session:
+                stats = await store_statistics(session)
+            for care in (True, False):
+                for citizen in (True, False):
+                    metrics.STORED.labels(
+                        care_available=str(care).lower(), citizen_available=str(citizen).lower()
+                    ).set(stats.certificates.get((care, citizen), 0))
+            metrics.CITIZENS_WITH_CONSENT.set(stats.citizens_with_consent)
+            metrics.AUDIT_RECORDS.set(stats.audit_records)
+        except Exception as exc:  # the gauges wait for the next round; the service goes on
+            log.warning("store gauges not refreshed: %s", type(exc).__name__)
+        await asyncio.sleep(every)
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of ``intygstjanst serve``: each worker process builds its own from the environment."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def _drain_on_sigterm(app: FastAPI) -> Callable[[], None]:
+    """Readiness turns false the moment SIGTERM arrives, before the server's own handler stops it
+    accepting; returns what puts the previous handler back."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        app.state.draining = True
+        if callable(previous):
+            previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an app in a test client): the server owns signals
+        return lambda: None
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -35,28 +93,35 @@ def create_app(settings: Settings) -> FastAPI:
         clock=clock,
         max_request_bytes=settings.max_request_bytes,
     )
-
     verifier = TokenVerifier(
         portal_keys(settings),
         issuer=settings.portal_issuer,
         audience=settings.portal_audience,
         leeway=settings.token_leeway_seconds,
     )
+    metrics.BUILD_INFO.labels(version=version("intygstjanst")).set(1)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        refresher = asyncio.create_task(_refresh_store_gauges(sessions, settings.metrics_refresh_seconds))
+        restore_signal = _drain_on_sigterm(app)
         yield
-        await engine.dispose()
+        restore_signal()
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await dispose(engine)
 
     app = FastAPI(
         title="Intygstjänsten",
-        version="0.1.0",
+        version=version("intygstjanst"),
         summary="The store of medical certificates: the citizen REST API (the SOAP contracts are in contracts/)",
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.draining = False
     rest_errors.install(app)
-    app.include_router(health_router(engine, schema_loaded=True))
+    app.include_router(health_router(engine, schema_loaded=True, draining=lambda: bool(app.state.draining)))
     app.include_router(soap.router())
     app.include_router(
         citizen_router(
@@ -68,5 +133,12 @@ def create_app(settings: Settings) -> FastAPI:
             max_body_bytes=settings.max_json_bytes,
         )
     )
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
     app.mount("/contracts", StaticFiles(directory=messages.CONTRACTS), name="contracts")
+    app.add_middleware(TelemetryMiddleware, soap_operations=soap.operations())
     return app

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from service.config import Settings
 from service.store import migration
+from service.telemetry import configure_logging
+
+
+def _multiprocess_metrics_dir() -> None:
+    """Worker processes share their metrics through files (prometheus-client's multiprocess mode).
+    The directory must be set before the workers start, and empty: old files would add old counts."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="intygstjanst-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the service")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (metrics in multiprocess mode)"
+    )
     commands.add_parser("migrate", help="bring the database schema to the newest version")
     token = commands.add_parser("dev-token", help="print a citizen token signed by the development key")
     token.add_argument("personnummer", help="the citizen the token names (12 digits)")
     args = parser.parse_args(argv)
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     if args.command == "migrate":
         migration.upgrade(settings.database_url)
         print("database schema is at the newest version")
@@ -45,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from service.app import create_app
-
     if settings.is_sqlite:
         # The embedded default needs no set-up: its schema is created or upgraded on start.
         migration.upgrade(settings.database_url)
@@ -61,7 +77,18 @@ def main(argv: list[str] | None = None) -> int:
             settings.dev_key_file,
         )
     print(f"Intygstjänsten listening on http://{args.host}:{args.port} (database: {database})", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+    if args.workers > 1:
+        _multiprocess_metrics_dir()
+    uvicorn.run(
+        "service.app:create_app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
     return 0
 
 

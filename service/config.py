@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     # it the built-in registry of the national recipients (service/recipient.py) applies.
     recipients_file: Path | None = None
     max_json_bytes: int = Field(default=65_536, ge=1_024)
+    # How often the stored-state gauges (certificates by availability, consents, audit records) are
+    # recounted; a scrape never queries the database.
+    metrics_refresh_seconds: float = Field(default=30.0, gt=0)
+    # On SIGTERM: stop accepting, let requests in flight finish for at most this long, then exit
+    # (below Kubernetes' terminationGracePeriodSeconds, default 30).
+    shutdown_grace_seconds: int = Field(default=20, ge=1, le=600)
 
     @field_validator("database_url")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -38,6 +39,7 @@ T = TypeVar("T")
 # A concurrent transaction on the same certificate or citizen makes ours fail at commit; running
 # the whole operation again sees the winner's result (e.g. rule 1's "already exists").
 RETRIES = 3
+_TYPE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 
 class CertificateRepository(Protocol):
@@ -176,6 +178,10 @@ class _Attempt:
             await self.uow.commit()
 
 
+def _type_label(type_code: str) -> str:
+    return type_code if _TYPE_CODE.match(type_code) else "other"
+
+
 async def _retrying(run: Callable[[], Awaitable[T]]) -> T:
     for _ in range(RETRIES - 1):
         try:
@@ -234,7 +240,8 @@ async def register_certificate(
                     status_events=(rules.received(now=now),),
                 )
                 await uow.certificates.add(stored, new.document)
-                await attempt.succeed()
+                # The type names the certificate's kind in the metrics (a short code, never an id).
+                await attempt.succeed(detail=_type_label(certificate.type_code))
             else:
                 await attempt.succeed(Outcome.INFO, detail="already exists")
             return registration
@@ -341,7 +348,7 @@ async def set_certificate_status(
     now: dt.datetime,
 ) -> StatusEvent | None:
     """Set a status; returns the event appended, or None where the status was already in force."""
-    async with uow, _Attempt(uow, caller, f"set_status:{code.value}", now) as attempt:
+    async with uow, _Attempt(uow, caller, _status_action(party, code), now) as attempt:
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         if citizen is not None:
             rules.require_owner(certificate, citizen)
@@ -454,6 +461,17 @@ async def access_log(
         )
         await attempt.succeed()
         return AccessLogPage(records, total)
+
+
+def _status_action(party: Party, code: StatusCode) -> str:
+    """The audit action of a status change: the same words as the citizen's own actions."""
+    if code is StatusCode.DELETE:
+        return "archive"
+    if code is StatusCode.RESTOR:
+        return "restore"
+    if code is StatusCode.SENTTO:
+        return f"send:{party.value}"
+    return f"status:{code.value}:{party.value}"
 
 
 async def revoke_certificate(

@@ -1,6 +1,9 @@
-"""Health probes: ``/livez`` (the process answers) and ``/readyz`` (it can serve requests)."""
+"""Health probes: ``/livez`` (the process answers) and ``/readyz`` (it can serve requests: database
+reachable, migrations at head, schemas loaded, and not draining after SIGTERM)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -9,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.store import migration
 
 
-def health_router(engine: AsyncEngine, *, schema_loaded: bool) -> APIRouter:
+def health_router(engine: AsyncEngine, *, schema_loaded: bool, draining: Callable[[], bool]) -> APIRouter:
     router = APIRouter(tags=["health"])
     head = migration.head_revision()
 
@@ -19,7 +22,12 @@ def health_router(engine: AsyncEngine, *, schema_loaded: bool) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        checks = {"schemas": schema_loaded, "database": False, "migrations": False}
+        checks = {
+            "schemas": schema_loaded,
+            "database": False,
+            "migrations": False,
+            "accepting": not draining(),
+        }
         try:
             checks["migrations"] = await migration.current_revision(engine) == head
             checks["database"] = True

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -100,19 +99,16 @@ class SoapEndpoint:
 
     def _post(self, contract: Contract) -> Callable[[Request], object]:
         async def post(request: Request) -> Response:
-            started = time.perf_counter()
             response, outcome = await self.handle(contract, request)
-            log.info(
-                "soap request",
-                extra={
-                    "operation": f"{contract.operation}:{contract.major}",
-                    "outcome": outcome,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+            # Read by the telemetry middleware, which logs and counts every request.
+            request.state.soap_outcome = outcome
             return response
 
         return post
+
+    def operations(self) -> dict[str, str]:
+        """Each contract path and the operation name telemetry gives its requests."""
+        return {c.path: f"{c.operation}:{c.major}" for c in CONTRACTS}
 
     async def handle(self, contract: Contract, request: Request) -> tuple[Response, str]:
         data = await _read_limited(request, self.max_request_bytes)
@@ -138,23 +134,24 @@ class SoapEndpoint:
             text = f"The request does not follow the contract at {where}".strip()
             if contract.result is ResultKind.NONE:
                 return _fault("Client", text), "fault"
-            return self._answer(contract, m.Answer("ERROR", text, "VALIDATION_ERROR")), "VALIDATION_ERROR"
+            return self._answer(contract, m.Answer("ERROR", text, "VALIDATION_ERROR")), "validation_error"
         try:
             call = Call(uow=self.unit_of_work(), now=self.clock(), address=address)
             produced = await contract.handler(call, envelope.body)
         except errors.ServiceError as exc:
             error = faults.soap_error(exc)
+            outcome = "denied" if isinstance(exc, errors.Denied) else None
             if contract.result is ResultKind.NONE:
-                return _fault(error.fault_code, error.text), "fault"
-            return self._answer(contract, error.answer), error.error_id
+                return _fault(error.fault_code, error.text), outcome or "fault"
+            return self._answer(contract, error.answer), outcome or error.error_id.lower()
         except Exception as exc:
             # Logged by type only: the exception text may carry SQL or values of the request.
             log.error("soap request failed: %s", type(exc).__name__, extra={"operation": contract.operation})
             if contract.result is ResultKind.NONE:
                 return _fault(faults.INTERNAL.fault_code, faults.INTERNAL.text), "fault"
-            return self._answer(contract, faults.INTERNAL.answer), faults.INTERNAL.error_id
+            return self._answer(contract, faults.INTERNAL.answer), faults.INTERNAL.error_id.lower()
         if isinstance(produced, m.Answer):
-            return self._answer(contract, produced), produced.code.lower()
+            return self._answer(contract, produced), (produced.error_id or produced.code).lower()
         return _xml(m.envelope(produced)), "ok"
 
     @staticmethod

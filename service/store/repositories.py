@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
@@ -245,8 +246,11 @@ class SqlConsentRepository:
 class SqlAuditLog:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        # Records of the open transaction, for the metrics once it has committed.
+        self.pending: list[AuditRecord] = []
 
     async def add(self, record: AuditRecord) -> None:
+        self.pending.append(record)
         await self.session.execute(
             insert(audit_records),
             {
@@ -309,4 +313,28 @@ def _audit_record(row: Row[Any], patient: PersonId) -> AuditRecord:
         detail=row.detail,
         care_unit_name=row.care_unit_name,
         care_giver_name=row.care_giver_name,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    certificates: dict[tuple[bool, bool], int]  # by (care_available, citizen_available)
+    citizens_with_consent: int
+    audit_records: int
+
+
+async def store_statistics(session: AsyncSession) -> StoreStatistics:
+    """Counts for the operators' gauges. The audit count is its highest id: the log is append-only,
+    so that is exact without counting the largest table."""
+    by_state = await session.execute(
+        select(certificates.c.care_available, certificates.c.citizen_available, func.count()).group_by(
+            certificates.c.care_available, certificates.c.citizen_available
+        )
+    )
+    consenting = await session.scalar(select(func.count()).select_from(consents).where(consents.c.given))
+    audit = await session.scalar(select(func.max(audit_records.c.id)))
+    return StoreStatistics(
+        certificates={(bool(care), bool(citizen)): int(n) for care, citizen, n in by_state},
+        citizens_with_consent=int(consenting or 0),
+        audit_records=int(audit or 0),
     )

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from service import errors
+from service import errors, metrics
 from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
 
 # PostgreSQL's unique and foreign-key violations, serialization_failure and deadlock_detected: the
@@ -31,8 +31,28 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # 950 ms with 16 concurrent callers against one connection's tens of ms; tests/benchmark.py).
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
         _serialise_sqlite_writers(engine)
-        return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    else:
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    _count_pool(engine)
+    return engine
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    metrics.POOL_SIZE.dec(engine.pool.size())  # type: ignore[attr-defined]
+    await engine.dispose()
+
+
+def _count_pool(engine: AsyncEngine) -> None:
+    """The pool's size and connections in use, for the dashboard (summed over worker processes)."""
+    metrics.POOL_SIZE.inc(engine.pool.size())  # type: ignore[attr-defined]
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _out(*_: Any) -> None:
+        metrics.POOL_IN_USE.inc()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _in(*_: Any) -> None:
+        metrics.POOL_IN_USE.dec()
 
 
 def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
@@ -91,10 +111,19 @@ class SqlUnitOfWork:
 
     async def commit(self) -> None:
         assert self._session is not None
-        await self._session.commit()
+        pending, self.audit.pending = self.audit.pending, []
+        try:
+            await self._session.commit()
+        except Exception:
+            if pending:
+                metrics.AUDIT_WRITE_FAILURES.inc()
+            raise
+        for record in pending:
+            metrics.observe(record)
 
     async def rollback(self) -> None:
         assert self._session is not None
+        self.audit.pending.clear()
         await self._session.rollback()
 
 

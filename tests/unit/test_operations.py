@@ -417,6 +417,10 @@ async def set_status(
     )
 
 
+# The audit action of an archive or restore, whichever channel sets the status.
+ARCHIVE_ACTIONS = {StatusCode.DELETE: "archive", StatusCode.RESTOR: "restore"}
+
+
 @pytest.mark.parametrize(
     ("code", "citizen_available", "after"),
     [(StatusCode.DELETE, True, False), (StatusCode.RESTOR, False, True)],
@@ -436,7 +440,7 @@ async def test_the_citizen_archives_and_restores_and_care_is_unaffected(
     assert certificate.status_events[-1] == event
     assert_one_commit_audited(
         uow,
-        action=f"set_status:{code.value}",
+        action=ARCHIVE_ACTIONS[code],
         outcome=Outcome.OK,
         patient=PATIENT,
         certificate_ids=("cert-1",),
@@ -454,7 +458,7 @@ async def test_archiving_an_archived_certificate_records_nothing_and_answers_inf
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
         uow,
-        action="set_status:DELETE",
+        action="archive",
         outcome=Outcome.INFO,
         patient=PATIENT,
         certificate_ids=("cert-1",),
@@ -473,7 +477,7 @@ async def test_a_citizen_without_consent_can_not_archive_or_restore(code: Status
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
         uow,
-        action=f"set_status:{code.value}",
+        action=ARCHIVE_ACTIONS[code],
         outcome=Outcome.DENIED,
         patient=PATIENT,
         certificate_ids=("cert-1",),
@@ -501,7 +505,7 @@ async def test_a_recipient_reports_a_certificate_received() -> None:
     assert uow.certificate("cert-1").status_events[-1] == event  # type: ignore[union-attr]
     assert_one_commit_audited(
         uow,
-        action="set_status:RECEIV",
+        action="status:RECEIV:FKASSA",
         outcome=Outcome.OK,
         patient=PATIENT,
         certificate_ids=("cert-1",),
@@ -532,7 +536,7 @@ async def test_sending_a_revoked_certificate_is_refused_and_records_nothing() ->
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
         uow,
-        action="set_status:SENTTO",
+        action="send:FKASSA",
         outcome=Outcome.ERROR,
         patient=PATIENT,
         certificate_ids=("cert-1",),
@@ -541,11 +545,15 @@ async def test_sending_a_revoked_certificate_is_refused_and_records_nothing() ->
 
 
 @pytest.mark.parametrize(
-    ("party", "code"),
-    [(Party.HSVARD, StatusCode.DELETE), (Party.FKASSA, StatusCode.RESTOR), (Party.INVANA, StatusCode.CANCEL)],
+    ("party", "code", "action"),
+    [
+        (Party.HSVARD, StatusCode.DELETE, "archive"),
+        (Party.FKASSA, StatusCode.RESTOR, "restore"),
+        (Party.INVANA, StatusCode.CANCEL, "status:CANCEL:INVANA"),
+    ],
 )
 async def test_a_party_setting_a_status_that_is_not_its_own_is_refused_and_records_nothing(
-    party: Party, code: StatusCode
+    party: Party, code: StatusCode, action: str
 ) -> None:
     before = stored()
     uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
@@ -556,7 +564,7 @@ async def test_a_party_setting_a_status_that_is_not_its_own_is_refused_and_recor
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
         uow,
-        action=f"set_status:{code.value}",
+        action=action,
         outcome=Outcome.ERROR,
         patient=PATIENT,
         certificate_ids=("cert-1",),
@@ -574,7 +582,7 @@ async def test_a_citizen_without_consent_can_not_send_a_certificate() -> None:
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
         uow,
-        action="set_status:SENTTO",
+        action="send:FKASSA",
         outcome=Outcome.DENIED,
         patient=PATIENT,
         certificate_ids=("cert-1",),

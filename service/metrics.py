@@ -1,0 +1,116 @@
+"""Every Prometheus metric of the service. Labels are operation, channel, outcome and small closed sets
+(certificate type, recipient, rule, reason): never a personal identity number, a certificate id or an
+HSA person id.
+
+Business counters are derived from committed audit records (``observe``), so that a metric never
+counts what did not happen. With several worker processes, prometheus-client's multiprocess mode is
+used (``PROMETHEUS_MULTIPROC_DIR``); gauges say how their values from each process combine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from service.model import AuditRecord, Outcome
+
+BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+REQUESTS = Counter(
+    "intyg_requests", "Requests by operation, channel and outcome", ["operation", "channel", "outcome"]
+)
+DURATION = Histogram(
+    "intyg_request_duration_seconds", "Request latency", ["operation", "channel"], buckets=BUCKETS
+)
+IN_FLIGHT = Gauge(
+    "intyg_requests_in_flight", "Requests being served", ["channel"], multiprocess_mode="livesum"
+)
+
+REGISTERED = Counter("intyg_certificates_registered", "Certificates registered (rule 1)", ["type"])
+REVOKED = Counter("intyg_certificates_revoked", "Certificates revoked")
+ARCHIVED = Counter("intyg_certificates_archived", "Certificates archived by the citizen (rule 4)")
+RESTORED = Counter("intyg_certificates_restored", "Certificates restored by the citizen (rule 4)")
+SENT = Counter("intyg_certificates_sent", "Certificates sent to a recipient", ["recipient"])
+CARE_COPIES_REMOVED = Counter(
+    "intyg_care_copies_removed", "Care copies removed by the care provider (rule 5)"
+)
+DELETED = Counter(
+    "intyg_certificates_deleted", "Certificates deleted permanently, by DOMAIN.md rule", ["rule"]
+)
+CONSENT_CHANGES = Counter("intyg_consent_changes", "Consent given or withdrawn", ["change"])
+REFUSALS = Counter("intyg_refusals", "Refused operations, by reason", ["reason"])
+AUDIT_WRITE_FAILURES = Counter(
+    "intyg_audit_write_failures", "Transactions whose audit record failed to commit"
+)
+
+STORED = Gauge(
+    "intyg_certificates_stored",
+    "Stored certificates by availability",
+    ["care_available", "citizen_available"],
+    multiprocess_mode="mostrecent",
+)
+CITIZENS_WITH_CONSENT = Gauge(
+    "intyg_citizens_with_consent", "Citizens whose consent is given", multiprocess_mode="mostrecent"
+)
+AUDIT_RECORDS = Gauge("intyg_audit_records", "Audit records kept", multiprocess_mode="mostrecent")
+AUDIT_LAST_WRITE = Gauge(
+    "intyg_audit_last_write_timestamp_seconds",
+    "When an audit record was last committed (audit lag: time() minus this)",
+    multiprocess_mode="max",
+)
+POOL_IN_USE = Gauge("intyg_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum")
+POOL_SIZE = Gauge("intyg_db_pool_size", "Database connections the pool keeps", multiprocess_mode="livesum")
+BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multiprocess_mode="max")
+
+_SEND = re.compile(r"^send:([A-Z]+)$")
+_DELETED_COUNT = re.compile(r"^deleted (\d+)$")
+
+
+def observe(record: AuditRecord) -> None:
+    """Count what a committed audit record says happened (the business counters)."""
+    AUDIT_LAST_WRITE.set(time.time())
+    if record.outcome in (Outcome.DENIED, Outcome.ERROR):
+        REFUSALS.labels(reason=record.detail or "unknown").inc()
+        return
+    if record.outcome is not Outcome.OK:
+        return
+    action = record.action
+    if action == "register":
+        REGISTERED.labels(type=record.detail or "unknown").inc()
+    elif action == "revoke":
+        REVOKED.inc()
+    elif action == "archive":
+        ARCHIVED.inc()
+    elif action == "restore":
+        RESTORED.inc()
+    elif sent := _SEND.match(action):
+        SENT.labels(recipient=sent.group(1)).inc()
+    elif action == "remove_care_copy":
+        CARE_COPIES_REMOVED.inc()
+        if record.detail == "deleted":
+            DELETED.labels(rule="5").inc()
+    elif action in ("give_consent", "withdraw_consent"):
+        CONSENT_CHANGES.labels(change="given" if action == "give_consent" else "withdrawn").inc()
+        if count := _DELETED_COUNT.match(record.detail):
+            DELETED.labels(rule="6").inc(int(count.group(1)))
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every metric, of all worker processes in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,123 @@
+"""Request telemetry: one JSON log event and the RED metrics for every request, with a request id.
+
+The ASGI middleware names each request by its operation (the SOAP contract, or the REST route
+template: never a path with an id in it), its channel and its outcome. The SOAP endpoint leaves its
+business outcome (ok, info, an errorId, fault) in the request state; REST outcomes follow the status.
+Log lines carry no request content: no identity number and no document text can reach them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any, Final
+
+from pythonjsonlogger.json import JsonFormatter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+
+REQUEST_ID: Final = contextvars.ContextVar("request_id", default="")
+_SAFE_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_UNROUTED: Final = "unrouted"
+# Probes and scrapes are not traffic: they would drown the dashboards' request rates.
+_UNMEASURED: Final = frozenset({"/metrics", "/livez", "/readyz"})
+
+log = logging.getLogger("service.request")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """Structured logs: one JSON object per line on stdout, each with the request id."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        JsonFormatter(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The access log would print paths, which hold certificate ids; the request event replaces it.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+def _outcome_of_status(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status in (401, 403):
+        return "denied"
+    return "client_error" if status < 500 else "server_error"
+
+
+class TelemetryMiddleware:
+    def __init__(self, app: ASGIApp, *, soap_operations: dict[str, str]) -> None:
+        self.app = app
+        self.soap_operations = soap_operations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _UNMEASURED:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = (headers.get(b"x-request-id") or headers.get(b"x-correlation-id") or b"").decode("latin-1")
+        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        path: str = scope["path"]
+        soap = self.soap_operations.get(path)
+        channel = "soap" if soap else "rest"
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        metrics.IN_FLIGHT.labels(channel=channel).inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            metrics.IN_FLIGHT.labels(channel=channel).dec()
+            self._record(scope, soap, channel, status, time.perf_counter() - started)
+            REQUEST_ID.reset(token)
+
+    def _record(self, scope: Scope, soap: str | None, channel: str, status: int, elapsed: float) -> None:
+        operation = soap or self._route(scope)
+        state: dict[str, Any] = scope.get("state") or {}
+        outcome = (state.get("soap_outcome") if soap else None) or _outcome_of_status(status)
+        metrics.REQUESTS.labels(operation=operation, channel=channel, outcome=outcome).inc()
+        metrics.DURATION.labels(operation=operation, channel=channel).observe(elapsed)
+        log.info(
+            "request",
+            extra={
+                "operation": operation,
+                "channel": channel,
+                "outcome": outcome,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )
+
+    @staticmethod
+    def _route(scope: Scope) -> str:
+        route = scope.get("route")
+        template = getattr(route, "path", None)
+        return f"{scope['method']} {template}" if template else _UNROUTED
