@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.model import Party, Recipient
@@ -43,6 +44,8 @@ def default_database_url() -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INTYG_", extra="forbid", frozen=True)
 
+    # "production" (the Helm chart's default) refuses to start on development defaults.
+    profile: Literal["development", "production"] = "development"
     database_url: str = Field(default_factory=default_database_url)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # Wall-clock zone of the contracts' timestamps, which carry no zone (rivta/README.md).
@@ -94,6 +97,17 @@ class Settings(BaseSettings):
             _RecipientEntry.model_validate(e) for e in json.loads(self.recipients_file.read_text("utf-8"))
         ]
         return {e.id.value: Recipient(e.id, e.name, frozenset(e.certificate_types)) for e in entries}
+
+    @model_validator(mode="after")
+    def _production_needs_real_settings(self) -> Settings:
+        if self.profile == "production":
+            if not self.portal_key_configured:
+                raise ValueError(
+                    "the production profile needs the portal's key (INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE)"
+                )
+            if self.is_sqlite:
+                raise ValueError("the production profile needs PostgreSQL (INTYG_DATABASE_URL)")
+        return self
 
     @property
     def portal_key_configured(self) -> bool:

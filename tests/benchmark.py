@@ -65,14 +65,6 @@ async def _run(base: str, label: str, bodies: list[tuple[str, bytes]], concurren
     )
 
 
-def _envelope(operation: str, major: int, body: str) -> tuple[str, bytes]:
-    header = '<la:LogicalAddress xmlns:la="urn:riv:itintegration:registry:1">bench</la:LogicalAddress>'
-    return s.path_of(operation, major), (
-        f'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Header>{header}</e:Header>'
-        f"<e:Body>{body}</e:Body></e:Envelope>"
-    ).encode()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
@@ -107,14 +99,20 @@ def main() -> None:
                 for i in range(count)
             ]
             gets = [
-                _envelope("GetCertificate", 2, s.get_certificate(f"bench-{i}", "HSVARD"))
+                (
+                    s.path_of("GetCertificate", 2),
+                    s.envelope_for("GetCertificate", 2, s.get_certificate(f"bench-{i}", "HSVARD")),
+                )
                 for i in range(count)
             ]
             lists = [
-                _envelope(
-                    "ListCertificatesForCare",
-                    3,
-                    s.list_for_care(patients[i % len(patients)], care_giver="SE2321000016-39KJ"),
+                (
+                    s.path_of("ListCertificatesForCare", 3),
+                    s.envelope_for(
+                        "ListCertificatesForCare",
+                        3,
+                        s.list_for_care(patients[i % len(patients)], care_giver="SE2321000016-39KJ"),
+                    ),
                 )
                 for i in range(count)
             ]

@@ -47,6 +47,19 @@ def path_of(operation: str, major: int) -> str:
     return f"/clinicalprocess/healthcond/certificate/{operation}/{major}/rivtabp21"
 
 
+def envelope_for(operation: str, major: int, body: str, *, address: str = "SE2321000016-39KJ") -> bytes:
+    """A body in an envelope with the contract's addressing header (LogicalAddress or wsa:To)."""
+    header = (
+        f'<wsa:To xmlns:wsa="http://www.w3.org/2005/08/addressing">{address}</wsa:To>'
+        if path_of(operation, major).endswith("rivtabp20")
+        else f'<la:LogicalAddress xmlns:la="urn:riv:itintegration:registry:1">{address}</la:LogicalAddress>'
+    )
+    return (
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Header>{header}</soapenv:Header>'
+        f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+    ).encode()
+
+
 @dataclass
 class Reply:
     status: int
@@ -113,17 +126,7 @@ class SoapClient:
 
     def call(self, operation: str, major: int, body: str, *, address: str = "SE2321000016-39KJ") -> Reply:
         """Wrap a body in an envelope with the contract's addressing header, and post it."""
-        bp20 = path_of(operation, major).endswith("rivtabp20")
-        header = (
-            f'<wsa:To xmlns:wsa="http://www.w3.org/2005/08/addressing">{address}</wsa:To>'
-            if bp20
-            else f'<la:LogicalAddress xmlns:la="urn:riv:itintegration:registry:1">{address}</la:LogicalAddress>'
-        )
-        envelope = (
-            f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Header>{header}</soapenv:Header>'
-            f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
-        )
-        return self.post(path_of(operation, major), envelope)
+        return self.post(path_of(operation, major), envelope_for(operation, major, body, address=address))
 
 
 # --- Requests as real callers write them: the peer-request templates ------------------------------------

@@ -206,7 +206,10 @@ def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Serv
         time.sleep(0.1)
 
     assert status == 200, body
-    assert body == {"status": "ok", "checks": {"schemas": True, "database": True, "migrations": True, "accepting": True}}
+    assert body == {
+        "status": "ok",
+        "checks": {"schemas": True, "database": True, "migrations": True, "accepting": True},
+    }
     assert revision_in(workdir / "intygstjanst.db") == migration.head_revision()
     # A served contract answers over real HTTP too.
     wsdl = httpx.get(
