@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    if problems := settings.unfit_to_serve():
+        for problem in problems:
+            print(f"refusing to start with the production profile: {problem}", file=sys.stderr)
+        return 2
     if settings.is_sqlite:
         # The embedded default needs no set-up: its schema is created or upgraded on start.
         migration.upgrade(settings.database_url)

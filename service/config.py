@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.model import Party, Recipient
@@ -98,16 +98,20 @@ class Settings(BaseSettings):
         ]
         return {e.id.value: Recipient(e.id, e.name, frozenset(e.certificate_types)) for e in entries}
 
-    @model_validator(mode="after")
-    def _production_needs_real_settings(self) -> Settings:
+    def unfit_to_serve(self) -> list[str]:
+        """Why these settings may not serve requests: the production profile refuses development
+        defaults. (Migrating needs none of them, so only ``serve`` asks.)"""
+        problems = []
         if self.profile == "production":
             if not self.portal_key_configured:
-                raise ValueError(
-                    "the production profile needs the portal's key (INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE)"
+                problems.append(
+                    "the portal's key (INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE) is not set"
                 )
             if self.is_sqlite:
-                raise ValueError("the production profile needs PostgreSQL (INTYG_DATABASE_URL)")
-        return self
+                problems.append(
+                    "the database is the embedded SQLite default, not PostgreSQL (INTYG_DATABASE_URL)"
+                )
+        return problems
 
     @property
     def portal_key_configured(self) -> bool:

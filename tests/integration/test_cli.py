@@ -221,3 +221,31 @@ def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Serv
     running.stop()
 
     assert running.process.returncode is not None
+
+
+def test_serve_refuses_the_production_profile_on_development_defaults(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(COMMAND), "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=clean_environment(INTYG_PROFILE="production"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 2
+    assert "portal's key" in done.stderr and "PostgreSQL" in done.stderr
+    assert not (tmp_path / "intygstjanst.db").exists()
+
+
+def test_migrate_runs_under_the_production_profile_without_serving_settings(tmp_path: Path) -> None:
+    database = tmp_path / "intyg.db"
+    done = subprocess.run(
+        [str(COMMAND), "migrate"],
+        cwd=tmp_path,
+        env=clean_environment(INTYG_PROFILE="production", INTYG_DATABASE_URL=f"sqlite:///{database}"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "certificates" in tables_in(database)
