@@ -1,0 +1,74 @@
+"""Request telemetry through the app: request ids, the RED metrics' labels, and the JSON log event.
+
+The suite-wide checks that no label or log line names a person or a certificate are in
+tests/zz_suite; the dashboard against a real Prometheus in tests/ops/test_running_service.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from service.telemetry import configure_logging
+from tests.integration import soap as s
+from tests.integration.soap import SoapClient
+
+
+def _count(operation: str, channel: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "intyg_requests_total", {"operation": operation, "channel": channel, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_a_request_id_is_echoed_or_made(client: TestClient) -> None:
+    given = client.get("/api/citizen/v1/consent", headers={"X-Request-ID": "portal-42.a"})
+    assert given.headers["x-request-id"] == "portal-42.a"
+    # An id that could carry anything (spaces, an identity number's length of digits is fine as text,
+    # but not free text) is replaced by one of ours.
+    made = client.get("/api/citizen/v1/consent", headers={"X-Request-ID": "not an id; drop table"})
+    assert made.headers["x-request-id"] != "not an id; drop table"
+    assert len(made.headers["x-request-id"]) == 32
+
+
+def test_rest_requests_are_counted_by_route_template_and_outcome(client: TestClient) -> None:
+    operation = "GET /api/citizen/v1/certificates/{certificate_id}"
+    before = _count(operation, "rest", "denied")
+    assert client.get("/api/citizen/v1/certificates/cert-secret-id").status_code == 401
+    assert _count(operation, "rest", "denied") == before + 1
+
+
+def test_soap_requests_are_counted_by_contract_and_business_outcome(soap: SoapClient) -> None:
+    before_ok = _count("RegisterCertificate:3", "soap", "ok")
+    before_info = _count("RegisterCertificate:3", "soap", "info")
+    before_fault = _count("GetCertificate:2", "soap", "fault")
+    register = s.register_envelope("telemetry-1", "191212121212")
+    soap.post(s.path_of("RegisterCertificate", 3), register)
+    soap.post(s.path_of("RegisterCertificate", 3), register)
+    soap.call("GetCertificate", 2, s.get_certificate("unknown", "HSVARD"))
+    assert _count("RegisterCertificate:3", "soap", "ok") == before_ok + 1
+    assert _count("RegisterCertificate:3", "soap", "info") == before_info + 1
+    assert _count("GetCertificate:2", "soap", "fault") == before_fault + 1
+
+
+def test_the_service_logs_one_json_object_per_line_with_the_request_event(client: TestClient) -> None:
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        client.get("/api/citizen/v1/consent", headers={"X-Request-ID": "req-1"})
+    finally:
+        root.handlers[:], level = kept
+        root.setLevel(level)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    request = next(e for e in events if e["message"] == "request")
+    assert request["request_id"] == "req-1"
+    assert request["operation"] == "GET /api/citizen/v1/consent"
+    assert (request["channel"], request["outcome"], request["status"]) == ("rest", "denied", 401)
+    assert isinstance(request["duration_ms"], float)
