@@ -1,15 +1,14 @@
 """Every class of ``service.errors`` has an answer in each adapter's error table (STYLE.md principle 6).
 
-The SOAP table is ``service.soap.faults.ERRORS``; a REST table joins it later. The error ids are read
+The SOAP table is ``service.soap.faults.ERRORS``; the REST table is ``service.rest.errors.ERRORS``. The error ids are read
 from our own contracts (``contracts/xsd``), so a table entry can never put a value on the wire that
 the contract's enumeration rejects. The answers themselves are tested end to end in
-``tests/integration/test_soap_robustness.py``.
+``tests/integration/test_soap_robustness.py`` and ``tests/integration/test_rest_api.py``.
 """
 
 from __future__ import annotations
 
 import re
-
 from functools import cache
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from lxml import etree
 
 from service import errors
+from service.rest import errors as rest_errors
 from service.soap import faults
 from tests.reference import CONTRACTS, parser
 
@@ -102,3 +102,67 @@ def test_a_server_fault_is_kept_for_failures_that_are_not_the_callers() -> None:
 def test_texts_shown_to_callers_never_hold_a_personal_identity_number() -> None:
     for entry in [*faults.ERRORS.values(), faults.INTERNAL]:
         assert not any(ch.isdigit() for ch in entry.text), entry.text
+
+
+# --- REST: problem+json (RFC 9457) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_service_error_has_its_own_entry_in_the_rest_table(cls: type[errors.ServiceError]) -> None:
+    assert cls in rest_errors.ERRORS, f"service.rest.errors.ERRORS has no entry for {cls.__name__}"
+    assert rest_errors.rest_error(cls("detail")) is rest_errors.ERRORS[cls]
+
+
+def test_the_rest_table_names_no_class_outside_the_tree() -> None:
+    assert set(rest_errors.ERRORS) <= set(ERROR_CLASSES)
+
+
+@pytest.mark.parametrize(
+    "entry", list(rest_errors.ERRORS.values()), ids=[cls.__name__ for cls in rest_errors.ERRORS]
+)
+def test_every_rest_answer_is_an_error_status_with_a_stable_code_and_a_safe_title(
+    entry: rest_errors.RestError,
+) -> None:
+    assert 400 <= entry.status <= 599
+    assert re.fullmatch(r"[a-z]+(_[a-z]+)*", entry.code), entry.code
+    assert entry.title.strip() and not any(ch.isdigit() for ch in entry.title), entry.title
+
+
+def test_a_missing_consent_is_403_consent_required() -> None:
+    entry = rest_errors.ERRORS[errors.ConsentRequired]
+    assert (entry.status, entry.code) == (403, "consent_required")
+
+
+def test_another_citizens_certificate_is_answered_exactly_like_an_unknown_one() -> None:
+    # Nothing may tell a citizen that an id they don't own exists (DOMAIN.md rule 2).
+    assert rest_errors.ERRORS[errors.NotPermitted] == rest_errors.ERRORS[errors.CertificateNotFound]
+    assert rest_errors.ERRORS[errors.CertificateNotFound].status == 404
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "code"),
+    [
+        (errors.Unauthenticated, 401, "unauthenticated"),
+        (errors.InvalidInput, 422, "invalid_input"),
+        (errors.UnknownRecipient, 422, "unknown_recipient"),
+        (errors.CertificateRevoked, 409, "revoked"),
+        (errors.ServiceError, 500, "internal_error"),
+    ],
+)
+def test_the_rest_answers_the_issue_names(cls: type[errors.ServiceError], status: int, code: str) -> None:
+    entry = rest_errors.ERRORS[cls]
+    assert (entry.status, entry.code) == (status, code)
+
+
+def test_a_server_error_status_is_kept_for_failures_that_are_not_the_callers() -> None:
+    server = {cls for cls, entry in rest_errors.ERRORS.items() if entry.status >= 500}
+    assert server == {errors.ServiceError, errors.ConcurrentChange}
+
+
+def test_every_problem_is_problem_json_and_a_401_challenges_for_a_bearer_token() -> None:
+    for entry in rest_errors.ERRORS.values():
+        response = rest_errors.problem(entry.status, entry.code, entry.title)
+        assert response.media_type == rest_errors.PROBLEM_JSON
+        assert ("www-authenticate" in response.headers) == (entry.status == 401)
+    challenge = rest_errors.problem(401, "unauthenticated", "x").headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
