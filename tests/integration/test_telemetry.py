@@ -10,6 +10,7 @@ import io
 import json
 import logging
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
@@ -72,3 +73,14 @@ def test_the_service_logs_one_json_object_per_line_with_the_request_event(client
     assert request["operation"] == "GET /api/citizen/v1/consent"
     assert (request["channel"], request["outcome"], request["status"]) == ("rest", "denied", 401)
     assert isinstance(request["duration_ms"], float)
+
+
+def test_readiness_is_refused_while_draining_and_liveness_is_not(client: TestClient) -> None:
+    assert client.get("/readyz").status_code == 200
+    app = client.app
+    assert isinstance(app, FastAPI)
+    app.state.draining = True  # what the SIGTERM handler sets (tests/ops: the real signal)
+    answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["checks"]["accepting"] is False
+    assert client.get("/livez").status_code == 200
