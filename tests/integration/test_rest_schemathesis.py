@@ -1,0 +1,186 @@
+"""Schemathesis against the published OpenAPI (/openapi.json) of the citizen REST API.
+
+Every operation gets 100 generated requests, valid and invalid (schemathesis' positive and negative
+modes), each with a valid citizen token; schemathesis' checks then require no 5xx, documented status
+codes, content types and bodies that match the document, and invalid input rejected. Certificate ids
+are steered to certificates that exist (Anna's, one whose care copy is gone, Bertil's) as well as
+generated ones, so that success paths are exercised as well as 404.
+
+Requests go through one ``TestClient`` (one event loop) for the whole run: the app's pooled database
+connection belongs to its loop, and schemathesis' own ASGI client would start a new loop per call.
+Known findings are left out of this run, each kept as its own xfail test in test_rest_api.py, so that
+they don't hide anything else: ``date-time`` values without an offset (response bodies are checked
+without that format), and the requests of ``_known_finding``. Generation is derandomised, so a run
+is repeatable; change ``EXAMPLES`` or drop ``derandomize`` locally to explore further.
+
+SQLite only: what is checked is the API's contract, not the store (test_rest_api.py runs on both).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from service.app import create_app
+from service.store import migration
+from tests.integration.rest import (
+    ANNA,
+    BERTIL,
+    PREFIX,
+    CitizenApi,
+    bearer,
+    portal_settings,
+    register,
+    remove_for_care,
+    token,
+)
+from tests.integration.soap import SoapClient
+
+pytestmark = pytest.mark.shared
+
+EXAMPLES = 100
+OPERATIONS = [
+    ("GET", "/certificates"),
+    ("GET", "/certificates/{certificate_id}"),
+    ("GET", "/certificates/{certificate_id}/document"),
+    ("POST", "/certificates/{certificate_id}/archive"),
+    ("POST", "/certificates/{certificate_id}/restore"),
+    ("POST", "/certificates/{certificate_id}/send"),
+    ("GET", "/consent"),
+    ("PUT", "/consent"),
+    ("GET", "/access-log"),
+]
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}"
+    migration.upgrade(url)
+    with TestClient(create_app(portal_settings(url, tmp_path))) as test_client:
+        soap = SoapClient(test_client)
+        register(soap, "c-1", ANNA)
+        register(soap, "c-2", ANNA)
+        register(soap, "b-1", BERTIL)
+        CitizenApi(test_client, ANNA).consent()
+        remove_for_care(soap, "c-2")
+        yield test_client
+
+
+def _without_date_time_format(node: Any) -> Any:
+    """A schema with ``format: date-time`` dropped (the offset finding has its own test)."""
+    if isinstance(node, dict):
+        return {
+            k: _without_date_time_format(v)
+            for k, v in node.items()
+            if not (k == "format" and v == "date-time")
+        }
+    if isinstance(node, list):
+        return [_without_date_time_format(v) for v in node]
+    return node
+
+
+def _send(client: TestClient, kwargs: dict[str, Any]) -> Any:
+    """Schemathesis' request (requests-style arguments) through the test client."""
+    return client.request(
+        kwargs["method"],
+        kwargs["url"],
+        headers=kwargs.get("headers"),
+        params=kwargs.get("params"),
+        cookies=kwargs.get("cookies") or None,
+        json=kwargs.get("json"),
+        content=kwargs.get("data"),
+    )
+
+
+def _numeric(value: Any) -> bool:
+    for item in value if isinstance(value, list) else [value]:
+        try:
+            float(item)
+        except (TypeError, ValueError):
+            continue
+        return True
+    return False
+
+
+def _at_the_end_of_time(value: Any) -> bool:
+    return any(
+        str(item).startswith(("0001-", "9999-")) for item in (value if isinstance(value, list) else [value])
+    )
+
+
+def _known_finding(case: Any, kwargs: dict[str, Any]) -> bool:
+    """Requests the service is known to answer wrongly, each with its own xfail test in test_rest_api.py."""
+    data = kwargs.get("data")
+    if isinstance(data, bytes):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return True  # answered 400 http_error, undocumented, instead of 422
+    query = case.query or {}
+    bounds = [query.get("from"), query.get("to")]
+    if any(_numeric(value) for value in bounds):
+        return True  # a number is taken as Unix time, though the document says date-time
+    if any(_at_the_end_of_time(value) for value in bounds):
+        return True  # converting to the service's zone overflows: 500
+    body = case.body
+    # Pydantic's lax booleans: 0, 1, "yes", "off"... are taken for false and true.
+    return isinstance(body, dict) and "given" in body and not isinstance(body["given"], bool)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_the_citizen_api_keeps_its_published_contract(client: TestClient, method: str, path: str) -> None:
+    document = client.get("/openapi.json").json()
+    # Only the response bodies' date-times: the query's from/to keep their format.
+    document["components"] = _without_date_time_format(document["components"])
+    schema = schemathesis.openapi.from_dict(document)
+    operation = schema[PREFIX + path][method]
+    cases = st.one_of(
+        operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
+    )
+    ids = itertools.cycle(["c-1", None, "c-2", None, "b-1", None])
+    recipients = itertools.cycle([True, False])
+    excluded = []
+    if (method, path) == ("POST", "/certificates/{certificate_id}/send"):
+        # The document can't list the recipients (they are configured), so a schema-valid name may
+        # still be unknown: 422 unknown_recipient, tested in test_rest_api.py.
+        excluded.append(positive_data_acceptance)
+    statuses: list[int] = []
+
+    @given(case=cases)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+    )
+    def check(case: Any) -> None:
+        if "certificate_id" in (case.path_parameters or {}):
+            chosen = next(ids)
+            if chosen is not None:
+                case.path_parameters["certificate_id"] = chosen
+        positive = case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE
+        if positive and isinstance(case.body, dict) and "recipient" in case.body and next(recipients):
+            case.body["recipient"] = "FKASSA"
+        kwargs = case.as_transport_kwargs(base_url="http://testserver", headers=bearer(token(ANNA)))
+        if _known_finding(case, kwargs):
+            reject()  # not counted: another case is generated in its place
+        response = _send(client, kwargs)
+        statuses.append(response.status_code)
+        assert response.status_code < 500, response.text
+        case.validate_response(response, transport_kwargs=kwargs, excluded_checks=excluded)
+
+    check()
+
+    assert len(statuses) >= EXAMPLES
+    assert any(200 <= status < 300 for status in statuses), "no generated request succeeded"
