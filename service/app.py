@@ -22,6 +22,8 @@ from service.config import Settings
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier, portal_keys
 from service.rest.health import health_router
+from service.rest.limit import BodyLimit
+from service.rest.routes import PREFIX as CITIZEN_API
 from service.rest.routes import citizen_router
 from service.soap import messages
 from service.soap.endpoint import SoapEndpoint
@@ -82,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
+    recipients = settings.recipients()
 
     def clock() -> dt.datetime:
         # The contracts' timestamps are local wall-clock times without a zone (rivta/README.md).
@@ -92,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         unit_of_work=lambda: SqlUnitOfWork(sessions),
         clock=clock,
         max_request_bytes=settings.max_request_bytes,
+        recipients=recipients,
     )
     verifier = TokenVerifier(
         portal_keys(settings),
@@ -128,9 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
             verifier=verifier,
             unit_of_work=lambda: SqlUnitOfWork(sessions),
             clock=clock,
-            recipients=settings.recipients(),
+            recipients=recipients,
             zone=zone,
-            max_body_bytes=settings.max_json_bytes,
         )
     )
 
@@ -140,5 +143,6 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(body, media_type=content_type)
 
     app.mount("/contracts", StaticFiles(directory=messages.CONTRACTS), name="contracts")
+    app.add_middleware(BodyLimit, prefix=CITIZEN_API, max_bytes=settings.max_json_bytes)
     app.add_middleware(TelemetryMiddleware, soap_operations=soap.operations())
     return app

@@ -226,8 +226,7 @@ async def register_certificate(
 
     async def run() -> rules.Registration:
         async with uow, _Attempt(uow, caller, "register", now) as attempt:
-            attempt.certificate_ids.append(certificate.id)
-            attempt.patient = certificate.patient
+            attempt.about(certificate)
             existing = await uow.certificates.get(certificate.id)
             registration = rules.register(existing, patient=certificate.patient)
             if registration is rules.Registration.CREATE:

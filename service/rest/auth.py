@@ -37,14 +37,22 @@ def _load_dev_key(path: Path) -> ECKey:
     return key
 
 
+def _public_key(pem: bytes) -> ECKey | RSAKey:
+    """An EC or RSA public key in any PEM form (SubjectPublicKeyInfo or PKCS#1)."""
+    for kind in (ECKey, RSAKey):
+        try:
+            return kind.import_key(pem)
+        except (JoseError, ValueError, TypeError):
+            continue
+    raise ValueError("the portal's public key file holds no EC or RSA public key")
+
+
 def portal_keys(settings: Settings) -> KeySet:
     """The keys tokens are checked with: the portal's, or else only the development key."""
     if settings.portal_jwks_file is not None:
         return KeySet.import_key_set(json.loads(settings.portal_jwks_file.read_text("utf-8")))
     if settings.portal_public_key_file is not None:
-        pem = settings.portal_public_key_file.read_bytes()
-        key: ECKey | RSAKey = RSAKey.import_key(pem) if b"RSA" in pem else ECKey.import_key(pem)
-        return KeySet([key])
+        return KeySet([_public_key(settings.portal_public_key_file.read_bytes())])
     return KeySet([ECKey.import_key(_load_dev_key(settings.dev_key_file).as_dict(private=False))])
 
 

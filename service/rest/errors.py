@@ -87,6 +87,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # A body FastAPI cannot decode (not UTF-8, not JSON) is invalid input like any other.
+            return problem(422, "invalid_request", "The request does not follow the API", "at body")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, code.replace("_", " ").capitalize())
 

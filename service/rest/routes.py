@@ -7,11 +7,14 @@ reads them to know that the citizen comes from the token dependency built inside
 """
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from service import errors, operations
 from service.model import Caller, CallerKind, Channel, PersonId, Recipient
@@ -21,6 +24,17 @@ from service.rest.errors import PROBLEM_JSON
 
 PREFIX = "/api/citizen/v1"
 CertificateId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _not_a_number(value: object) -> object:
+    """RFC 3339 only: pydantic would read a bare number as Unix time."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("a time is an RFC 3339 date-time")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?")
+Timestamp = Annotated[dt.datetime, BeforeValidator(_not_a_number)]
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -40,12 +54,13 @@ def citizen_router(
     clock: Callable[[], dt.datetime],
     recipients: dict[str, Recipient],
     zone: ZoneInfo,
-    max_body_bytes: int,
 ) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, tags=["citizen"], max_body_size=max_body_bytes)
+    router = APIRouter(prefix=PREFIX, tags=["citizen"])
+    # Declared as the OpenAPI bearer scheme; a missing or malformed header is the verifier's 401.
+    bearer = HTTPBearer(auto_error=False, bearerFormat="JWT", description="signed by the citizen portal")
 
-    def citizen(authorization: Annotated[str | None, Header()] = None) -> PersonId:
-        return verifier.citizen(authorization)
+    def citizen(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> PersonId:
+        return verifier.citizen(f"{credentials.scheme} {credentials.credentials}" if credentials else None)
 
     Citizen = Annotated[PersonId, Depends(citizen)]
 
@@ -57,14 +72,14 @@ def citizen_router(
         listed = await operations.list_certificates_for_citizen(
             unit_of_work(), citizen=who, archived=archived, caller=caller(who), now=clock()
         )
-        return schemas.CertificateList(certificates=[schemas.CertificateSummary.of(c) for c in listed])
+        return schemas.CertificateList(certificates=[schemas.CertificateSummary.of(c, zone) for c in listed])
 
     @router.get("/certificates/{certificate_id}", responses=_problems(403, 404), summary="One certificate")
     async def get_certificate(who: Citizen, certificate_id: CertificateId) -> schemas.CertificateDetail:
         found = await operations.get_certificate_for_citizen(
             unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
         )
-        return schemas.CertificateDetail.with_answers(found.certificate, found.document)
+        return schemas.CertificateDetail.with_answers(found.certificate, found.document, zone)
 
     @router.get(
         "/certificates/{certificate_id}/document",
@@ -85,7 +100,7 @@ def citizen_router(
         changed = await operations.archive_certificate(
             unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
         )
-        return schemas.CertificateSummary.of(changed)
+        return schemas.CertificateSummary.of(changed, zone)
 
     @router.post(
         "/certificates/{certificate_id}/restore", responses=_problems(403, 404), summary="Restore (rule 4)"
@@ -94,7 +109,7 @@ def citizen_router(
         changed = await operations.restore_certificate(
             unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
         )
-        return schemas.CertificateSummary.of(changed)
+        return schemas.CertificateSummary.of(changed, zone)
 
     @router.post(
         "/certificates/{certificate_id}/send",
@@ -116,13 +131,13 @@ def citizen_router(
             now=clock(),
         )
         return schemas.SendResult(
-            already_sent=already_sent, certificate=schemas.CertificateSummary.of(changed)
+            already_sent=already_sent, certificate=schemas.CertificateSummary.of(changed, zone)
         )
 
     @router.get("/consent", responses=_problems(), summary="The citizen's consent")
     async def get_consent(who: Citizen) -> schemas.ConsentState:
         consent = await operations.get_consent(unit_of_work(), citizen=who, caller=caller(who), now=clock())
-        return schemas.ConsentState.of(consent)
+        return schemas.ConsentState.of(consent, zone)
 
     @router.put("/consent", responses=_problems(503), summary="Give or withdraw consent (rules 6 and 7)")
     async def set_consent(who: Citizen, body: schemas.ConsentRequest) -> schemas.ConsentResult:
@@ -130,14 +145,16 @@ def citizen_router(
             unit_of_work(), citizen=who, given=body.given, caller=caller(who), now=clock()
         )
         return schemas.ConsentResult(
-            given=change.consent.given, changed_at=change.consent.changed_at, deleted=change.deleted
+            given=change.consent.given,
+            changed_at=schemas.aware(change.consent.changed_at, zone),
+            deleted=change.deleted,
         )
 
     @router.get("/access-log", responses=_problems(), summary="Who accessed my data (PDL 8 kap. 5 §)")
     async def access_log(
         who: Citizen,
-        start: Annotated[dt.datetime | None, Query(alias="from")] = None,
-        end: Annotated[dt.datetime | None, Query(alias="to")] = None,
+        start: Annotated[Timestamp | None, Query(alias="from")] = None,
+        end: Annotated[Timestamp | None, Query(alias="to")] = None,
         page: Annotated[int, Query(ge=1, le=100_000)] = 1,
         page_size: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> schemas.AccessLog:
@@ -152,7 +169,7 @@ def citizen_router(
             now=clock(),
         )
         return schemas.AccessLog(
-            entries=[schemas.AccessLogEntry.of(r) for r in found.records],
+            entries=[schemas.AccessLogEntry.of(r, zone) for r in found.records],
             page=page,
             page_size=page_size,
             total=found.total,
@@ -165,4 +182,7 @@ def _local(value: dt.datetime | None, zone: ZoneInfo) -> dt.datetime | None:
     """Stored times are the service's wall-clock time; a time given with a zone is converted to it."""
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(zone).replace(tzinfo=None)
+    try:
+        return value.astimezone(zone).replace(tzinfo=None)
+    except OverflowError:
+        raise errors.InvalidInput("the time is out of range") from None

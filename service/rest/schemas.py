@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,12 +15,18 @@ from service import document
 from service.model import AuditRecord, Certificate, Consent, StatusCode
 
 
+def aware(value: dt.datetime | None, zone: ZoneInfo) -> dt.datetime | None:
+    """Stored times are the service's wall-clock time; the API gives them with their offset (RFC 3339)."""
+    return value.replace(tzinfo=zone) if value is not None else None
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a boolean is true or false, not 0, 1 or "yes".
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class CertificateType(_Out):
@@ -50,7 +57,7 @@ class CertificateSummary(_Out):
     sent_to: list[Delivery]
 
     @classmethod
-    def of(cls, certificate: Certificate) -> CertificateSummary:
+    def of(cls, certificate: Certificate, zone: ZoneInfo) -> CertificateSummary:
         unit = certificate.care_unit
         return cls(
             id=certificate.id,
@@ -59,14 +66,14 @@ class CertificateSummary(_Out):
                 name=certificate.type_display_name,
                 version=certificate.type_version,
             ),
-            issued=certificate.signed_at,
+            issued=aware(certificate.signed_at, zone),
             care_unit=Organisation(id=unit.unit_id, name=unit.unit_name),
             care_giver=Organisation(id=unit.care_giver_id, name=unit.care_giver_name),
             signing_doctor=certificate.issuer_name,
             revoked=certificate.revoked,
             archived=not certificate.citizen_available,
             sent_to=[
-                Delivery(recipient=e.party.value, at=e.at)
+                Delivery(recipient=e.party.value, at=e.at.replace(tzinfo=zone))
                 for e in certificate.status_events
                 if e.code is StatusCode.SENTTO
             ],
@@ -92,9 +99,9 @@ class CertificateDetail(CertificateSummary):
     answers: list[Answer]
 
     @classmethod
-    def with_answers(cls, certificate: Certificate, content: bytes) -> CertificateDetail:
+    def with_answers(cls, certificate: Certificate, content: bytes, zone: ZoneInfo) -> CertificateDetail:
         return cls(
-            **CertificateSummary.of(certificate).model_dump(),
+            **CertificateSummary.of(certificate, zone).model_dump(),
             answers=[
                 Answer(
                     id=a.id,
@@ -120,8 +127,8 @@ class ConsentState(_Out):
     changed_at: dt.datetime | None
 
     @classmethod
-    def of(cls, consent: Consent) -> ConsentState:
-        return cls(given=consent.given, changed_at=consent.changed_at)
+    def of(cls, consent: Consent, zone: ZoneInfo) -> ConsentState:
+        return cls(given=consent.given, changed_at=aware(consent.changed_at, zone))
 
 
 class ConsentRequest(_In):
@@ -143,9 +150,9 @@ class AccessLogEntry(_Out):
     certificates: list[str]
 
     @classmethod
-    def of(cls, record: AuditRecord) -> AccessLogEntry:
+    def of(cls, record: AuditRecord, zone: ZoneInfo) -> AccessLogEntry:
         return cls(
-            at=record.at,
+            at=record.at.replace(tzinfo=zone),
             action=record.action,
             outcome=record.outcome.value,
             channel=record.channel.value,

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from lxml import etree
 
 from service import errors, operations, rules
-from service.model import Caller, CallerKind, Channel, Party, PersonId, StatusCode
+from service.model import Caller, CallerKind, Channel, Party, PersonId, Recipient, StatusCode
 from service.soap import faults
 from service.soap import messages as m
 from service.soap.messages import CORE1, CORE3, OK, TYPES3, Answer, q
@@ -29,6 +29,7 @@ class Call:
     uow: operations.UnitOfWork
     now: dt.datetime
     address: str
+    recipients: Mapping[str, Recipient] = field(default_factory=dict)
 
     def caller(
         self,
@@ -406,37 +407,46 @@ async def list_certificates_1(call: Call, body: etree._Element) -> etree._Elemen
     return response
 
 
-# The 2013 status words a portal may set, and the 2013 recipient names beside the current part codes.
-_LEGACY_STATUS: Final = {
-    "SENT": StatusCode.SENTTO,
-    "RECEIVED": StatusCode.RECEIV,
-    "CANCELLED": StatusCode.CANCEL,
-}
+# The 2013 recipient names, beside the current part codes.
 _LEGACY_TARGET: Final = {"FK": Party.FKASSA, "TS": Party.TRANSP}
 
 
 async def set_certificate_status_1(call: Call, body: etree._Element) -> Answer:
+    """SENT: the citizen's portal has sent the certificate on, as REST's send (consent, a recipient
+    that takes the type). RECEIVED: the recipient reports receipt (DOMAIN.md: recipients mark
+    received), so it is the recipient's act, not the citizen's. Nothing else is set this way."""
     ns = SET_STATUS_1.namespace
     citizen = PersonId.parse(m.text(body, q(ns, "nationalIdentityNumber")))
     status, target = m.text(body, q(ns, "status")), m.text(body, q(ns, "target"))
-    if status not in _LEGACY_STATUS:
-        raise errors.InvalidStatusChange("this status is not set through SetCertificateStatus")
-    try:
-        party = _LEGACY_TARGET.get(target) or Party(target)
-    except ValueError:
-        raise errors.InvalidInput("unknown target") from None
-    at = m.optional_text(body, q(ns, "timestamp"))
-    await operations.set_certificate_status(
-        call.uow,
-        certificate_id=m.text(body, q(ns, "certificateId")),
-        party=party,
-        code=_LEGACY_STATUS[status],
-        at=m.date_time(at) if at else call.now,
-        citizen=citizen,
-        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
-        now=call.now,
-    )
-    return OK
+    certificate_id = m.text(body, q(ns, "certificateId"))
+    party = _LEGACY_TARGET.get(target) or (Party(target) if target in Party.__members__ else None)
+    if status == "SENT":
+        recipient = call.recipients.get(party.value) if party else None
+        if recipient is None:
+            raise errors.UnknownRecipient("no such recipient")
+        await operations.send_certificate(
+            call.uow,
+            certificate_id=certificate_id,
+            citizen=citizen,
+            recipient=recipient,
+            caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+            now=call.now,
+        )
+        return OK
+    if status == "RECEIVED" and party is not None and party.is_recipient:
+        at = m.optional_text(body, q(ns, "timestamp"))
+        await operations.set_certificate_status(
+            call.uow,
+            certificate_id=certificate_id,
+            party=party,
+            code=StatusCode.RECEIV,
+            at=m.date_time(at) if at else call.now,
+            citizen=citizen,
+            caller=call.caller(CallerKind.RECIPIENT),
+            now=call.now,
+        )
+        return OK
+    raise errors.InvalidStatusChange("this status is not set through SetCertificateStatus")
 
 
 REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3, register_certificate)

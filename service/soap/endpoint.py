@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from lxml import etree
 
 from service import errors, operations
+from service.model import Recipient
 from service.soap import faults
 from service.soap import messages as m
 from service.soap.contracts import CONTRACTS, Call, Contract, ResultKind
@@ -61,11 +62,13 @@ class SoapEndpoint:
         unit_of_work: Callable[[], operations.UnitOfWork],
         clock: Callable[[], dt.datetime],
         max_request_bytes: int,
+        recipients: Mapping[str, Recipient],
     ) -> None:
         self.schema = schema
         self.unit_of_work = unit_of_work
         self.clock = clock
         self.max_request_bytes = max_request_bytes
+        self.recipients = recipients
         self.by_request = {c.request: c for c in CONTRACTS}
         self.wsdl = {c.path: self._load_wsdl(c) for c in CONTRACTS}
 
@@ -136,7 +139,9 @@ class SoapEndpoint:
                 return _fault("Client", text), "fault"
             return self._answer(contract, m.Answer("ERROR", text, "VALIDATION_ERROR")), "validation_error"
         try:
-            call = Call(uow=self.unit_of_work(), now=self.clock(), address=address)
+            call = Call(
+                uow=self.unit_of_work(), now=self.clock(), address=address, recipients=self.recipients
+            )
             produced = await contract.handler(call, envelope.body)
         except errors.ServiceError as exc:
             error = faults.soap_error(exc)

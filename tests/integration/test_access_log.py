@@ -175,11 +175,6 @@ def test_the_extract_is_given_without_consent(soap: SoapClient, client: TestClie
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operations.register_certificate never calls attempt.about(certificate), so audit.record "
-    "knows no names and the register entry shows care unit and giver with an empty name",
-)
 def test_every_care_access_in_the_extract_names_the_care_unit_and_giver(
     soap: SoapClient, client: TestClient
 ) -> None:

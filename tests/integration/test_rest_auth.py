@@ -119,11 +119,6 @@ def test_an_rsa_public_key_in_a_pkcs1_pem_file_verifies_rs256(database_url: str,
         assert_unauthenticated(consent_with(client, bearer(token(ANNA))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="auth.portal_keys picks RSA only if the PEM text contains b'RSA'; the usual SubjectPublicKeyInfo "
-    "PEM ('BEGIN PUBLIC KEY', what `openssl rsa -pubout` writes) is read as EC and create_app fails",
-)
 def test_an_rsa_public_key_in_the_usual_pem_form_verifies_rs256(database_url: str, tmp_path: Path) -> None:
     files = write_portal_keys(tmp_path / "pem")
     settings = portal_settings(
