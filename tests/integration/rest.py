@@ -44,6 +44,19 @@ BERTIL = "197705232382"
 CECILIA = with_check_digit("19800101123")
 SAMORDNING = with_check_digit("19121272121")  # the day raised by 60
 
+# The operations of the citizen API, under its prefix (the issue lists nine).
+OPERATIONS = [
+    ("GET", "/certificates"),
+    ("GET", "/certificates/{certificate_id}"),
+    ("GET", "/certificates/{certificate_id}/document"),
+    ("POST", "/certificates/{certificate_id}/archive"),
+    ("POST", "/certificates/{certificate_id}/restore"),
+    ("POST", "/certificates/{certificate_id}/send"),
+    ("GET", "/consent"),
+    ("PUT", "/consent"),
+    ("GET", "/access-log"),
+]
+
 
 @cache
 def ec_key() -> ECKey:

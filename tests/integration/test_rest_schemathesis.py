@@ -34,6 +34,7 @@ from service.store import migration
 from tests.integration.rest import (
     ANNA,
     BERTIL,
+    OPERATIONS,
     PREFIX,
     CitizenApi,
     bearer,
@@ -47,17 +48,6 @@ from tests.integration.soap import SoapClient
 pytestmark = pytest.mark.shared
 
 EXAMPLES = 100
-OPERATIONS = [
-    ("GET", "/certificates"),
-    ("GET", "/certificates/{certificate_id}"),
-    ("GET", "/certificates/{certificate_id}/document"),
-    ("POST", "/certificates/{certificate_id}/archive"),
-    ("POST", "/certificates/{certificate_id}/restore"),
-    ("POST", "/certificates/{certificate_id}/send"),
-    ("GET", "/consent"),
-    ("PUT", "/consent"),
-    ("GET", "/access-log"),
-]
 
 
 @pytest.fixture
