@@ -14,7 +14,16 @@ from lxml import etree
 
 CORE3: Final = "{urn:riv:clinicalprocess:healthcond:certificate:3}"
 
-_PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+# The one hardened parser for XML from outside: entities are never expanded, nothing is fetched, and
+# depth is bounded by libxml2 itself (256 without huge_tree). The SOAP adapter parses with it too.
+PARSER: Final = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_pis=True,
+)
 
 Value = str | dict[str, "Value"]
 
@@ -40,8 +49,13 @@ def _value(element: etree._Element) -> Value:
     return {etree.QName(c).localname: _value(c) for c in children}
 
 
+def parse(document: bytes) -> etree._Element:
+    """A stored certificate document, for a get (never on a list path)."""
+    return etree.fromstring(document, PARSER)
+
+
 def answers(document: bytes) -> tuple[Answer, ...]:
-    intyg = etree.fromstring(document, _PARSER)
+    intyg = parse(document)
     found = []
     for answer in intyg.iterfind(f"{CORE3}svar"):
         instance = answer.findtext(f"{CORE3}instans")

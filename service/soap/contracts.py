@@ -15,7 +15,7 @@ from typing import Final
 
 from lxml import etree
 
-from service import errors, operations, rules
+from service import document, errors, operations, rules
 from service.model import Caller, CallerKind, Channel, Party, PersonId, Recipient, StatusCode
 from service.soap import faults
 from service.soap import messages as m
@@ -376,7 +376,7 @@ async def get_certificate_1(call: Call, body: etree._Element) -> etree._Element:
         return response
     m.insurance_meta(response, ns, found.certificate)
     # The certificate travels as opaque content: the document as it was registered.
-    m.sub(response, ns, "certificate").append(m.parse_document(found.document))
+    m.sub(response, ns, "certificate").append(document.parse(found.document))
     add_result(GET_CERTIFICATE_1, response, OK)
     return response
 

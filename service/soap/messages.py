@@ -14,7 +14,7 @@ from typing import Any, Final, cast
 
 from lxml import etree
 
-from service import errors
+from service import document, errors
 from service.model import CareUnit, Certificate, Party, PersonId, StatusCode, StatusEvent
 
 SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -35,15 +35,7 @@ STATUS_CODE_SYSTEM: Final = "9871cd17-8755-4ed9-b894-ff3729e775a4"
 
 CONTRACTS: Final = Path(__file__).resolve().parents[2] / "contracts"
 
-# Depth is bounded by libxml2 itself (256 without huge_tree); entities are never expanded.
-_PARSER: Final = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_pis=True,
-)
+_PARSER: Final = document.PARSER
 
 
 def responder(operation: str, major: int, *, insurance: bool = False) -> str:
@@ -233,11 +225,6 @@ def certificate_from_intyg(intyg: etree._Element) -> Certificate:
     )
 
 
-def parse_document(document: bytes) -> etree._Element:
-    """A stored certificate document, for a get (never on a list path)."""
-    return etree.fromstring(document, _PARSER)
-
-
 def document_of(intyg: etree._Element) -> bytes:
     """The certificate as received: the ``intyg`` element with its namespaces and comments."""
     return etree.tostring(intyg, encoding="UTF-8")
@@ -321,9 +308,9 @@ _AFTER_STATUS: Final = frozenset(
 )
 
 
-def intyg_from_document(document: bytes, name: str, events: Iterable[StatusEvent]) -> etree._Element:
+def intyg_from_document(content: bytes, name: str, events: Iterable[StatusEvent]) -> etree._Element:
     """The stored certificate under a response's element name, with its status history now."""
-    stored = parse_document(document)
+    stored = document.parse(content)
     intyg = etree.Element(name, nsmap={k: v for k, v in stored.nsmap.items() if k is not None} or None)
     intyg.text = stored.text
     position = None
