@@ -12,24 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from tests import server
 from tests.integration import soap as s
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _person(index: int) -> str:
@@ -72,59 +63,43 @@ def main() -> None:
     parser.add_argument("--database-url")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as workdir:
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INTYG_")}
-        env["INTYG_LOG_LEVEL"] = "WARNING"
-        if args.database_url:
-            env["INTYG_DATABASE_URL"] = args.database_url
-        command = [str(Path(sys.executable).parent / "intygstjanst"), "serve", "--port", str(port)]
-        server = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            count = args.requests
-            patients = [_person(i) for i in range(count // 4 + 1)]
-            registers = [
-                (
-                    s.path_of("RegisterCertificate", 3),
-                    s.register_envelope(f"bench-{i}", patients[i % len(patients)]).encode(),
-                )
-                for i in range(count)
-            ]
-            gets = [
-                (
-                    s.path_of("GetCertificate", 2),
-                    s.envelope_for("GetCertificate", 2, s.get_certificate(f"bench-{i}", "HSVARD")),
-                )
-                for i in range(count)
-            ]
-            lists = [
-                (
-                    s.path_of("ListCertificatesForCare", 3),
-                    s.envelope_for(
-                        "ListCertificatesForCare",
-                        3,
-                        s.list_for_care(patients[i % len(patients)], care_giver="SE2321000016-39KJ"),
-                    ),
-                )
-                for i in range(count)
-            ]
-            print(
-                f"{count} requests each, concurrency {args.concurrency}, database {args.database_url or 'SQLite'}"
+    env = {"INTYG_LOG_LEVEL": "WARNING"}
+    if args.database_url:
+        env["INTYG_DATABASE_URL"] = args.database_url
+    with tempfile.TemporaryDirectory() as workdir, server.running(Path(workdir), env=env) as (base, _):
+        count = args.requests
+        patients = [_person(i) for i in range(count // 4 + 1)]
+        registers = [
+            (
+                s.path_of("RegisterCertificate", 3),
+                s.register_envelope(f"bench-{i}", patients[i % len(patients)]).encode(),
             )
-            asyncio.run(_run(base, "RegisterCertificate 3", registers, args.concurrency))
-            asyncio.run(_run(base, "GetCertificate 2 (care)", gets, args.concurrency))
-            asyncio.run(_run(base, "ListCertificatesForCare 3", lists, args.concurrency))
-        finally:
-            server.terminate()
-            server.wait(timeout=15)
+            for i in range(count)
+        ]
+        gets = [
+            (
+                s.path_of("GetCertificate", 2),
+                s.envelope_for("GetCertificate", 2, s.get_certificate(f"bench-{i}", "HSVARD")),
+            )
+            for i in range(count)
+        ]
+        lists = [
+            (
+                s.path_of("ListCertificatesForCare", 3),
+                s.envelope_for(
+                    "ListCertificatesForCare",
+                    3,
+                    s.list_for_care(patients[i % len(patients)], care_giver="SE2321000016-39KJ"),
+                ),
+            )
+            for i in range(count)
+        ]
+        print(
+            f"{count} requests each, concurrency {args.concurrency}, database {args.database_url or 'SQLite'}"
+        )
+        asyncio.run(_run(base, "RegisterCertificate 3", registers, args.concurrency))
+        asyncio.run(_run(base, "GetCertificate 2 (care)", gets, args.concurrency))
+        asyncio.run(_run(base, "ListCertificatesForCare 3", lists, args.concurrency))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ reads them to know that the citizen comes from the token dependency built inside
 """
 
 import datetime as dt
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
@@ -37,6 +39,40 @@ _NUMBER = re.compile(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?")
 Timestamp = Annotated[dt.datetime, BeforeValidator(_not_a_number)]
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _DuplicateKey
+    return found
+
+
+class _StrictJsonRequest(Request):
+    """A key given twice is ambiguous: parsers disagree on which one wins, so ``{"given": true,
+    "given": false}`` must not withdraw consent by a parser's choice. It is malformed JSON here (422)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+            except _DuplicateKey:
+                raise json.JSONDecodeError("a key is given twice", "", 0) from None
+        return self._json
+
+
+class _StrictJsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {
@@ -55,7 +91,7 @@ def citizen_router(
     recipients: dict[str, Recipient],
     zone: ZoneInfo,
 ) -> APIRouter:
-    router = APIRouter(prefix=PREFIX, tags=["citizen"])
+    router = APIRouter(prefix=PREFIX, tags=["citizen"], route_class=_StrictJsonRoute)
     # Declared as the OpenAPI bearer scheme; a missing or malformed header is the verifier's 401.
     bearer = HTTPBearer(auto_error=False, bearerFormat="JWT", description="signed by the citizen portal")
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import requests
 from fastapi.testclient import TestClient
 from lxml import etree
@@ -103,7 +104,9 @@ def validate_response(body: etree._Element) -> None:
 
 
 class SoapClient:
-    def __init__(self, client: TestClient) -> None:
+    """Posts envelopes through any httpx client: the app's TestClient, or a real socket."""
+
+    def __init__(self, client: TestClient | httpx.Client) -> None:
         self.client = client
 
     def post(self, path: str, envelope: str | bytes, *, expect_status: int | None = None) -> Reply:

@@ -404,6 +404,21 @@ def test_a_consent_body_that_is_not_json_is_invalid(client: TestClient, anna: Ci
         assert_problem(response, 422, "invalid_request")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b'{"given": true, "given": false}', b'{"given": false, "given": true}', b"[" * 30_000 + b"]" * 30_000],
+    ids=["a key given twice", "the same key twice, the other way round", "nested 30 000 deep"],
+)
+def test_an_ambiguous_or_deeply_nested_consent_body_is_invalid_and_changes_nothing(
+    client: TestClient, anna: CitizenApi, content: bytes
+) -> None:
+    response = client.put(
+        f"{PREFIX}/consent", content=content, headers={**anna.headers, "Content-Type": "application/json"}
+    )
+    assert_problem(response, 422, "invalid_request")
+    assert anna.get("/consent").json()["given"] is False
+
+
 def test_a_body_over_the_size_limit_is_413_problem_json(
     client: TestClient, settings: Settings, anna: CitizenApi
 ) -> None:

@@ -263,6 +263,8 @@ SHAPES = {
     "empty Body": envelope(""),
     "text only in the Body": envelope(STORED_ID),
     "two elements in the Body": envelope(GET + GET),
+    "the request wrapped in another element": envelope(f"<x:w xmlns:x='urn:x'>{GET}</x:w>"),
+    "the request wrapped in a second Envelope": envelope(envelope(GET)),
     "the request in no namespace": envelope("<GetCertificate/>"),
     "an unknown request": envelope('<u:Unknown xmlns:u="urn:riv:unknown:1"/>'),
 }

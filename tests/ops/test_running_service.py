@@ -16,81 +16,33 @@ Everything listens on 127.0.0.1 only; load and waits are bounded.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests import server
 from tests.integration import soap as s
 from tests.reference import need_shared, with_check_digit
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "helm/intygstjanst/dashboards/intygstjanst.json"
-INTYGSTJANST = Path(sys.executable).parent / "intygstjanst"
+FAST_GAUGES = {"INTYG_METRICS_REFRESH_SECONDS": "1"}
 SOAP = {"Content-Type": "text/xml; charset=utf-8"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {seconds} s")
-
-
-def _serve(
-    workdir: Path, port: int, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("INTYG_", "PROMETHEUS_"))}
-    return subprocess.Popen(
-        [str(INTYGSTJANST), "serve", "--port", str(port), *extra],
-        cwd=workdir,
-        env={**clean, "INTYG_METRICS_REFRESH_SECONDS": "1", **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    process = _serve(tmp_path, port, "--workers", "2")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the service is ready")
+    with server.running(tmp_path, "--workers", "2", env=FAST_GAUGES) as (base, _):
         yield base
-    finally:
-        _stop(process)
 
 
 def _post(client: httpx.Client, operation: str, major: int, body: str) -> httpx.Response:
@@ -104,7 +56,11 @@ def _load(base: str, workdir: Path) -> int:
     need_shared()
     patients = [with_check_digit(f"1980010{i}00{i}") for i in range(1, 4)]
     token = subprocess.run(
-        [str(INTYGSTJANST), "dev-token", patients[0]], cwd=workdir, capture_output=True, text=True, check=True
+        [str(server.INTYGSTJANST), "dev-token", patients[0]],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     bearer = {"Authorization": f"Bearer {token}"}
     sent = 0
@@ -156,7 +112,7 @@ def prometheus(tmp_path: Path, service: str) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus is not installed: run `bash tools/install-ops-tools` (Debian's package)")
-    port = _free_port()
+    port = server.free_port()
     target = service.removeprefix("http://")
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -176,10 +132,10 @@ def prometheus(tmp_path: Path, service: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: httpx.get(f"{base}/-/ready").status_code == 200, 30, "Prometheus is ready")
+        server.wait_until(lambda: httpx.get(f"{base}/-/ready").status_code == 200, 30, "Prometheus is ready")
         yield base
     finally:
-        _stop(process)
+        server.stop(process)
 
 
 def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -204,7 +160,7 @@ def test_every_dashboard_panel_answers_from_a_real_prometheus_scraping_two_worke
 ) -> None:
     sent = _load(service, tmp_path)
     # Enough scrapes after the load for every rate() window to hold two samples of the new values.
-    _wait_until(
+    server.wait_until(
         lambda: (
             bool(_query(prometheus, "sum(intyg_requests_total)"))
             and float(_query(prometheus, "sum(intyg_requests_total)")[0]["value"][1]) >= sent
@@ -234,12 +190,12 @@ def test_every_dashboard_panel_answers_from_a_real_prometheus_scraping_two_worke
 
 
 def test_sigterm_finishes_the_request_in_flight_refuses_readiness_and_exits_in_time(tmp_path: Path) -> None:
-    port = _free_port()
+    port = server.free_port()
     grace = 10
-    process = _serve(tmp_path, port, env={"INTYG_SHUTDOWN_GRACE_SECONDS": str(grace)})
+    process = server.start(tmp_path, port, env={**FAST_GAUGES, "INTYG_SHUTDOWN_GRACE_SECONDS": str(grace)})
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the service is ready")
+        server.wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the service is ready")
         envelope = s.envelope_for("GetConsent", 1, s.get_consent("191212121212"))
         head, tail = envelope[: len(envelope) // 2], envelope[len(envelope) // 2 :]
         with (
@@ -273,4 +229,4 @@ def test_sigterm_finishes_the_request_in_flight_refuses_readiness_and_exits_in_t
         # uvicorn shuts down gracefully, then re-raises the signal it caught: exit by SIGTERM, not a crash.
         assert process.returncode in (0, -signal.SIGTERM)
     finally:
-        _stop(process)
+        server.stop(process)
