@@ -154,7 +154,9 @@ def handshake_refused(service: Service, context: ssl.SSLContext) -> bool:
     return answer == b""
 
 
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLS1.2", "TLS1.3"])
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["TLS1.2", "TLS1.3"]
+)
 @pytest.mark.parametrize("client", ["expired", "other_ca", "server_auth"])
 def test_a_certificate_that_does_not_verify_fails_the_handshake(
     service: Service, client: str, version: ssl.TLSVersion
