@@ -202,6 +202,12 @@ def test_schema_validation_would_catch_a_mistake(kubernetes_validate: Any) -> No
         ),
         (("--set", "config.extra.PROFILE=production"), "not an INTYG_ setting"),
         (("--set", "preStopSleepSeconds=30"), "below terminationGracePeriodSeconds"),
+        (("--set", "callers.clientCa.existingSecret="), "callers.clientCa.existingSecret"),
+        (("--set", "callers.permissions.existingConfigMap="), "callers.permissions.existingConfigMap"),
+        (
+            ("--set", "callers.serverTls.existingSecret="),
+            "serverTls.existingSecret (the service terminates TLS) or trustedProxies",
+        ),
     ],
     ids=[
         "no-database-secret",
@@ -209,6 +215,9 @@ def test_schema_validation_would_catch_a_mistake(kubernetes_validate: Any) -> No
         "two-jwks-sources",
         "non-intyg-setting",
         "long-prestop",
+        "no-client-ca",
+        "no-permission-table",
+        "no-way-to-identify-callers",
     ],
 )
 def test_misconfiguration_fails_rendering_with_a_reason(settings: tuple[str, ...], message: str) -> None:
@@ -262,9 +271,10 @@ def test_deployment_serves_on_8080_with_probes_and_graceful_stop() -> None:
     c = container(deployment)
     assert c["command"] == ["intygstjanst", "serve", "--host", "0.0.0.0", "--port", "8080"]
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    # The service terminates TLS by default (callers.serverTls), so the probes speak HTTPS.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http", "scheme": "HTTPS"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTPS"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http", "scheme": "HTTPS"}
     assert pod["terminationGracePeriodSeconds"] == 30
     sleep = c["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep"
@@ -316,6 +326,59 @@ def test_production_values() -> None:
     assert env_of(c)["INTYG_PORTAL_JWKS_FILE"]["value"] == f"{mount['mountPath']}/jwks.json"
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "portal-jwks")
     assert volume["secret"]["secretName"] == "intygstjanst-portal-jwks"
+
+
+def callers_volume(deployment: Manifest) -> dict[str, Manifest]:
+    """The files of the callers volume, by their path, with their source (secret or configMap)."""
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "callers")
+    files = {}
+    for source in volume["projected"]["sources"]:
+        kind, found = next(iter(source.items()))
+        for item in found["items"]:
+            files[item["path"]] = {"kind": kind, "name": found["name"], "key": item["key"]}
+    return files
+
+
+def test_soap_callers_are_identified_by_default_with_the_service_terminating_mutual_tls() -> None:
+    deployment = only(render("default"), "Deployment")
+    c = container(deployment)
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "callers")
+    env = {name: e.get("value") for name, e in env_of(c).items()}
+
+    assert mount["readOnly"] is True
+    folder = mount["mountPath"]
+    assert env["INTYG_TLS_CLIENT_CA_FILE"] == f"{folder}/client-ca.pem"
+    assert env["INTYG_PERMISSIONS_FILE"] == f"{folder}/permissions.json"
+    assert (env["INTYG_TLS_CERT_FILE"], env["INTYG_TLS_KEY_FILE"]) == (
+        f"{folder}/tls.crt",
+        f"{folder}/tls.key",
+    )
+    assert "INTYG_TRUSTED_PROXIES" not in env
+    assert callers_volume(deployment) == {
+        "client-ca.pem": {"kind": "secret", "name": "intygstjanst-client-ca", "key": "ca.crt"},
+        "permissions.json": {
+            "kind": "configMap",
+            "name": "intygstjanst-permissions",
+            "key": "permissions.json",
+        },
+        "tls.crt": {"kind": "secret", "name": "intygstjanst-server-tls", "key": "tls.crt"},
+        "tls.key": {"kind": "secret", "name": "intygstjanst-server-tls", "key": "tls.key"},
+    }
+
+
+def test_production_takes_the_client_certificate_the_ingress_verified_from_the_ingress_only() -> None:
+    manifests = render("production")
+    c = container(only(manifests, "Deployment"))
+    env = {name: e.get("value") for name, e in env_of(c).items()}
+
+    assert env["INTYG_TRUSTED_PROXIES"] == "10.20.40.0/24"
+    assert env["INTYG_CLIENT_CERT_HEADER"] == "ssl-client-cert"
+    assert "INTYG_TLS_CERT_FILE" not in env
+    assert "tls.key" not in callers_volume(only(manifests, "Deployment"))
+    annotations = only(manifests, "Ingress")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "on"
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream"] == "true"
+    assert "scheme" not in c["livenessProbe"]["httpGet"]
 
 
 def test_jwks_from_a_configmap() -> None:
@@ -430,6 +493,10 @@ def test_service_monitor_scrapes_the_service(scenario: str) -> None:
     assert {"targetLabel": "job", "replacement": "intygstjanst", "action": "replace"} in endpoint[
         "relabelings"
     ]
+    # Where the service terminates TLS itself, /metrics is scraped over HTTPS (no client certificate).
+    serves_tls = "INTYG_TLS_CERT_FILE" in env_of(container(only(manifests, "Deployment")))
+    assert endpoint.get("scheme", "http") == ("https" if serves_tls else "http")
+    assert ("tlsConfig" in endpoint) is serves_tls
 
 
 @pytest.mark.parametrize("scenario", ["monitoring-forced", "monitoring-detected"])

@@ -105,3 +105,68 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* Whether the service terminates TLS itself (callers.serverTls): prints "true" or nothing. */}}
+{{- define "intygstjanst.serverTls" -}}
+{{- if .Values.callers.serverTls.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* The caller settings (issue 5): the CA bundle, the permission table, and TLS or trusted proxies. */}}
+{{- define "intygstjanst.callersEnv" -}}
+{{- $c := .Values.callers }}
+{{- if not $c.clientCa.existingSecret }}
+{{- fail "callers.clientCa.existingSecret: name the Secret with the CA bundle of client certificates (see helm/README.md)" }}
+{{- end }}
+{{- if not $c.permissions.existingConfigMap }}
+{{- fail "callers.permissions.existingConfigMap: name the ConfigMap with the permission table (see helm/README.md)" }}
+{{- end }}
+{{- if and (not $c.serverTls.existingSecret) (not $c.trustedProxies) }}
+{{- fail "callers: set serverTls.existingSecret (the service terminates TLS) or trustedProxies (an ingress does and forwards the client certificate)" }}
+{{- end }}
+{{- $dir := trimSuffix "/" $c.mountPath }}
+- name: INTYG_TLS_CLIENT_CA_FILE
+  value: {{ printf "%s/client-ca.pem" $dir | quote }}
+- name: INTYG_PERMISSIONS_FILE
+  value: {{ printf "%s/permissions.json" $dir | quote }}
+{{- if $c.serverTls.existingSecret }}
+- name: INTYG_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: INTYG_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" $dir | quote }}
+{{- end }}
+{{- with $c.trustedProxies }}
+- name: INTYG_TRUSTED_PROXIES
+  value: {{ join "," . | quote }}
+- name: INTYG_CLIENT_CERT_HEADER
+  value: {{ $c.clientCertHeader | quote }}
+{{- end }}
+{{- end }}
+
+{{/* One read-only volume with the caller files under the names callersEnv points at. */}}
+{{- define "intygstjanst.callersVolume" -}}
+{{- $c := .Values.callers }}
+- name: callers
+  projected:
+    # Readable by the service's group (fsGroup) only: the directory holds the server's private key.
+    defaultMode: 0440
+    sources:
+      - secret:
+          name: {{ $c.clientCa.existingSecret | quote }}
+          items:
+            - key: {{ $c.clientCa.key | quote }}
+              path: client-ca.pem
+      - configMap:
+          name: {{ $c.permissions.existingConfigMap | quote }}
+          items:
+            - key: {{ $c.permissions.key | quote }}
+              path: permissions.json
+      {{- if $c.serverTls.existingSecret }}
+      - secret:
+          name: {{ $c.serverTls.existingSecret | quote }}
+          items:
+            - key: tls.crt
+              path: tls.crt
+            - key: tls.key
+              path: tls.key
+      {{- end }}
+{{- end }}
