@@ -187,10 +187,9 @@ class SoapEndpoint:
             )
             return consumer
         except errors.CallerNotPermitted as refusal:
-            # Why, for operators: the answer does not say, and the messages hold no personal data.
-            log.warning(
-                "soap call refused: %s", refusal, extra={"operation": contract.operation, "system": system_id}
-            )
+            # Why, for operators (the answer does not say; the messages hold no personal data). The
+            # system's HSA id is in the audit record, not in the log, whose lines never name an HSA id.
+            log.warning("soap call refused: %s", refusal, extra={"operation": contract.operation})
             # The party a refused system acts for is read from the request only once it is permitted.
             caller = Caller(CallerKind.CARE_SYSTEM, Channel.SOAP, system_id)
             await operations.refuse_call(

@@ -11,6 +11,7 @@ are in ``tests/integration/test_mutual_tls.py``; the pure parts in ``tests/unit/
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 
@@ -86,7 +87,7 @@ def settings_with_table(database_url: str, pki: Pki, **more: object) -> Settings
         tls_key_file=pki.server_key,
         tls_client_ca_file=pki.ca_file,
         permissions_file=pki.permissions_file,
-        trusted_proxies=[PROXY],
+        trusted_proxies=[ipaddress.ip_network(PROXY)],
         **more,  # type: ignore[arg-type]
     )
 
