@@ -26,6 +26,7 @@ from service.rest.limit import BodyLimit
 from service.rest.routes import PREFIX as CITIZEN_API
 from service.rest.routes import citizen_router
 from service.soap import messages
+from service.soap.caller import Callers, ClientCertificates
 from service.soap.endpoint import SoapEndpoint
 from service.store.repositories import store_statistics
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose, sessions_for
@@ -80,7 +81,21 @@ def _drain_on_sigterm(app: FastAPI) -> Callable[[], None]:
     return restore
 
 
+def callers(settings: Settings) -> Callers:
+    """Who calls the SOAP endpoint: with a permission table, the system its client certificate
+    proves; without one (the development default) the development consumer (issue 5)."""
+    return Callers(
+        table=settings.permissions(),
+        certificates=(
+            ClientCertificates.from_file(settings.tls_client_ca_file) if settings.tls_client_ca_file else None
+        ),
+        trusted_proxies=settings.trusted_proxies,
+        client_cert_header=settings.client_cert_header,
+    )
+
+
 def create_app(settings: Settings) -> FastAPI:
+    soap_callers = callers(settings)
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
@@ -96,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
         clock=clock,
         max_request_bytes=settings.max_request_bytes,
         recipients=recipients,
+        callers=soap_callers,
     )
     verifier = TokenVerifier(
         portal_keys(settings),

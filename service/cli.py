@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from service.config import Settings
 from service.store import migration
@@ -63,9 +65,24 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    if problems := settings.unfit_to_serve():
+    from service import tls
+    from service.app import callers
+
+    if problems := settings.unfit_to_serve(host=args.host):
         for problem in problems:
-            print(f"refusing to start with the production profile: {problem}", file=sys.stderr)
+            print(f"refusing to start ({settings.profile} profile): {problem}", file=sys.stderr)
+        return 2
+    # Read every caller setting now, so that a missing or malformed file stops the start with its reason.
+    try:
+        callers(settings)
+        if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
+            tls.server_context(
+                cert_file=settings.tls_cert_file,
+                key_file=settings.tls_key_file,
+                client_ca_file=settings.tls_client_ca_file,
+            )
+    except (OSError, ValueError) as exc:
+        print(f"refusing to start: the TLS or permission settings cannot be used: {exc}", file=sys.stderr)
         return 2
     if settings.is_sqlite:
         # The embedded default needs no set-up: its schema is created or upgraded on start.
@@ -80,7 +97,29 @@ def main(argv: list[str] | None = None) -> int:
             "key %s (`intygstjanst dev-token`). Never run like this in production.",
             settings.dev_key_file,
         )
-    print(f"Intygstjänsten listening on http://{args.host}:{args.port} (database: {database})", flush=True)
+    if not settings.identifies_callers:
+        logging.getLogger("service").warning(
+            "DEVELOPMENT MODE: no client CA bundle and permission table are configured "
+            "(INTYG_TLS_CLIENT_CA_FILE, INTYG_PERMISSIONS_FILE), so the service speaks plain HTTP on "
+            "loopback only and every SOAP caller is the development consumer, allowed every operation "
+            "for every care giver. Never run like this in production."
+        )
+    served_tls: dict[str, Any] = {}
+    if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
+        served_tls = {
+            # A partial of a module function: worker processes unpickle it.
+            "ssl_context_factory": functools.partial(
+                tls.context_factory,
+                settings.tls_cert_file,
+                settings.tls_key_file,
+                settings.tls_client_ca_file,
+            ),
+            "http": "service.tls:ClientCertificateProtocol",
+        }
+    scheme = "https" if served_tls else "http"
+    print(
+        f"Intygstjänsten listening on {scheme}://{args.host}:{args.port} (database: {database})", flush=True
+    )
     if args.workers > 1:
         _multiprocess_metrics_dir()
     uvicorn.run(
@@ -92,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # The client's address is the connection's: callers are identified by certificate, and a
+        # forwarded certificate is honoured from INTYG_TRUSTED_PROXIES only, never from a header's
+        # claim of where a request came from.
+        proxy_headers=False,
+        **served_tls,
     )
     return 0
 

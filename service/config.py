@@ -5,14 +5,24 @@ Only this module reads the environment; ``create_app(settings)`` and the CLI tak
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.access import Consumer, PermissionTable
 from service.model import Party, Recipient
+from service.soap.contracts import CONTRACTS
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_NAMES = frozenset({"localhost"})
+# What the permission table may name: an operation (every version served) or "Operation:major".
+KNOWN_OPERATIONS = frozenset(
+    {c.operation for c in CONTRACTS} | {f"{c.operation}:{c.major}" for c in CONTRACTS}
+)
 
 # The national recipients and the certificate types each takes, when no recipients file is given.
 DEFAULT_RECIPIENTS = (
@@ -34,6 +44,64 @@ class _RecipientEntry(BaseModel):
     id: Party
     name: str = Field(min_length=1)
     certificate_types: list[str]
+
+
+def _all_or_listed(values: list[str]) -> frozenset[str] | None:
+    return None if values == ["*"] else frozenset(values)
+
+
+class _ConsumerEntry(BaseModel):
+    """One calling system of the permission table. Every list is explicit: ["*"] means all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hsa_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    operations: list[str] = Field(min_length=1)
+    care_givers: list[str] = Field(min_length=1)
+    logical_addresses: list[str] = Field(min_length=1)
+
+    @field_validator("operations")
+    @classmethod
+    def _known_operations(cls, operations: list[str]) -> list[str]:
+        unknown = sorted(set(operations) - KNOWN_OPERATIONS - {"*"})
+        if unknown:
+            raise ValueError(f"not operations this service serves: {', '.join(unknown)}")
+        return operations
+
+    @field_validator("operations", "care_givers", "logical_addresses")
+    @classmethod
+    def _star_alone(cls, values: list[str]) -> list[str]:
+        if "*" in values and values != ["*"]:
+            raise ValueError('"*" (all) stands alone')
+        if any(not value.strip() for value in values):
+            raise ValueError("an entry is blank")
+        return values
+
+    def consumer(self) -> Consumer:
+        return Consumer(
+            hsa_id=self.hsa_id,
+            name=self.name,
+            operations=_all_or_listed(self.operations),
+            care_givers=_all_or_listed(self.care_givers),
+            logical_addresses=_all_or_listed(self.logical_addresses),
+        )
+
+
+class _PermissionsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consumers: list[_ConsumerEntry]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is reachable from this machine only."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_database_url() -> str:
@@ -74,6 +142,59 @@ class Settings(BaseSettings):
     # (below Kubernetes' terminationGracePeriodSeconds, default 30).
     shutdown_grace_seconds: int = Field(default=20, ge=1, le=600)
 
+    # SOAP callers (care systems) prove who they are with a client certificate (mutual TLS, issue 5).
+    # The service terminates TLS itself with its certificate and key (PEM); client certificates must
+    # chain to the CA bundle (SITHS). Without these, `serve` is the embedded development default:
+    # plain HTTP on loopback only, every SOAP caller the development consumer.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Which calling system (the HSA id in its certificate) may call which operation, for which care
+    # givers and logical addresses: a JSON file {"consumers": [...]} (README.md, service/access.py).
+    permissions_file: Path | None = None
+    # Behind a TLS-terminating ingress that verifies client certificates itself: the ingress's
+    # addresses (IPs or CIDRs, comma-separated or a JSON list). Only a connection from these may name
+    # the client certificate in `client_cert_header` (URL-encoded PEM, as ingress-nginx's
+    # auth-tls-pass-certificate-to-upstream sends it); the service verifies it again.
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
+    client_cert_header: str = Field(default="ssl-client-cert", pattern=r"^[A-Za-z0-9-]+$")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
+        if isinstance(value, list):
+            # A host address is its own /32 (/128); a network with host bits set is a mistake.
+            return [ipaddress.ip_network(str(p).strip()) for p in value]
+        return value
+
+    @model_validator(mode="after")
+    def _caller_settings_fit_together(self) -> Self:
+        """The TLS and permission settings come in the combinations that identify callers."""
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("INTYG_TLS_CERT_FILE and INTYG_TLS_KEY_FILE go together")
+        if (self.tls_client_ca_file is None) != (self.permissions_file is None):
+            raise ValueError(
+                "INTYG_TLS_CLIENT_CA_FILE and INTYG_PERMISSIONS_FILE go together: the CA bundle proves "
+                "who calls, the permission table says what they may do"
+            )
+        if self.tls_cert_file is not None and self.tls_client_ca_file is None:
+            raise ValueError(
+                "INTYG_TLS_CERT_FILE needs INTYG_TLS_CLIENT_CA_FILE: SOAP callers use mutual TLS"
+            )
+        if self.trusted_proxies and self.tls_client_ca_file is None:
+            raise ValueError(
+                "INTYG_TRUSTED_PROXIES needs INTYG_TLS_CLIENT_CA_FILE to verify what they forward"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None and not self.trusted_proxies:
+            raise ValueError(
+                "INTYG_TLS_CLIENT_CA_FILE needs INTYG_TLS_CERT_FILE (the service terminates TLS) or "
+                "INTYG_TRUSTED_PROXIES (a TLS-terminating ingress forwards the client certificate)"
+            )
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
@@ -98,11 +219,33 @@ class Settings(BaseSettings):
         ]
         return {e.id.value: Recipient(e.id, e.name, frozenset(e.certificate_types)) for e in entries}
 
-    def unfit_to_serve(self) -> list[str]:
-        """Why these settings may not serve requests: the production profile refuses development
-        defaults. (Migrating needs none of them, so only ``serve`` asks.)"""
+    def permissions(self) -> PermissionTable | None:
+        """The permission table of SOAP callers, or None on the development default (no table)."""
+        if self.permissions_file is None:
+            return None
+        table = _PermissionsFile.model_validate_json(self.permissions_file.read_bytes())
+        return PermissionTable.of(entry.consumer() for entry in table.consumers)
+
+    @property
+    def identifies_callers(self) -> bool:
+        """SOAP callers prove who they are (the validator above makes the rest of the set complete)."""
+        return self.permissions_file is not None
+
+    def unfit_to_serve(self, *, host: str = "127.0.0.1") -> list[str]:
+        """Why these settings may not serve requests on ``host``: the production profile refuses
+        development defaults, and only loopback may be served without identified SOAP callers
+        (issue 5). (Migrating needs none of them, so only ``serve`` asks.)"""
         problems = []
+        callers = (
+            "SOAP callers are not identified: set INTYG_TLS_CLIENT_CA_FILE, INTYG_PERMISSIONS_FILE and "
+            "INTYG_TLS_CERT_FILE with INTYG_TLS_KEY_FILE (or INTYG_TRUSTED_PROXIES behind a "
+            "TLS-terminating ingress)"
+        )
+        if not self.identifies_callers and not is_loopback(host):
+            problems.append(f"listening on {host}, beyond loopback: {callers}")
         if self.profile == "production":
+            if not self.identifies_callers and is_loopback(host):
+                problems.append(callers)
             if not self.portal_key_configured:
                 problems.append(
                     "the portal's key (INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE) is not set"

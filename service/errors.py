@@ -16,7 +16,8 @@ keeps those tables complete.
     │   └── CertificateRevoked       the certificate is revoked; the action needs a valid one
     ├── Denied                       a refusal that is audited with outcome "denied"
     │   ├── ConsentRequired          rule 2: the citizen has not given consent
-    │   └── NotPermitted             the caller may not act on this certificate
+    │   ├── NotPermitted             the caller may not act on this certificate
+    │   └── CallerNotPermitted       the calling system is unidentified, or its permissions do not cover the call
     ├── Unauthenticated              the caller did not prove who it is (no or bad credentials)
     └── ConcurrentChange             a concurrent transaction won; the operation may be retried
 
@@ -73,6 +74,10 @@ class ConsentRequired(Denied):
 
 
 class NotPermitted(Denied):
+    pass
+
+
+class CallerNotPermitted(Denied):
     pass
 
 

@@ -182,8 +182,9 @@ class Consent:
 class Caller:
     """Who is calling: a care system (with the care unit/giver it acts for), a citizen, a recipient.
 
-    ``system_id`` is the calling system (HSA id or logical address); ``person_id`` names a citizen or a
-    health care professional where the request does.
+    ``system_id`` is the calling system (the HSA id of its certificate); ``person_id`` names a citizen or
+    a health care professional where the request does. ``care_giver_scope`` is the care givers whose
+    certificates the calling system may see or change (its permissions; ``None``: every care giver).
     """
 
     kind: CallerKind
@@ -192,6 +193,7 @@ class Caller:
     person_id: str | None = field(default=None, repr=False)
     care_unit_id: str | None = None
     care_giver_id: str | None = None
+    care_giver_scope: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import NoReturn, Protocol, Self, TypeVar
 
 from service import audit, errors, rules
 from service.model import (
@@ -195,12 +195,14 @@ async def _load(
     uow: UnitOfWork, attempt: _Attempt, certificate_id: str, *, for_update: bool = False
 ) -> Certificate:
     """Load a certificate; ``for_update`` locks its row so that a concurrent change to its flags
-    waits for ours instead of writing back what it read before (a lost update)."""
+    waits for ours instead of writing back what it read before (a lost update). A certificate of a
+    care giver outside the caller's permissions is refused as if it did not exist (audited as denied)."""
     attempt.certificate_ids.append(certificate_id)
     certificate = await uow.certificates.get(certificate_id, for_update=for_update)
     if certificate is None:
         raise errors.CertificateNotFound("no such certificate")
     attempt.about(certificate)
+    rules.require_care_giver_permitted(certificate, attempt.caller.care_giver_scope)
     return certificate
 
 
@@ -227,6 +229,7 @@ async def register_certificate(
     async def run() -> rules.Registration:
         async with uow, _Attempt(uow, caller, "register", now) as attempt:
             attempt.about(certificate)
+            rules.require_may_register(certificate, caller.care_giver_scope)
             existing = await uow.certificates.get(certificate.id)
             registration = rules.register(existing, patient=certificate.patient)
             if registration is rules.Registration.CREATE:
@@ -274,7 +277,9 @@ async def list_certificates_for_care(
         found = await uow.certificates.list_for_patient(
             patient, care_unit_ids=care_unit_ids, care_giver_id=care_giver_id
         )
-        visible = [c for c in found if rules.care_sees(c)]
+        visible = [
+            c for c in found if rules.care_sees(c) and rules.care_giver_permitted(c, caller.care_giver_scope)
+        ]
         attempt.about(*visible, patient=patient)
         await attempt.succeed()
         return visible
@@ -318,7 +323,9 @@ async def list_certificates_for_citizen(
         visible = [
             c
             for c in found
-            if rules.citizen_sees(c, archived=archived) and _signed_within(c, signed_from, signed_to)
+            if rules.citizen_sees(c, archived=archived)
+            and _signed_within(c, signed_from, signed_to)
+            and rules.care_giver_permitted(c, caller.care_giver_scope)
         ]
         attempt.about(*visible, patient=citizen)
         await attempt.succeed()
@@ -543,6 +550,15 @@ async def withdraw_consent(
     uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime
 ) -> ConsentChange:
     return await set_consent(uow, citizen=citizen, given=False, caller=caller, now=now)
+
+
+async def refuse_call(
+    uow: UnitOfWork, *, caller: Caller, action: str, now: dt.datetime, error: errors.Denied
+) -> NoReturn:
+    """A call refused before it reaches an operation (an unidentified system, or one whose
+    permissions do not cover it) is audited as denied, committed, and only then raised."""
+    async with uow, _Attempt(uow, caller, action, now):
+        raise error
 
 
 async def get_consent(uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime) -> Consent:

@@ -109,6 +109,26 @@ def require_care_visible(certificate: Certificate) -> None:
         raise errors.CertificateNotFound("no such certificate")
 
 
+# Who calls what (DOMAIN.md): a care system sees only its own care givers' certificates
+def care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None) -> bool:
+    """Whether a certificate is within the care givers a calling system's permissions name
+    (``None``: every care giver, as for the citizen's own channels)."""
+    return scope is None or certificate.care_unit.care_giver_id in scope
+
+
+def require_care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None) -> None:
+    """Another care giver's certificate is refused as if it did not exist: the refusal is audited as
+    denied and answered exactly like an unknown id, so a care system cannot probe for ids."""
+    if not care_giver_permitted(certificate, scope):
+        raise errors.NotPermitted("the certificate belongs to a care giver outside the caller's permissions")
+
+
+def require_may_register(certificate: Certificate, scope: frozenset[str] | None) -> None:
+    """A care system registers certificates only for the care givers its permissions name."""
+    if not care_giver_permitted(certificate, scope):
+        raise errors.CallerNotPermitted("the certificate's care giver is outside the caller's permissions")
+
+
 # Rule 4
 def archive(certificate: Certificate, *, now: dt.datetime) -> Decision:
     if not certificate.citizen_available:

@@ -16,6 +16,7 @@ from typing import Final
 from lxml import etree
 
 from service import document, errors, operations, rules
+from service.access import Consumer
 from service.model import Caller, CallerKind, Channel, Party, PersonId, Recipient, StatusCode
 from service.soap import faults
 from service.soap import messages as m
@@ -24,11 +25,13 @@ from service.soap.messages import CORE1, CORE3, OK, TYPES3, Answer, q
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One request: a fresh unit of work, the time, and the routing address the caller gave."""
+    """One permitted request: a fresh unit of work, the time, the routing address the caller gave,
+    and the calling system (from its client certificate) with its permissions."""
 
     uow: operations.UnitOfWork
     now: dt.datetime
     address: str
+    consumer: Consumer
     recipients: Mapping[str, Recipient] = field(default_factory=dict)
 
     def caller(
@@ -39,7 +42,16 @@ class Call:
         care_unit_id: str | None = None,
         care_giver_id: str | None = None,
     ) -> Caller:
-        return Caller(kind, Channel.SOAP, self.address, person_id, care_unit_id, care_giver_id)
+        # The audit trail names the system its certificate proves, not the address it wrote (issue 5).
+        return Caller(
+            kind,
+            Channel.SOAP,
+            self.consumer.hsa_id,
+            person_id,
+            care_unit_id,
+            care_giver_id,
+            care_giver_scope=self.consumer.care_givers,
+        )
 
 
 Handler = Callable[[Call, etree._Element], Awaitable["etree._Element | Answer"]]

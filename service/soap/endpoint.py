@@ -2,8 +2,9 @@
 
 A request goes: size limit -> hardened parse -> the body element names the contract (routing on the
 body's qualified name, not on SOAPAction, as rivta/README.md advises) -> addressing header -> our XSD
--> handler. Every failure is answered in the contract's own form; nothing of the request, no stack
-trace and no SQL reaches the answer or the log.
+-> the calling system (its client certificate) and its permissions -> handler. Every failure is
+answered in the contract's own form; nothing of the request, no stack trace and no SQL reaches the
+answer or the log. A call the permission table does not cover is audited as denied (issue 5).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any, cast
 from fastapi import APIRouter, Request, Response
 from lxml import etree
 
-from service import errors, operations
-from service.model import Recipient
+from service import access, errors, operations
+from service.model import Caller, CallerKind, Channel, Recipient
 from service.soap import faults
 from service.soap import messages as m
+from service.soap.caller import Callers
 from service.soap.contracts import CONTRACTS, Call, Contract, ResultKind
 
 log = logging.getLogger("service.soap")
@@ -63,8 +65,10 @@ class SoapEndpoint:
         clock: Callable[[], dt.datetime],
         max_request_bytes: int,
         recipients: Mapping[str, Recipient],
+        callers: Callers,
     ) -> None:
         self.schema = schema
+        self.callers = callers
         self.unit_of_work = unit_of_work
         self.clock = clock
         self.max_request_bytes = max_request_bytes
@@ -129,18 +133,18 @@ class SoapEndpoint:
         if address is None:
             header = "wsa:To" if contract.bp20 else "LogicalAddress"
             return _fault("Client", f"The {header} header is missing"), "fault"
-        if not self.schema.validate(envelope.body):
-            # The path of the first error names the element; its message could quote the value.
-            # lxml-stubs lack the error log's entries; each has the XPath of the element at fault.
-            entries: list[Any] = list(cast(Any, self.schema.error_log))
-            where = entries[0].path if entries else ""
-            text = f"The request does not follow the contract at {where}".strip()
-            if contract.result is ResultKind.NONE:
-                return _fault("Client", text), "fault"
-            return self._answer(contract, m.Answer("ERROR", text, "VALIDATION_ERROR")), "validation_error"
         try:
+            # Who calls, before the request is validated or acted on: a system that may not make this
+            # call learns nothing from the answer about its request.
+            consumer = await self._permitted(contract, request, address)
+            if (invalid := self._invalid(contract, envelope.body)) is not None:
+                return invalid
             call = Call(
-                uow=self.unit_of_work(), now=self.clock(), address=address, recipients=self.recipients
+                uow=self.unit_of_work(),
+                now=self.clock(),
+                address=address,
+                consumer=consumer,
+                recipients=self.recipients,
             )
             produced = await contract.handler(call, envelope.body)
         except errors.ServiceError as exc:
@@ -158,6 +162,43 @@ class SoapEndpoint:
         if isinstance(produced, m.Answer):
             return self._answer(contract, produced), (produced.error_id or produced.code).lower()
         return _xml(m.envelope(produced)), "ok"
+
+    def _invalid(self, contract: Contract, body: etree._Element) -> tuple[Response, str] | None:
+        if self.schema.validate(body):
+            return None
+        # The path of the first error names the element; its message could quote the value.
+        # lxml-stubs lack the error log's entries; each has the XPath of the element at fault.
+        entries: list[Any] = list(cast(Any, self.schema.error_log))
+        where = entries[0].path if entries else ""
+        text = f"The request does not follow the contract at {where}".strip()
+        if contract.result is ResultKind.NONE:
+            return _fault("Client", text), "fault"
+        return self._answer(contract, m.Answer("ERROR", text, "VALIDATION_ERROR")), "validation_error"
+
+    async def _permitted(self, contract: Contract, request: Request, address: str) -> access.Consumer:
+        """The calling system, if its permissions cover this call; else the refusal is audited as
+        denied and raised (and answered as the contract answers errors)."""
+        system_id = access.UNIDENTIFIED
+        try:
+            system_id = self.callers.identify(request.scope)
+            consumer = self.callers.consumer(system_id)
+            access.require_call(
+                consumer, operation=contract.operation, major=contract.major, logical_address=address
+            )
+            return consumer
+        except errors.CallerNotPermitted as refusal:
+            # Why, for operators (the answer does not say; the messages hold no personal data). The
+            # system's HSA id is in the audit record, not in the log, whose lines never name an HSA id.
+            log.warning("soap call refused: %s", refusal, extra={"operation": contract.operation})
+            # The party a refused system acts for is read from the request only once it is permitted.
+            caller = Caller(CallerKind.CARE_SYSTEM, Channel.SOAP, system_id)
+            await operations.refuse_call(
+                self.unit_of_work(),
+                caller=caller,
+                action=f"call:{contract.operation}:{contract.major}",
+                now=self.clock(),
+                error=refusal,
+            )
 
     @staticmethod
     def _answer(contract: Contract, answer: m.Answer) -> Response:

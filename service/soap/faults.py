@@ -52,6 +52,12 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     ),
     # The same text as not found: a care system cannot probe for another care giver's ids.
     errors.NotPermitted: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
+    # A call the permission table does not cover (or from an unidentified system) is the caller's to fix:
+    # soap:Client, and APPLICATION_ERROR where the contract has a result. The answer does not say which
+    # check failed; the service's log and audit trail do.
+    errors.CallerNotPermitted: SoapError(
+        "APPLICATION_ERROR", "Client", "The calling system is not permitted to make this call"
+    ),
     errors.Unauthenticated: SoapError("APPLICATION_ERROR", "Client", "The caller is not authenticated"),
     errors.ConcurrentChange: SoapError(
         "TECHNICAL_ERROR", "Server", "A concurrent change interfered; try again"

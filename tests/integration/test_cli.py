@@ -8,7 +8,6 @@ once. The commands themselves are in ``service/cli.py``; the schema is ``service
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import pytest
 
 from service.store import migration
 from service.store.tables import metadata
+from tests.server import free_port
+from tests.tls import make_pki
 
 COMMAND = Path(sys.executable).parent / "intygstjanst"
 TIMEOUT = 20.0  # generous for a loaded CI machine; a healthy start takes about a second
@@ -45,12 +46,6 @@ def revision_in(path: Path) -> str | None:
     with sqlite3.connect(path) as connection:
         row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     return None if row is None else str(row[0])
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_the_console_script_is_installed_in_the_venv() -> None:
@@ -185,6 +180,9 @@ def test_serve_without_settings_listens_on_loopback_with_sqlite_in_the_working_d
     assert f"listening on http://127.0.0.1:{port}" in line
     assert (workdir / "intygstjanst.db").is_file()
     assert "intygstjanst.db" in line
+    # Without a client CA bundle and permission table, it says loudly what that means (issue 5).
+    warning = next(out for out in running.output if "development consumer" in out)
+    assert "DEVELOPMENT MODE" in warning and "loopback only" in warning
 
 
 def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Server, int, Path]) -> None:
@@ -234,6 +232,53 @@ def test_serve_refuses_the_production_profile_on_development_defaults(tmp_path: 
     )
     assert done.returncode == 2
     assert "portal's key" in done.stderr and "PostgreSQL" in done.stderr
+    assert "SOAP callers are not identified" in done.stderr
+    assert not (tmp_path / "intygstjanst.db").exists()
+
+
+def refused_start(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(COMMAND), "serve", "--port", str(free_port()), *args],
+        cwd=tmp_path,
+        env=clean_environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_serve_refuses_to_listen_beyond_loopback_without_identified_callers(
+    tmp_path: Path, host: str
+) -> None:
+    done = refused_start(tmp_path, "--host", host)
+
+    assert done.returncode == 2
+    assert "beyond loopback" in done.stderr and "INTYG_TLS_CLIENT_CA_FILE" in done.stderr
+    assert not (tmp_path / "intygstjanst.db").exists()
+
+
+def test_serve_refuses_caller_settings_whose_files_it_cannot_use(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    (tmp_path / "bad.json").write_text('{"consumers": [{"hsa_id": "SE1"}]}', encoding="utf-8")
+    tls = {
+        "INTYG_TLS_CERT_FILE": str(pki.server_cert),
+        "INTYG_TLS_KEY_FILE": str(pki.server_key),
+        "INTYG_TLS_CLIENT_CA_FILE": str(pki.ca_file),
+    }
+
+    bad_table = refused_start(tmp_path, INTYG_PERMISSIONS_FILE=str(tmp_path / "bad.json"), **tls)
+    no_key = refused_start(
+        tmp_path,
+        **tls | {"INTYG_TLS_KEY_FILE": str(tmp_path / "missing.key")},
+        INTYG_PERMISSIONS_FILE=str(pki.permissions_file),
+    )
+
+    for done in (bad_table, no_key):
+        assert done.returncode == 2
+        assert "refusing to start: the TLS or permission settings cannot be used" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert "operations" in bad_table.stderr
     assert not (tmp_path / "intygstjanst.db").exists()
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -904,6 +904,129 @@ async def test_removing_the_care_copy_and_withdrawing_consent_run_again_after_lo
     assert uow.certificate("cert-1") is None
     assert uow.committed == 2
     assert [r.action for r in uow.audit.records] == ["remove_care_copy", "withdraw_consent"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Who calls what (issue 5): a calling system acts only within the care givers its permissions name.
+# Another care giver's certificate is refused exactly as if it did not exist (NotPermitted answers like
+# not found), audited as denied, and changes nothing; every list leaves it out.
+
+SCOPED = dataclasses.replace(CARE, care_giver_scope=frozenset({OTHER_CARE_GIVER}))
+SCOPED_PORTAL = Caller(
+    CallerKind.CITIZEN, Channel.SOAP, "SE2321000016-PORT", care_giver_scope=frozenset({OTHER_CARE_GIVER})
+)
+
+# Each single-certificate operation a care system or portal reaches, as (action, call).
+SINGLE: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
+    "read": lambda uow: operations.get_certificate_for_care(
+        uow, certificate_id="cert-1", caller=SCOPED, now=NOW
+    ),
+    "revoke": lambda uow: operations.revoke_certificate(
+        uow, certificate_id="cert-1", patient=PATIENT, caller=SCOPED, now=NOW
+    ),
+    "remove_care_copy": lambda uow: operations.remove_care_copy(
+        uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=SCOPED, now=NOW
+    ),
+    "status:RECEIV:FKASSA": lambda uow: operations.set_certificate_status(
+        uow,
+        certificate_id="cert-1",
+        party=Party.FKASSA,
+        code=StatusCode.RECEIV,
+        at=NOW,
+        caller=SCOPED,
+        now=NOW,
+    ),
+}
+
+
+@pytest.mark.parametrize("action", SINGLE)
+async def test_another_care_givers_certificate_is_refused_as_unknown_audited_and_unchanged(
+    action: str,
+) -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before])
+
+    with pytest.raises(errors.NotPermitted):
+        await SINGLE[action](uow)
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action=action,
+        outcome=Outcome.DENIED,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=SCOPED,
+    )
+
+
+async def test_the_citizen_read_through_a_scoped_portal_is_refused_for_another_care_giver() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+
+    with pytest.raises(errors.NotPermitted):
+        await operations.get_certificate_for_citizen(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+        )
+
+
+async def test_a_care_system_cannot_register_for_a_care_giver_outside_its_permissions() -> None:
+    uow = FakeUnitOfWork()
+
+    with pytest.raises(errors.CallerNotPermitted):
+        await operations.register_certificate(
+            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=SCOPED, now=NOW
+        )
+
+    assert uow.certificate("cert-1") is None
+    assert_one_commit_audited(
+        uow,
+        action="register",
+        outcome=Outcome.DENIED,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=SCOPED,
+    )
+
+
+async def test_lists_leave_out_the_certificates_of_care_givers_outside_the_callers_permissions() -> None:
+    mine, theirs = stored("mine", care_giver_id=OTHER_CARE_GIVER), stored("theirs")
+    uow = FakeUnitOfWork(certificates=[mine, theirs], consent_given=[PATIENT])
+
+    for_care = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=SCOPED, now=NOW)
+    for_citizen = await operations.list_certificates_for_citizen(
+        uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+    )
+    unscoped = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=CARE, now=NOW)
+
+    assert [c.id for c in for_care] == ["mine"]
+    assert [c.id for c in for_citizen] == ["mine"]
+    assert sorted(c.id for c in unscoped) == ["mine", "theirs"]
+    # The audit record names what was shown, not what was left out.
+    assert [r.certificate_ids for r in uow.audit.records[:2]] == [("mine",), ("mine",)]
+
+
+async def test_a_refused_call_is_audited_as_denied_and_committed_before_it_is_raised() -> None:
+    uow = FakeUnitOfWork()
+    refused = Caller(CallerKind.CARE_SYSTEM, Channel.SOAP, "unidentified")
+
+    with pytest.raises(errors.CallerNotPermitted):
+        await operations.refuse_call(
+            uow,
+            caller=refused,
+            action="call:RegisterCertificate:3",
+            now=NOW,
+            error=errors.CallerNotPermitted("no verified client certificate"),
+        )
+
+    record = assert_one_commit_audited(
+        uow,
+        action="call:RegisterCertificate:3",
+        outcome=Outcome.DENIED,
+        patient=None,
+        certificate_ids=(),
+        caller=refused,
+    )
+    assert record.detail == "CallerNotPermitted"
 
 
 # ---------------------------------------------------------------------------------------------------

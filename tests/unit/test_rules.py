@@ -306,6 +306,49 @@ def test_revoking_a_revoked_certificate_records_nothing() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Who calls what (DOMAIN.md, issue 5): a calling system's permissions name the care givers whose
+# certificates it may see or change; None means every care giver. The operations that apply this
+# scope to every load and list are in test_operations.py.
+
+SCOPES = [
+    (None, True),
+    (frozenset({CARE_GIVER}), True),
+    (frozenset({CARE_GIVER, "SE2321000016-OTHER"}), True),
+    (frozenset({"SE2321000016-OTHER"}), False),
+    (frozenset(), False),
+]
+
+
+@pytest.mark.parametrize(("scope", "permitted"), SCOPES)
+def test_a_certificate_is_within_a_scope_that_names_its_care_giver_or_all(
+    scope: frozenset[str] | None, permitted: bool
+) -> None:
+    assert rules.care_giver_permitted(certificate(care_giver_id=CARE_GIVER), scope) is permitted
+
+
+@pytest.mark.parametrize(("scope", "permitted"), SCOPES)
+def test_another_care_givers_certificate_is_refused_as_not_permitted_which_answers_like_not_found(
+    scope: frozenset[str] | None, permitted: bool
+) -> None:
+    if permitted:
+        rules.require_care_giver_permitted(certificate(care_giver_id=CARE_GIVER), scope)
+    else:
+        with pytest.raises(errors.NotPermitted):
+            rules.require_care_giver_permitted(certificate(care_giver_id=CARE_GIVER), scope)
+
+
+@pytest.mark.parametrize(("scope", "permitted"), SCOPES)
+def test_a_care_system_registers_only_for_the_care_givers_its_permissions_name(
+    scope: frozenset[str] | None, permitted: bool
+) -> None:
+    if permitted:
+        rules.require_may_register(certificate(care_giver_id=CARE_GIVER), scope)
+    else:
+        with pytest.raises(errors.CallerNotPermitted):
+            rules.require_may_register(certificate(care_giver_id=CARE_GIVER), scope)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Rule 5: the care provider removes its copy. With consent the citizen keeps it (archived or not);
 # without consent it is deleted permanently.
 
