@@ -567,6 +567,21 @@ def test_production_ingress_verifies_client_certificates_against_the_mounted_ca(
     assert data["INTYG_CLIENT_CERT_HEADER"] == "ssl-client-cert"
 
 
+def test_ingress_may_leave_the_certificate_optional_for_the_citizen_api() -> None:
+    manifests = rendered(
+        *SITE,
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.tls[0].secretName=intygstjanst-tls",
+        "--set",
+        "callers.ingress.verifyClient=optional",
+    )
+    annotations = only(manifests, "Ingress")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "optional"
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-secret"] == f"{NAMESPACE}/intygstjanst-client-ca"
+
+
 @pytest.mark.parametrize("env", list(SECRET_FILES) + list(SERVER_TLS_FILES))
 def test_direct_mode_mounts_the_server_certificate_and_every_other_secret_file(env: str) -> None:
     files = {**SECRET_FILES, **SERVER_TLS_FILES}
@@ -592,6 +607,9 @@ def test_direct_mode_serves_https_and_trusts_no_proxy() -> None:
     data = only(manifests, "ConfigMap", "intygstjanst")["data"]
     assert "INTYG_TRUSTED_PROXIES" not in data
     assert "INTYG_CLIENT_CERT_HEADER" not in data
+    # TLS or not, the NetworkPolicy admits the same one port.
+    [rule] = only(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
 
 
 def test_direct_mode_ingress_passes_tls_through_to_the_service() -> None:
