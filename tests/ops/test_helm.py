@@ -1,7 +1,9 @@
-"""The Helm chart (helm/intygstjanst): it lints, renders with the default and the production values and
-with monitoring on, every rendered object is valid Kubernetes 1.30 (kubernetes-validate, strict), and the
-rendered objects hold what operators rely on: a locked-down, probed, resourced Deployment, a migration
-hook Job, the dashboard ConfigMap and the Prometheus Operator objects carrying the tested rule file.
+"""The Helm chart (helm/intygstjanst): it lints, renders with the default and the production values, in
+both caller modes and with monitoring on, every rendered object is valid Kubernetes 1.30
+(kubernetes-validate, strict), and the rendered objects hold what operators rely on: a locked-down, probed,
+resourced Deployment in the production profile with every secret file mounted read-only from a Secret
+(issue 5), a migration hook Job, the dashboard ConfigMap and the Prometheus Operator objects carrying the
+tested rule file. What the service would refuse to start without, the chart refuses to render without.
 
 Needs helm on PATH (`bash tools/install-ops-tools` installs it); skipped with that reason otherwise.
 """
@@ -39,14 +41,59 @@ FORCE_MONITORING = (
     "--set",
     "monitoring.prometheusRule.enabled=true",
 )
+# The two values the chart cannot default: the ingress controller pods' network (no CIDR is safe for
+# every cluster) and the citizen portal's keys (the production profile refuses to start without them).
+PROXIES = ("--set", "callers.ingress.trustedProxies={10.244.0.0/16}")
+JWKS = ("--set", "portalJwks.existingSecret=intygstjanst-portal-jwks")
+SITE = (*PROXIES, *JWKS)
+# The service terminates TLS itself, behind an ssl-passthrough Ingress, scraped over HTTPS.
+DIRECT = (
+    *JWKS,
+    "--set",
+    "callers.mode=direct",
+    "--set",
+    "callers.direct.tlsSecret=intygstjanst-server-tls",
+    "--set",
+    "ingress.enabled=true",
+    *FORCE_MONITORING,
+)
 # Scenario name -> extra `helm template` arguments.
 SCENARIOS: dict[str, tuple[str, ...]] = {
-    "default": (),
+    "default": SITE,
     "production": ("-f", str(PRODUCTION)),
-    "monitoring-forced": FORCE_MONITORING,
-    "monitoring-detected": ("--api-versions", MONITORING_API),
+    "monitoring-forced": (*SITE, *FORCE_MONITORING),
+    "monitoring-detected": (*SITE, "--api-versions", MONITORING_API),
     "production-detected": ("-f", str(PRODUCTION), "--api-versions", MONITORING_API),
+    "direct": DIRECT,
 }
+# Secret-backed files of the server: env -> (volume, Secret of the default values, key, mount directory).
+SECRET_FILES = {
+    "INTYG_TLS_CLIENT_CA_FILE": (
+        "client-ca",
+        "intygstjanst-client-ca",
+        "ca.crt",
+        "/etc/intygstjanst/client-ca",
+    ),
+    "INTYG_PERMISSIONS_FILE": (
+        "permissions",
+        "intygstjanst-permissions",
+        "permissions.json",
+        "/etc/intygstjanst/permissions",
+    ),
+    "INTYG_KEYS_FILE": ("data-keys", "intygstjanst-data-keys", "keyring.json", "/etc/intygstjanst/keys"),
+    "INTYG_AUDIT_SIGNING_KEY_FILE": (
+        "audit-signing-key",
+        "intygstjanst-audit-signing-key",
+        "signing-key.pem",
+        "/etc/intygstjanst/audit",
+    ),
+}
+SERVER_TLS_FILES = {
+    "INTYG_TLS_CERT_FILE": ("server-tls", "intygstjanst-server-tls", "tls.crt", "/etc/intygstjanst/tls"),
+    "INTYG_TLS_KEY_FILE": ("server-tls", "intygstjanst-server-tls", "tls.key", "/etc/intygstjanst/tls"),
+}
+# Names that must never be ConfigMap data: a secret, or the path of a file from a Secret.
+SECRET_SETTINGS = {"INTYG_DATABASE_URL", "INTYG_PORTAL_JWKS_FILE", *SECRET_FILES, *SERVER_TLS_FILES}
 
 Manifest = dict[str, Any]
 
@@ -95,10 +142,42 @@ def values() -> Manifest:
     return dict(yaml.safe_load((CHART / "values.yaml").read_text("utf-8")))
 
 
+def rendered(*extra: str) -> tuple[Manifest, ...]:
+    return tuple(d for d in yaml.safe_load_all(helm(*template_args(*extra)).stdout) if d)
+
+
+def volumes_of(workload: Manifest) -> dict[str, Manifest]:
+    return {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+
+
+def mounts_of(c: Manifest) -> dict[str, Manifest]:
+    return {m["name"]: m for m in c["volumeMounts"]}
+
+
+def assert_mounted_from_secret(
+    workload: Manifest, env: str, files: dict[str, tuple[str, str, str, str]]
+) -> None:
+    """`env` points at a file of its own Secret, mounted read-only, mode 0400 (read by the fsGroup)."""
+    volume_name, secret, key, directory = files[env]
+    c = container(workload)
+    assert env_of(c)[env] == {"name": env, "value": f"{directory}/{key}"}
+    assert mounts_of(c)[volume_name] == {"name": volume_name, "mountPath": directory, "readOnly": True}
+    volume = volumes_of(workload)[volume_name]["secret"]
+    assert volume["secretName"] == secret
+    assert volume["defaultMode"] == 0o400
+    assert {"key": key, "path": key} in volume["items"]
+    # Files owned by root, mode 0400: the service (uid 10001) reads them through kubelet's group read
+    # for the pod's fsGroup, which is the service's group.
+    pod = workload["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == c["securityContext"]["runAsGroup"] == 10001
+
+
 # --- lint and render --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extra", [(), ("-f", str(PRODUCTION))], ids=["default", "production"])
+@pytest.mark.parametrize(
+    "extra", [SITE, ("-f", str(PRODUCTION)), DIRECT], ids=["default", "production", "direct"]
+)
 def test_chart_lints_strictly(extra: tuple[str, ...]) -> None:
     done = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *extra)
     assert "0 chart(s) failed" in done.stdout
@@ -142,6 +221,7 @@ def test_operator_objects_render_when_forced_or_detected(scenario: str) -> None:
 def test_operator_objects_can_be_turned_off_although_detected() -> None:
     out = helm(
         *template_args(
+            *SITE,
             "--api-versions",
             MONITORING_API,
             "--set",
@@ -191,30 +271,117 @@ def test_schema_validation_would_catch_a_mistake(kubernetes_validate: Any) -> No
         kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
 
 
-@pytest.mark.parametrize(
-    ("settings", "message"),
-    [
-        (("--set", "database.existingSecret="), "database.existingSecret"),
-        (("--set", "monitoring.serviceMonitor.enabled=maybe"), "auto, true or false"),
+MISCONFIGURATIONS = {
+    # name: (settings on top of SITE, the reason the render fails with)
+    "no-database-secret": (("--set", "database.existingSecret="), "database.existingSecret"),
+    "bad-monitoring-switch": (("--set", "monitoring.serviceMonitor.enabled=maybe"), "auto, true or false"),
+    "two-jwks-sources": (("--set", "portalJwks.existingConfigMap=b"), "not both"),
+    "non-intyg-setting": (("--set", "config.extra.PROFILE=production"), "not an INTYG_ setting"),
+    "long-prestop": (("--set", "preStopSleepSeconds=30"), "below terminationGracePeriodSeconds"),
+    # issue 5: what the service refuses to start without
+    "unknown-profile": (
+        ("--set", "config.profile=staging"),
+        "config.profile must be production or development",
+    ),
+    "production-without-portal-keys": (
+        ("--set", "portalJwks.existingSecret="),
+        "the production profile refuses to start without the citizen portal's keys",
+    ),
+    "unknown-mode": (("--set", "callers.mode=mesh"), "callers.mode must be ingress or direct"),
+    "no-client-ca": (
+        ("--set", "callers.clientCa.existingSecret="),
+        "callers.clientCa.existingSecret: name the Secret",
+    ),
+    "no-permission-table": (
+        ("--set", "callers.permissions.existingSecret="),
+        "callers.permissions.existingSecret: name the Secret with the permission table",
+    ),
+    "no-data-keys": (("--set", "dataKeys.existingSecret="), "dataKeys.existingSecret: name the Secret"),
+    "no-audit-signing-key": (
+        ("--set", "audit.signingKey.existingSecret="),
+        "audit.signingKey.existingSecret: name the Secret",
+    ),
+    "ingress-mode-without-trusted-proxies": (
+        ("--set", "callers.ingress.trustedProxies=null"),
+        "callers.ingress.trustedProxies: list the ingress controller pods' IPs or CIDRs",
+    ),
+    "trusted-proxy-not-an-address": (
+        ("--set", "callers.ingress.trustedProxies={ingress-nginx}"),
+        '"ingress-nginx" is not an IP address or CIDR',
+    ),
+    "every-peer-trusted": (
+        ("--set", "callers.ingress.trustedProxies={10.244.0.0/16,0.0.0.0/0}"),
+        "0.0.0.0/0 trusts every peer",
+    ),
+    "ingress-not-verifying": (
+        ("--set", "callers.ingress.verifyClient=optional_no_ca"),
+        "callers.ingress.verifyClient must be",
+    ),
+    "mtls-ingress-without-tls": (("--set", "ingress.enabled=true"), "ingress.tls: in ingress mode"),
+    "ca-under-a-key-ingress-nginx-ignores": (
         (
-            ("--set", "portalJwks.existingSecret=a", "--set", "portalJwks.existingConfigMap=b"),
-            "not both",
+            "--set",
+            "ingress.enabled=true",
+            "--set",
+            "ingress.tls[0].secretName=t",
+            "--set",
+            "callers.clientCa.key=bundle.pem",
         ),
-        (("--set", "config.extra.PROFILE=production"), "not an INTYG_ setting"),
-        (("--set", "preStopSleepSeconds=30"), "below terminationGracePeriodSeconds"),
-    ],
-    ids=[
-        "no-database-secret",
-        "bad-monitoring-switch",
-        "two-jwks-sources",
-        "non-intyg-setting",
-        "long-prestop",
-    ],
-)
+        "callers.clientCa.key must be ca.crt",
+    ),
+    "direct-mode-without-server-tls": (
+        ("--set", "callers.mode=direct"),
+        "callers.direct.tlsSecret: in direct mode the service terminates TLS itself",
+    ),
+    "direct-mode-with-ingress-tls": (
+        (
+            "--set",
+            "callers.mode=direct",
+            "--set",
+            "callers.direct.tlsSecret=s",
+            "--set",
+            "ingress.enabled=true",
+            "--set",
+            "ingress.tls[0].secretName=t",
+        ),
+        "ingress.tls would never be used",
+    ),
+    "mtls-annotation-by-hand": (
+        ("--set", "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/auth-tls-verify-client=off"),
+        "auth-tls-verify-client is set by the chart",
+    ),
+    "profile-through-extra": (
+        ("--set", "config.extra.INTYG_PROFILE=development"),
+        "INTYG_PROFILE is set by the chart",
+    ),
+    "secret-through-extra": (
+        ("--set", "config.extra.INTYG_DATABASE_URL=postgresql://u:p@h/d"),
+        "INTYG_DATABASE_URL is set by the chart",
+    ),
+    "secret-file-through-extra": (
+        ("--set", "config.extra.INTYG_KEYS_FILE=/tmp/k.json"),
+        "INTYG_KEYS_FILE is set by the chart",
+    ),
+    "no-fs-group": (("--set", "podSecurityContext.fsGroup=null"), "podSecurityContext.fsGroup"),
+    "shared-mount-directory": (
+        ("--set", "dataKeys.mountPath=/etc/intygstjanst/audit"),
+        "mount path /etc/intygstjanst/audit is used twice",
+    ),
+}
+
+
+@pytest.mark.parametrize(("settings", "message"), MISCONFIGURATIONS.values(), ids=MISCONFIGURATIONS.keys())
 def test_misconfiguration_fails_rendering_with_a_reason(settings: tuple[str, ...], message: str) -> None:
-    done = helm(*template_args(*settings), check=False)
+    done = helm(*template_args(*SITE, *settings), check=False)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_the_bare_chart_asks_for_the_ingress_controllers_network() -> None:
+    """The default values render nothing until the site names its trusted proxies: no default is safe."""
+    done = helm(*template_args(*JWKS), check=False)
+    assert done.returncode != 0
+    assert "callers.ingress.trustedProxies" in done.stderr
 
 
 # --- the Deployment ---------------------------------------------------------------------------------
@@ -249,7 +416,7 @@ def pod_and_container_security(workload: Manifest) -> None:
     assert url["valueFrom"]["secretKeyRef"] == {"name": "intygstjanst-database", "key": "url"}
 
 
-@pytest.mark.parametrize("scenario", ["default", "production"])
+@pytest.mark.parametrize("scenario", ["default", "production", "direct"])
 def test_deployment_is_locked_down(scenario: str) -> None:
     manifests = render(scenario)
     pod_and_container_security(only(manifests, "Deployment"))
@@ -262,9 +429,10 @@ def test_deployment_serves_on_8080_with_probes_and_graceful_stop() -> None:
     c = container(deployment)
     assert c["command"] == ["intygstjanst", "serve", "--host", "0.0.0.0", "--port", "8080"]
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    # Ingress mode: TLS ends at the Ingress, the pod serves plain HTTP.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http", "scheme": "HTTP"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTP"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http", "scheme": "HTTP"}
     assert pod["terminationGracePeriodSeconds"] == 30
     sleep = c["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep"
@@ -279,16 +447,66 @@ def test_settings_come_from_the_configmap() -> None:
     configmap = only(manifests, "ConfigMap", "intygstjanst")
     assert container(deployment)["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
     assert configmap["data"] == {
+        "INTYG_PROFILE": "production",
         "INTYG_LOG_LEVEL": "INFO",
         "INTYG_TIMEZONE": "Europe/Stockholm",
         "INTYG_DB_POOL_SIZE": "10",
         "INTYG_PORTAL_ISSUER": "intygstjanst-dev-portal",
         "INTYG_PORTAL_AUDIENCE": "intygstjanst",
+        "INTYG_TRUSTED_PROXIES": "10.244.0.0/16",
+        "INTYG_CLIENT_CERT_HEADER": "ssl-client-cert",
     }
     # A changed ConfigMap rolls the pods.
     assert "checksum/config" in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_the_production_profile_is_the_charts_default() -> None:
+    assert values()["config"]["profile"] == "production"
+    assert "INTYG_PROFILE" not in values()["config"]["extra"]
+    assert only(render("default"), "ConfigMap", "intygstjanst")["data"]["INTYG_PROFILE"] == "production"
+
+
+def test_the_development_profile_runs_without_the_portals_keys() -> None:
+    manifests = rendered(*PROXIES, "--set", "config.profile=development")
+    assert only(manifests, "ConfigMap", "intygstjanst")["data"]["INTYG_PROFILE"] == "development"
     # Without a JWKS nothing is mounted and the service is not pointed at a file.
-    assert "INTYG_PORTAL_JWKS_FILE" not in env_of(container(deployment))
+    c = container(only(manifests, "Deployment"))
+    assert "INTYG_PORTAL_JWKS_FILE" not in env_of(c)
+    assert "portal-jwks" not in mounts_of(c)
+
+
+@pytest.mark.parametrize("env", list(SECRET_FILES))
+def test_every_secret_file_is_mounted_read_only_from_its_secret(env: str) -> None:
+    assert_mounted_from_secret(only(render("default"), "Deployment"), env, SECRET_FILES)
+
+
+def test_ingress_mode_trusts_the_certificate_header_only_from_the_listed_proxies() -> None:
+    manifests = rendered(*JWKS, "--set", "callers.ingress.trustedProxies={10.244.0.0/16,10.245.1.7}")
+    data = only(manifests, "ConfigMap", "intygstjanst")["data"]
+    assert data["INTYG_TRUSTED_PROXIES"] == "10.244.0.0/16,10.245.1.7"
+    assert data["INTYG_CLIENT_CERT_HEADER"] == "ssl-client-cert"
+    # The service itself does not terminate TLS in ingress mode.
+    env = env_of(container(only(manifests, "Deployment")))
+    assert not env.keys() & SERVER_TLS_FILES.keys()
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_secrets_never_reach_the_configmap(scenario: str) -> None:
+    manifests = render(scenario)
+    assert "Secret" not in kinds(manifests)  # the chart holds no secret: operators' Secrets only
+    data = only(manifests, "ConfigMap", "intygstjanst")["data"]
+    assert not data.keys() & SECRET_SETTINGS
+    assert not any(value.startswith("/etc/intygstjanst/") for value in data.values())
+    for workload in (only(manifests, "Deployment"), only(manifests, "Job", "-migrate")):
+        for e in container(workload)["env"]:
+            if e["name"] == "INTYG_DATABASE_URL":
+                assert set(e) == {"name", "valueFrom"}
+            elif e["name"] in SECRET_SETTINGS:
+                # a path to a file of a read-only Secret mount, never the secret itself
+                mount = next(
+                    m for m in container(workload)["volumeMounts"] if e["value"].startswith(m["mountPath"])
+                )
+                assert mount["readOnly"] is True
 
 
 def test_production_values() -> None:
@@ -319,7 +537,7 @@ def test_production_values() -> None:
 
 
 def test_jwks_from_a_configmap() -> None:
-    out = helm(*template_args("--set", "portalJwks.existingConfigMap=portal-keys")).stdout
+    out = helm(*template_args(*PROXIES, "--set", "portalJwks.existingConfigMap=portal-keys")).stdout
     deployment = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "portal-jwks")
     assert volume["configMap"]["name"] == "portal-keys"
@@ -327,6 +545,99 @@ def test_jwks_from_a_configmap() -> None:
         env_of(container(deployment))["INTYG_PORTAL_JWKS_FILE"]["value"]
         == "/etc/intygstjanst/portal/jwks.json"
     )
+
+
+# --- callers: mutual TLS at the Ingress, or in the service ---------------------------------------------
+
+
+def test_production_ingress_verifies_client_certificates_against_the_mounted_ca() -> None:
+    """ingress-nginx verifies against the same Secret the service mounts, and forwards the certificate."""
+    manifests = render("production")
+    annotations = only(manifests, "Ingress")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "on"
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-secret"] == f"{NAMESPACE}/intygstjanst-siths-ca"
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-depth"] == "2"
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream"] == "true"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "4m"  # the operator's own survive
+    assert "nginx.ingress.kubernetes.io/ssl-passthrough" not in annotations
+    deployment = only(manifests, "Deployment")
+    assert volumes_of(deployment)["client-ca"]["secret"]["secretName"] == "intygstjanst-siths-ca"
+    data = only(manifests, "ConfigMap", "intygstjanst")["data"]
+    assert data["INTYG_TRUSTED_PROXIES"] == "10.244.0.0/16"
+    assert data["INTYG_CLIENT_CERT_HEADER"] == "ssl-client-cert"
+
+
+def test_ingress_may_leave_the_certificate_optional_for_the_citizen_api() -> None:
+    manifests = rendered(
+        *SITE,
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.tls[0].secretName=intygstjanst-tls",
+        "--set",
+        "callers.ingress.verifyClient=optional",
+    )
+    annotations = only(manifests, "Ingress")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-verify-client"] == "optional"
+    assert annotations["nginx.ingress.kubernetes.io/auth-tls-secret"] == f"{NAMESPACE}/intygstjanst-client-ca"
+
+
+@pytest.mark.parametrize("env", list(SECRET_FILES) + list(SERVER_TLS_FILES))
+def test_direct_mode_mounts_the_server_certificate_and_every_other_secret_file(env: str) -> None:
+    files = {**SECRET_FILES, **SERVER_TLS_FILES}
+    assert_mounted_from_secret(only(render("direct"), "Deployment"), env, files)
+
+
+def test_direct_mode_serves_https_and_trusts_no_proxy() -> None:
+    manifests = render("direct")
+    c = container(only(manifests, "Deployment"))
+    assert c["ports"] == [{"name": "https", "containerPort": 8080, "protocol": "TCP"}]
+    # Client certificates are optional at the handshake, so kubelet's probes need none; it skips
+    # verifying the server certificate.
+    for probe, path in (
+        ("startupProbe", "/livez"),
+        ("livenessProbe", "/livez"),
+        ("readinessProbe", "/readyz"),
+    ):
+        assert c[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+    service = only(manifests, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 8080, "targetPort": "https", "protocol": "TCP"}
+    ]
+    data = only(manifests, "ConfigMap", "intygstjanst")["data"]
+    assert "INTYG_TRUSTED_PROXIES" not in data
+    assert "INTYG_CLIENT_CERT_HEADER" not in data
+    # TLS or not, the NetworkPolicy admits the same one port.
+    [rule] = only(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+
+
+def test_direct_mode_ingress_passes_tls_through_to_the_service() -> None:
+    manifests = render("direct")
+    ingress = only(manifests, "Ingress")
+    assert ingress["metadata"]["annotations"] == {"nginx.ingress.kubernetes.io/ssl-passthrough": "true"}
+    assert "tls" not in ingress["spec"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["port"] == {"name": "https"}
+
+
+def test_direct_mode_service_monitor_scrapes_over_https() -> None:
+    monitor = only(render("direct"), "ServiceMonitor")
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "https"
+    assert endpoint["scheme"] == "https"
+    # The default: pods are scraped by IP, which the server certificate does not name (values.yaml says why).
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+
+
+def test_direct_mode_service_monitor_can_verify_the_certificate() -> None:
+    ca = {
+        "ca": {"secret": {"name": "intygstjanst-server-ca", "key": "ca.crt"}},
+        "serverName": "intyg.example",
+    }
+    manifests = rendered(*DIRECT, "--set-json", f"monitoring.serviceMonitor.tlsConfig={json.dumps(ca)}")
+    [endpoint] = only(manifests, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["tlsConfig"] == ca
 
 
 # --- the migration hook Job ---------------------------------------------------------------------------
@@ -344,12 +655,28 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook() -> None:
     c = container(job)
     assert c["command"] == ["intygstjanst", "migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
-    # Same settings as the service, inline: the ConfigMap does not exist yet at pre-install.
+    # Same settings as the service, inline: the ConfigMap does not exist yet at pre-install. Not the
+    # callers' settings: the Job serves no caller, and the service refuses trusted proxies without the
+    # CA bundle, which the Job does not mount.
     configmap = only(manifests, "ConfigMap", "intygstjanst")
     env = env_of(c)
     assert "envFrom" not in c
+    callers = {"INTYG_TRUSTED_PROXIES", "INTYG_CLIENT_CERT_HEADER"}
+    assert callers <= configmap["data"].keys()
     for name, value in configmap["data"].items():
-        assert env[name]["value"] == value
+        if name in callers:
+            assert name not in env
+        else:
+            assert env[name]["value"] == value
+
+
+def test_migration_job_reads_the_data_keys_and_no_other_secret_file() -> None:
+    """Migration 0003 encrypts the rows stored before it: it needs the keyring, and only that."""
+    job = only(render("default"), "Job", "-migrate")
+    assert_mounted_from_secret(job, "INTYG_KEYS_FILE", SECRET_FILES)
+    env = env_of(container(job))
+    assert not env.keys() & (SECRET_SETTINGS - {"INTYG_KEYS_FILE", "INTYG_DATABASE_URL"})
+    assert set(volumes_of(job)) == {"tmp", "data-keys"}
 
 
 # --- Service, PDB, NetworkPolicy ----------------------------------------------------------------------
@@ -387,6 +714,8 @@ def test_network_policy_admits_only_the_service_port_and_reaches_only_dns_and_po
     assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
     namespaces = [p["namespaceSelector"]["matchLabels"] for p in rule["from"] if "namespaceSelector" in p]
     assert {"kubernetes.io/metadata.name": "monitoring"} in namespaces  # Prometheus scrapes
+    # Ingress mode: the callers reach the pods through the ingress controller's namespace.
+    assert {"kubernetes.io/metadata.name": "ingress-nginx"} in namespaces
     egress_ports = sorted((p["port"], p["protocol"]) for r in policy["egress"] for p in r["ports"])
     assert egress_ports == [(53, "TCP"), (53, "UDP"), (5432, "TCP")]
     assert {"ipBlock": {"cidr": "10.0.0.0/8"}} in policy["egress"][1]["to"]
@@ -395,6 +724,7 @@ def test_network_policy_admits_only_the_service_port_and_reaches_only_dns_and_po
 def test_network_policy_with_no_peers_admits_nothing() -> None:
     out = helm(
         *template_args(
+            *SITE,
             "--set",
             "networkPolicy.ingress.namespaceSelectors=null",
             "--set",
@@ -425,6 +755,7 @@ def test_service_monitor_scrapes_the_service(scenario: str) -> None:
     [endpoint] = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "http"
     assert endpoint["path"] == "/metrics"
+    assert "scheme" not in endpoint  # ingress mode: the pods serve plain HTTP
     assert endpoint["interval"]
     # The rules select job="intygstjanst": the monitor names the job so whatever the release is called.
     assert {"targetLabel": "job", "replacement": "intygstjanst", "action": "replace"} in endpoint[
