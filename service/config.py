@@ -5,14 +5,26 @@ Only this module reads the environment; ``create_app(settings)`` and the CLI tak
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.model import Party, Recipient
+from service.store.crypto import KeyRing, decode_key, encode_key
 
 # The national recipients and the certificate types each takes, when no recipients file is given.
 DEFAULT_RECIPIENTS = (
@@ -34,6 +46,82 @@ class _RecipientEntry(BaseModel):
     id: Party
     name: str = Field(min_length=1)
     certificate_types: list[str]
+
+
+class _KeksEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    current: str
+    keys: dict[str, str]
+
+
+class _KeysFile(BaseModel):
+    """``{"kek": {"current": "<id>", "keys": {"<id>": "<base64 of 32 bytes>", ...}}, "lookup_key":
+    "<base64 of 32 bytes>"}``"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kek: _KeksEntry
+    lookup_key: str
+
+    def keyring(self, where: str) -> KeyRing:
+        keks = {
+            kek_id: decode_key(key, f"{where}: the KEK {kek_id!r}") for kek_id, key in self.kek.keys.items()
+        }
+        return KeyRing(self.kek.current, keks, decode_key(self.lookup_key, f"{where}: the lookup key"))
+
+
+def _read_keys_file(path: Path) -> KeyRing:
+    try:
+        entry = _KeysFile.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        # Where, not what: the values are keys.
+        where = sorted({".".join(str(p) for p in e["loc"]) or "(the whole file)" for e in exc.errors()})
+        raise ValueError(f"{path} is not a keys file: check {', '.join(where)}") from None
+    try:
+        return entry.keyring(str(path))
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _parse_keks(text: str) -> tuple[str, dict[str, bytes]]:
+    """``<id>:<base64>[,<id>:<base64>...]``; the first is current."""
+    keks: dict[str, bytes] = {}
+    for entry in text.split(","):
+        kek_id, colon, key = entry.strip().partition(":")
+        if not colon or not kek_id:
+            raise ValueError("INTYG_KEK must read <id>:<base64>[,<id>:<base64>...]")
+        if kek_id in keks:
+            raise ValueError(f"INTYG_KEK names the KEK {kek_id!r} twice")
+        keks[kek_id] = decode_key(key, f"INTYG_KEK: the KEK {kek_id!r}")
+    return next(iter(keks)), keks
+
+
+def _development_keys(path: Path) -> KeyRing:
+    """The development profile's keys, generated on first use. Linked into place, never replaced: of
+    workers starting at once, each gets the one file the first wrote (a second set of keys would make
+    the first worker's certificates unreadable). Mode 0600 from ``mkstemp``."""
+    if not path.exists():
+        generated = KeyRing.generate()
+        text = json.dumps(
+            {
+                "kek": {
+                    "current": generated.current,
+                    "keys": {generated.current: encode_key(generated.keks[generated.current])},
+                },
+                "lookup_key": encode_key(generated.lookup_key),
+            }
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return _read_keys_file(path)
 
 
 def default_database_url() -> str:
@@ -73,6 +161,24 @@ class Settings(BaseSettings):
     # On SIGTERM: stop accepting, let requests in flight finish for at most this long, then exit
     # (below Kubernetes' terminationGracePeriodSeconds, default 30).
     shutdown_grace_seconds: int = Field(default=20, ge=1, le=600)
+    # Encryption at rest (issue 5, service/store/crypto.py): the key-encryption keys (KEKs) that wrap
+    # each certificate's data key, and the lookup key that hashes personal identity numbers for
+    # lookups. Either a keys file (JSON, see _KeysFile; mode 0600, e.g. a mounted secret) or
+    # INTYG_KEK ("<id>:<base64>[,<id>:<base64>...]", the first current, the others decrypt-only) with
+    # INTYG_LOOKUP_KEY (base64 of 32 bytes). With neither, the development profile generates keys once
+    # into `dev_keys_file` (lose it and the data is lost); production refuses to start.
+    keys_file: Path | None = None
+    kek: SecretStr | None = None
+    lookup_key: SecretStr | None = None
+    dev_keys_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-keys.json")
+
+    @model_validator(mode="after")
+    def _one_source_of_keys(self) -> Self:
+        if self.keys_file is not None and (self.kek is not None or self.lookup_key is not None):
+            raise ValueError("set either INTYG_KEYS_FILE or INTYG_KEK with INTYG_LOOKUP_KEY, not both")
+        if (self.kek is None) != (self.lookup_key is None):
+            raise ValueError("INTYG_KEK and INTYG_LOOKUP_KEY are set together")
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -111,7 +217,28 @@ class Settings(BaseSettings):
                 problems.append(
                     "the database is the embedded SQLite default, not PostgreSQL (INTYG_DATABASE_URL)"
                 )
+            if not self.keys_configured:
+                problems.append(
+                    "no key-encryption key and lookup key are configured "
+                    "(INTYG_KEYS_FILE, or INTYG_KEK with INTYG_LOOKUP_KEY)"
+                )
         return problems
+
+    def keyring(self) -> KeyRing:
+        """The keys of encryption at rest: configured, or in development the generated local ones.
+        Raises ValueError (naming no key material) where they are unusable or, in production, absent."""
+        if self.keys_file is not None:
+            return _read_keys_file(self.keys_file)
+        if self.kek is not None and self.lookup_key is not None:
+            current, keks = _parse_keks(self.kek.get_secret_value())
+            return KeyRing(current, keks, decode_key(self.lookup_key.get_secret_value(), "INTYG_LOOKUP_KEY"))
+        if self.profile == "production":
+            raise ValueError("the production profile has no development keys: configure INTYG_KEYS_FILE")
+        return _development_keys(self.dev_keys_file)
+
+    @property
+    def keys_configured(self) -> bool:
+        return self.keys_file is not None or self.kek is not None
 
     @property
     def portal_key_configured(self) -> bool:
