@@ -19,6 +19,7 @@ from service.app import create_app
 from service.config import Settings
 from service.store import migration
 from tests.integration.soap import SoapClient
+from tests.keys import settings_keys
 
 POSTGRES_URL = os.environ.get("INTYG_TEST_POSTGRES_URL")
 TEMPLATE = "intyg_test_template"
@@ -68,7 +69,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    return Settings(database_url=database_url, **settings_keys())
 
 
 @pytest.fixture
