@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's standard nonce; random per encryption, far below the 2**32 limit per key
+TAG_BYTES = 16
 # KEK ids are stored with every certificate row (tables.certificates.kek_id).
 KEK_ID_MAX = 32
 
@@ -65,6 +66,8 @@ def _seal(key: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
 
 
 def _open(key: bytes, sealed: bytes, associated_data: bytes) -> bytes:
+    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+        raise StoredDataUnreadable("a stored ciphertext is too short to be one")
     try:
         return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated_data)
     except InvalidTag:
