@@ -11,8 +11,9 @@ import tempfile
 from pathlib import Path
 
 from service.config import Settings
+from service.errors import StoredDataUnreadable
 from service.store import migration, rotation
-from service.store.crypto import KeyRing, StoredDataUnreadable
+from service.store.crypto import KeyRing
 from service.store.unit_of_work import create_engine, sessions_for
 from service.telemetry import configure_logging
 

@@ -48,6 +48,9 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     errors.NotPermitted: RestError(404, "not_found", "Certificate not found"),
     errors.Unauthenticated: RestError(401, "unauthenticated", "A valid bearer token is required"),
     errors.ConcurrentChange: RestError(503, "concurrent_change", "A concurrent change interfered; try again"),
+    # Encryption at rest: the same answer as any internal error; nothing of the row is shown.
+    errors.StoredDataUnreadable: RestError(500, "internal_error", "The request could not be carried out"),
+    errors.KekMissing: RestError(500, "internal_error", "The request could not be carried out"),
 }
 
 # Problems the framework raises before an operation is reached.

@@ -10,7 +10,8 @@ the service keeps reading.
 Every ciphertext carries associated data naming what it is (a versioned label) and the certificate
 id of its row, and a wrapped key also its KEK's id: a ciphertext or wrapped key copied to another row
 fails its check instead of showing that row's caller another patient's data. A failed check or a
-missing KEK is ``StoredDataUnreadable``, which names no certificate, patient or key material.
+missing KEK is ``errors.StoredDataUnreadable`` (``KekMissing``), whose message names no certificate,
+patient or key material; the service answers it as an internal error.
 
 Lists look patients up by ``KeyRing.lookup(pid)``, an HMAC-SHA256 under a lookup key of its own, so
 the database holds no PIN in the clear. The primitives are the ``cryptography`` package's AESGCM and
@@ -29,21 +30,13 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from service.errors import KekMissing, StoredDataUnreadable
+
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12  # GCM's standard nonce; random per encryption, far below the 2**32 limit per key
 TAG_BYTES = 16
 # KEK ids are stored with every certificate row (tables.certificates.kek_id).
 KEK_ID_MAX = 32
-
-
-class StoredDataUnreadable(Exception):
-    """A stored ciphertext cannot be opened: it fails its integrity check (altered, or moved from
-    another row), or the KEK its data key was wrapped under is not configured. A fault of the store,
-    not of the request: the service answers it as an internal error. Messages hold no data."""
-
-
-class KekMissing(StoredDataUnreadable):
-    """The data key is wrapped under a KEK this key ring does not hold."""
 
 
 class Purpose(enum.Enum):

@@ -42,7 +42,6 @@ from service.model import (
 from service.store.crypto import (
     KeyRing,
     Purpose,
-    StoredDataUnreadable,
     WrappedKey,
     new_data_key,
     open_sealed,
@@ -92,7 +91,7 @@ def _certificate(row: Row[*tuple[Any, ...]], events: Sequence[StatusEvent], pati
     )
 
 
-def _unreadable(exc: StoredDataUnreadable) -> StoredDataUnreadable:
+def _unreadable(exc: errors.StoredDataUnreadable) -> errors.StoredDataUnreadable:
     # The operator's clue; the caller gets an internal error. Names no certificate (ids stay out of
     # logs) and no data: only what failed (integrity, or which KEK is missing).
     log.error("stored certificate unreadable: %s", exc)
@@ -137,7 +136,7 @@ class SqlCertificateRepository:
         try:
             data_key = self._data_key(certificate_id, row.kek_id, row.wrapped_data_key)
             pid = open_sealed(data_key, certificate_id, Purpose.PATIENT, row.patient_ciphertext)
-        except StoredDataUnreadable as exc:
+        except errors.StoredDataUnreadable as exc:
             raise _unreadable(exc) from None
         events = await self._events([certificate_id])
         return _certificate(row, events[certificate_id], PersonId(pid.decode("ascii")))
@@ -155,7 +154,7 @@ class SqlCertificateRepository:
         try:
             data_key = self._data_key(certificate_id, row.kek_id, row.wrapped_data_key)
             return open_sealed(data_key, certificate_id, Purpose.DOCUMENT, row.ciphertext)
-        except StoredDataUnreadable as exc:
+        except errors.StoredDataUnreadable as exc:
             raise _unreadable(exc) from None
 
     async def add(self, certificate: Certificate, document: bytes) -> None:

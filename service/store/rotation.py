@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.store.crypto import KekMissing, KeyRing, WrappedKey
+from service.errors import KekMissing
+from service.store.crypto import KeyRing, WrappedKey
 from service.store.tables import certificates
 
 log = logging.getLogger("service.store")

@@ -67,6 +67,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database without any schema, for tests of the migrations themselves."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'empty.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL: INTYG_TEST_POSTGRES_URL is not set")
+    name = f"intyg_empty_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE DATABASE {name}")
+    yield _with_database(POSTGRES_URL, name)
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, **settings_keys())

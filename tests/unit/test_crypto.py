@@ -10,13 +10,15 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from service.config import Settings
+from service.errors import KekMissing, StoredDataUnreadable
 from service.store import crypto
-from service.store.crypto import KekMissing, KeyRing, Purpose, StoredDataUnreadable, WrappedKey
+from service.store.crypto import KeyRing, Purpose, WrappedKey
 from tests.keys import KEYRING, NEW_KEK, OLD_KEK, keyring, settings_keys
 
 DOCUMENT = b"<intyg><diagnos>Arbetsplatsolycka</diagnos></intyg>"
@@ -258,9 +260,7 @@ def test_production_refuses_to_serve_without_configured_keys(tmp_path: Path) -> 
         {"lookup_key": SecretStr(crypto.encode_key(bytes(32)))},  # no KEK
     ],
 )
-def test_a_kek_and_a_lookup_key_are_configured_together(
-    variables: dict[str, SecretStr], tmp_path: Path
-) -> None:
+def test_a_kek_and_a_lookup_key_are_configured_together(variables: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="together"):
         Settings(dev_keys_file=tmp_path / "dev.json", **variables)
 
