@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
     if args.command == "migrate":
-        # Keys are needed where stored rows are to be encrypted; without any configured in
-        # production, the migration says so if it finds such rows.
-        needs_keys = settings.keys_configured or settings.profile == "development"
+        # Keys are needed where stored rows are to be encrypted; without any to be had, the
+        # migration says so if it finds such rows.
+        needs_keys = settings.keys_configured or settings.may_generate_keys
         keyring = _keyring(settings) if needs_keys else None
         if needs_keys and keyring is None:
             return 2
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if problems := settings.unfit_to_serve():
         for problem in problems:
-            print(f"refusing to start with the production profile: {problem}", file=sys.stderr)
+            print(f"refusing to start: {problem}", file=sys.stderr)
         return 2
     if (keyring := _keyring(settings)) is None:
         return 2

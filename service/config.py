@@ -165,8 +165,9 @@ class Settings(BaseSettings):
     # each certificate's data key, and the lookup key that hashes personal identity numbers for
     # lookups. Either a keys file (JSON, see _KeysFile; mode 0600, e.g. a mounted secret) or
     # INTYG_KEK ("<id>:<base64>[,<id>:<base64>...]", the first current, the others decrypt-only) with
-    # INTYG_LOOKUP_KEY (base64 of 32 bytes). With neither, the development profile generates keys once
-    # into `dev_keys_file` (lose it and the data is lost); production refuses to start.
+    # INTYG_LOOKUP_KEY (base64 of 32 bytes). With neither, the development profile on the embedded
+    # SQLite database generates keys once into `dev_keys_file` (lose it and the data is lost); on
+    # PostgreSQL or in production the service refuses to start.
     keys_file: Path | None = None
     kek: SecretStr | None = None
     lookup_key: SecretStr | None = None
@@ -206,35 +207,47 @@ class Settings(BaseSettings):
 
     def unfit_to_serve(self) -> list[str]:
         """Why these settings may not serve requests: the production profile refuses development
-        defaults. (Migrating needs none of them, so only ``serve`` asks.)"""
+        defaults, and no profile encrypts a shared database under generated keys. (Migrating needs
+        none of them, so only ``serve`` asks.)"""
         problems = []
         if self.profile == "production":
             if not self.portal_key_configured:
                 problems.append(
-                    "the portal's key (INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE) is not set"
+                    "the production profile needs the portal's key "
+                    "(INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE)"
                 )
             if self.is_sqlite:
                 problems.append(
-                    "the database is the embedded SQLite default, not PostgreSQL (INTYG_DATABASE_URL)"
+                    "the production profile needs PostgreSQL, not the embedded SQLite default (INTYG_DATABASE_URL)"
                 )
-            if not self.keys_configured:
-                problems.append(
-                    "no key-encryption key and lookup key are configured "
-                    "(INTYG_KEYS_FILE, or INTYG_KEK with INTYG_LOOKUP_KEY)"
-                )
+        if not self.keys_configured and not self.may_generate_keys:
+            problems.append(
+                "no key-encryption key and lookup key are configured (INTYG_KEYS_FILE, or INTYG_KEK with "
+                "INTYG_LOOKUP_KEY); generated development keys serve only the embedded SQLite database "
+                "of the development profile"
+            )
         return problems
 
     def keyring(self) -> KeyRing:
-        """The keys of encryption at rest: configured, or in development the generated local ones.
-        Raises ValueError (naming no key material) where they are unusable or, in production, absent."""
+        """The keys of encryption at rest: configured, or the generated development keys. Raises
+        ValueError (naming no key material) where they are unusable, or absent and not to be made."""
         if self.keys_file is not None:
             return _read_keys_file(self.keys_file)
         if self.kek is not None and self.lookup_key is not None:
             current, keks = _parse_keks(self.kek.get_secret_value())
             return KeyRing(current, keks, decode_key(self.lookup_key.get_secret_value(), "INTYG_LOOKUP_KEY"))
-        if self.profile == "production":
-            raise ValueError("the production profile has no development keys: configure INTYG_KEYS_FILE")
+        if not self.may_generate_keys:
+            raise ValueError(
+                "no keys are configured (INTYG_KEYS_FILE, or INTYG_KEK with INTYG_LOOKUP_KEY), and "
+                "development keys serve only the embedded SQLite database of the development profile"
+            )
         return _development_keys(self.dev_keys_file)
+
+    @property
+    def may_generate_keys(self) -> bool:
+        """Keys generated into a local file fit only a local database: every process of a shared
+        PostgreSQL would make its own, and each would lose the others' certificates."""
+        return self.profile == "development" and self.is_sqlite
 
     @property
     def keys_configured(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import socket
 import statistics
@@ -76,6 +77,9 @@ def main() -> None:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("INTYG_")}
         env["INTYG_LOG_LEVEL"] = "WARNING"
+        # Fresh keys of encryption at rest for this run (PostgreSQL gets no generated development keys).
+        env["INTYG_KEK"] = f"bench:{base64.b64encode(os.urandom(32)).decode()}"
+        env["INTYG_LOOKUP_KEY"] = base64.b64encode(os.urandom(32)).decode()
         if args.database_url:
             env["INTYG_DATABASE_URL"] = args.database_url
         command = [str(Path(sys.executable).parent / "intygstjanst"), "serve", "--port", str(port)]

@@ -330,7 +330,7 @@ async def test_a_first_consent_given_between_another_ones_read_and_write_is_reco
     engine = create_engine(postgres_url)
     try:
         sessions = sessions_for(engine)
-        slow = FakePausingUnitOfWork(sessions)
+        slow = FakePausingUnitOfWork(sessions, KEYRING)
         late = asyncio.create_task(give(patient)(slow))
         await asyncio.wait_for(slow.paused.wait(), timeout=10)
         first = await give(patient)(SqlUnitOfWork(sessions, KEYRING))

@@ -318,6 +318,33 @@ def test_production_values() -> None:
     assert volume["secret"]["secretName"] == "intygstjanst-portal-jwks"
 
 
+@pytest.mark.parametrize("suffix", ["intygstjanst", "-migrate"])
+def test_the_keys_of_encryption_at_rest_are_mounted_from_their_secret_for_the_service_and_the_migration(
+    suffix: str,
+) -> None:
+    # Issue 5: the service reads its KEKs and lookup key from the keys file; the migration needs them
+    # to encrypt rows stored before 0003. Never a value of the chart, never a file the pod writes.
+    kind = "Job" if suffix == "-migrate" else "Deployment"
+    workload = only(render("production"), kind, suffix)
+    c = container(workload)
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "encryption-keys")
+    assert mount["readOnly"] is True
+    assert env_of(c)["INTYG_KEYS_FILE"] == {
+        "name": "INTYG_KEYS_FILE",
+        "value": f"{mount['mountPath']}/keys.json",
+    }
+    volume = next(
+        v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == "encryption-keys"
+    )
+    assert volume["secret"] == {
+        "secretName": "intygstjanst-keys",
+        "items": [{"key": "keys.json", "path": "keys.json"}],
+    }
+    default = container(only(render("default"), kind, suffix))
+    assert "INTYG_KEYS_FILE" not in env_of(default)
+    assert all(m["name"] != "encryption-keys" for m in default["volumeMounts"])
+
+
 def test_jwks_from_a_configmap() -> None:
     out = helm(*template_args("--set", "portalJwks.existingConfigMap=portal-keys")).stdout
     deployment = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")

@@ -245,12 +245,23 @@ def test_production_refuses_to_serve_without_configured_keys(tmp_path: Path) -> 
         dev_keys_file=tmp_path / "dev.json",
     )
     assert any("INTYG_KEYS_FILE" in problem for problem in settings.unfit_to_serve())
-    with pytest.raises(ValueError, match="production"):
+    with pytest.raises(ValueError, match="no keys are configured"):
         settings.keyring()
     assert not (tmp_path / "dev.json").exists()
 
     configured = settings.model_copy(update=settings_keys())
     assert configured.unfit_to_serve() == []
+
+
+def test_no_profile_generates_keys_for_a_postgresql_database(tmp_path: Path) -> None:
+    # Each process would make its own, and lose the others' certificates.
+    settings = Settings(database_url="postgresql://db.example/intyg", dev_keys_file=tmp_path / "dev.json")
+
+    assert any("INTYG_KEYS_FILE" in problem for problem in settings.unfit_to_serve())
+    with pytest.raises(ValueError, match="embedded SQLite"):
+        settings.keyring()
+    assert not (tmp_path / "dev.json").exists()
+    assert settings.model_copy(update=settings_keys()).unfit_to_serve() == []
 
 
 @pytest.mark.parametrize(

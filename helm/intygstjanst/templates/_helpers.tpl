@@ -105,3 +105,39 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The keys of encryption at rest, for the service and the migration Job: the env entry, the mount and
+the volume (each rendered only where encryptionKeys.existingSecret is set).
+*/}}
+{{- define "intygstjanst.keysEnv" -}}
+{{- with .Values.encryptionKeys }}
+{{- if .existingSecret }}
+- name: INTYG_KEYS_FILE
+  value: {{ printf "%s/%s" (trimSuffix "/" .mountPath) .key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "intygstjanst.keysMount" -}}
+{{- with .Values.encryptionKeys }}
+{{- if .existingSecret }}
+- name: encryption-keys
+  mountPath: {{ .mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "intygstjanst.keysVolume" -}}
+{{- with .Values.encryptionKeys }}
+{{- if .existingSecret }}
+- name: encryption-keys
+  secret:
+    secretName: {{ .existingSecret }}
+    items:
+      - key: {{ .key }}
+        path: {{ .key }}
+{{- end }}
+{{- end }}
+{{- end }}
