@@ -223,6 +223,14 @@ def test_a_ciphertext_moved_to_another_row_is_refused_cleanly_and_shows_nothing_
             assert not any(o in care.fault_string for o in others)
 
     assert any("stored certificate unreadable" in r.getMessage() for r in caplog.records)
+    # Each failed read is in the audit trail, as an error of the store.
+    with db.connect() as connection:
+        failed = connection.execute(
+            select(audit_records.c.certificate_ids).where(
+                audit_records.c.outcome == "error", audit_records.c.detail == "StoredDataUnreadable"
+            )
+        ).scalars()
+        assert set(failed) == {"c-1", "b-1"}
     assert not any("c-1" in r.getMessage() or "b-1" in r.getMessage() for r in caplog.records)
     # Lists decrypt nothing: they go on working, each patient's own rows.
     assert anna.listed() == ["c-1"] and bertil.listed() == ["b-1"]
