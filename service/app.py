@@ -96,6 +96,8 @@ def callers(settings: Settings) -> Callers:
 
 def create_app(settings: Settings) -> FastAPI:
     soap_callers = callers(settings)
+    # Read once: the keys of encryption at rest (issue 5), shared by every unit of work.
+    keyring = settings.keyring()
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
@@ -107,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     soap = SoapEndpoint(
         schema=messages.load_schema(),
-        unit_of_work=lambda: SqlUnitOfWork(sessions),
+        unit_of_work=lambda: SqlUnitOfWork(sessions, keyring),
         clock=clock,
         max_request_bytes=settings.max_request_bytes,
         recipients=recipients,
@@ -146,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(
         citizen_router(
             verifier=verifier,
-            unit_of_work=lambda: SqlUnitOfWork(sessions),
+            unit_of_work=lambda: SqlUnitOfWork(sessions, keyring),
             clock=clock,
             recipients=recipients,
             zone=zone,

@@ -1,8 +1,9 @@
-"""The ``intygstjanst`` command: ``serve`` and ``migrate``."""
+"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek`` and ``dev-token``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import logging
 import os
@@ -12,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from service.config import Settings
-from service.store import migration
+from service.errors import StoredDataUnreadable
+from service.store import migration, rotation
+from service.store.crypto import KeyRing
+from service.store.unit_of_work import create_engine, sessions_for
 from service.telemetry import configure_logging
 
 
@@ -27,6 +31,43 @@ def _multiprocess_metrics_dir() -> None:
         stale.unlink()
 
 
+def _keyring(settings: Settings) -> KeyRing | None:
+    """The keys of encryption at rest, or None (saying why) where they cannot be had."""
+    try:
+        return settings.keyring()
+    except (OSError, ValueError) as exc:
+        print(f"the keys of encryption at rest cannot be used: {exc}", file=sys.stderr)
+        return None
+
+
+async def _rotate(settings: Settings, keyring: KeyRing, batch_size: int) -> rotation.Rotation:
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        return await rotation.rotate(sessions_for(engine), keyring, batch_size=batch_size)
+    finally:
+        await engine.dispose()
+
+
+def _rotate_kek(settings: Settings, batch_size: int) -> int:
+    keyring = _keyring(settings)
+    if keyring is None:
+        return 2
+    try:
+        done = asyncio.run(_rotate(settings, keyring, batch_size))
+    except StoredDataUnreadable as exc:
+        print(f"rotation stopped: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"re-wrapped {done.rewrapped} data keys under the current KEK {keyring.current!r}; "
+        f"{done.remaining} remain under other KEKs"
+    )
+    if done.remaining:
+        # Written meanwhile by an instance that does not have the new KEK as current yet.
+        print("run rotate-kek again once every instance runs with the new KEK as current", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="intygstjanst", description="Intygstjänsten, the certificate store")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=1, help="worker processes (metrics in multiprocess mode)"
     )
     commands.add_parser("migrate", help="bring the database schema to the newest version")
+    rotate = commands.add_parser(
+        "rotate-kek", help="re-wrap every data key under the current key-encryption key, while serving"
+    )
+    rotate.add_argument(
+        "--batch-size", type=int, default=rotation.BATCH, help="data keys per (short) transaction"
+    )
     token = commands.add_parser("dev-token", help="print a citizen token signed by the development key")
     token.add_argument("personnummer", help="the citizen the token names (12 digits)")
     args = parser.parse_args(argv)
@@ -44,9 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
     if args.command == "migrate":
-        migration.upgrade(settings.database_url)
+        # Keys are needed where stored rows are to be encrypted; without any to be had, the
+        # migration says so if it finds such rows.
+        needs_keys = settings.keys_configured or settings.may_generate_keys
+        keyring = _keyring(settings) if needs_keys else None
+        if needs_keys and keyring is None:
+            return 2
+        migration.upgrade(settings.database_url, keyring=keyring)
         print("database schema is at the newest version")
         return 0
+
+    if args.command == "rotate-kek":
+        return _rotate_kek(settings, args.batch_size)
 
     if args.command == "dev-token":
         from service.errors import InvalidPersonId
@@ -72,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"refusing to start ({settings.profile} profile): {problem}", file=sys.stderr)
         return 2
+    if (keyring := _keyring(settings)) is None:
+        return 2
     # Read every caller setting now, so that a missing or malformed file stops the start with its reason.
     try:
         callers(settings)
@@ -86,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if settings.is_sqlite:
         # The embedded default needs no set-up: its schema is created or upgraded on start.
-        migration.upgrade(settings.database_url)
+        migration.upgrade(settings.database_url, keyring=keyring)
     database = (
         "SQLite file " + settings.database_url.split("///", 1)[-1] if settings.is_sqlite else "PostgreSQL"
     )
@@ -96,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             "INTYG_PORTAL_PUBLIC_KEY_FILE), so the citizen API accepts tokens signed by the development "
             "key %s (`intygstjanst dev-token`). Never run like this in production.",
             settings.dev_key_file,
+        )
+    if not settings.keys_configured:
+        logging.getLogger("service").warning(
+            "DEVELOPMENT MODE: no keys of encryption at rest are configured (INTYG_KEYS_FILE, or "
+            "INTYG_KEK with INTYG_LOOKUP_KEY), so the certificates are encrypted under the generated keys "
+            "in %s. Without that file the stored certificates cannot be read.",
+            settings.dev_keys_file,
         )
     if not settings.identifies_callers:
         logging.getLogger("service").warning(

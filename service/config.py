@@ -5,17 +5,29 @@ Only this module reads the environment; ``create_app(settings)`` and the CLI tak
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.access import Consumer, PermissionTable
 from service.model import Party, Recipient
 from service.soap.contracts import CONTRACTS
+from service.store.crypto import KeyRing, decode_key, encode_key
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -104,6 +116,82 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _KeksEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    current: str
+    keys: dict[str, str]
+
+
+class _KeysFile(BaseModel):
+    """``{"kek": {"current": "<id>", "keys": {"<id>": "<base64 of 32 bytes>", ...}}, "lookup_key":
+    "<base64 of 32 bytes>"}``"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kek: _KeksEntry
+    lookup_key: str
+
+    def keyring(self, where: str) -> KeyRing:
+        keks = {
+            kek_id: decode_key(key, f"{where}: the KEK {kek_id!r}") for kek_id, key in self.kek.keys.items()
+        }
+        return KeyRing(self.kek.current, keks, decode_key(self.lookup_key, f"{where}: the lookup key"))
+
+
+def _read_keys_file(path: Path) -> KeyRing:
+    try:
+        entry = _KeysFile.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        # Where, not what: the values are keys.
+        where = sorted({".".join(str(p) for p in e["loc"]) or "(the whole file)" for e in exc.errors()})
+        raise ValueError(f"{path} is not a keys file: check {', '.join(where)}") from None
+    try:
+        return entry.keyring(str(path))
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _parse_keks(text: str) -> tuple[str, dict[str, bytes]]:
+    """``<id>:<base64>[,<id>:<base64>...]``; the first is current."""
+    keks: dict[str, bytes] = {}
+    for entry in text.split(","):
+        kek_id, colon, key = entry.strip().partition(":")
+        if not colon or not kek_id:
+            raise ValueError("INTYG_KEK must read <id>:<base64>[,<id>:<base64>...]")
+        if kek_id in keks:
+            raise ValueError(f"INTYG_KEK names the KEK {kek_id!r} twice")
+        keks[kek_id] = decode_key(key, f"INTYG_KEK: the KEK {kek_id!r}")
+    return next(iter(keks)), keks
+
+
+def _development_keys(path: Path) -> KeyRing:
+    """The development profile's keys, generated on first use. Linked into place, never replaced: of
+    workers starting at once, each gets the one file the first wrote (a second set of keys would make
+    the first worker's certificates unreadable). Mode 0600 from ``mkstemp``."""
+    if not path.exists():
+        generated = KeyRing.generate()
+        text = json.dumps(
+            {
+                "kek": {
+                    "current": generated.current,
+                    "keys": {generated.current: encode_key(generated.keks[generated.current])},
+                },
+                "lookup_key": encode_key(generated.lookup_key),
+            }
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return _read_keys_file(path)
+
+
 def default_database_url() -> str:
     """The embedded default: a SQLite file in the working directory, so one command starts the service."""
     return f"sqlite+aiosqlite:///{Path.cwd() / 'intygstjanst.db'}"
@@ -141,6 +229,25 @@ class Settings(BaseSettings):
     # On SIGTERM: stop accepting, let requests in flight finish for at most this long, then exit
     # (below Kubernetes' terminationGracePeriodSeconds, default 30).
     shutdown_grace_seconds: int = Field(default=20, ge=1, le=600)
+    # Encryption at rest (issue 5, service/store/crypto.py): the key-encryption keys (KEKs) that wrap
+    # each certificate's data key, and the lookup key that hashes personal identity numbers for
+    # lookups. Either a keys file (JSON, see _KeysFile; mode 0600, e.g. a mounted secret) or
+    # INTYG_KEK ("<id>:<base64>[,<id>:<base64>...]", the first current, the others decrypt-only) with
+    # INTYG_LOOKUP_KEY (base64 of 32 bytes). With neither, the development profile on the embedded
+    # SQLite database generates keys once into `dev_keys_file` (lose it and the data is lost); on
+    # PostgreSQL or in production the service refuses to start.
+    keys_file: Path | None = None
+    kek: SecretStr | None = None
+    lookup_key: SecretStr | None = None
+    dev_keys_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-keys.json")
+
+    @model_validator(mode="after")
+    def _one_source_of_keys(self) -> Self:
+        if self.keys_file is not None and (self.kek is not None or self.lookup_key is not None):
+            raise ValueError("set either INTYG_KEYS_FILE or INTYG_KEK with INTYG_LOOKUP_KEY, not both")
+        if (self.kek is None) != (self.lookup_key is None):
+            raise ValueError("INTYG_KEK and INTYG_LOOKUP_KEY are set together")
+        return self
 
     # SOAP callers (care systems) prove who they are with a client certificate (mutual TLS, issue 5).
     # The service terminates TLS itself with its certificate and key (PEM); client certificates must
@@ -233,8 +340,9 @@ class Settings(BaseSettings):
 
     def unfit_to_serve(self, *, host: str = "127.0.0.1") -> list[str]:
         """Why these settings may not serve requests on ``host``: the production profile refuses
-        development defaults, and only loopback may be served without identified SOAP callers
-        (issue 5). (Migrating needs none of them, so only ``serve`` asks.)"""
+        development defaults, only loopback may be served without identified SOAP callers, and no
+        profile encrypts a shared database under generated keys (issue 5). (Migrating needs none of
+        them, so only ``serve`` asks.)"""
         problems = []
         callers = (
             "SOAP callers are not identified: set INTYG_TLS_CLIENT_CA_FILE, INTYG_PERMISSIONS_FILE and "
@@ -248,13 +356,45 @@ class Settings(BaseSettings):
                 problems.append(callers)
             if not self.portal_key_configured:
                 problems.append(
-                    "the portal's key (INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE) is not set"
+                    "the production profile needs the portal's key "
+                    "(INTYG_PORTAL_JWKS_FILE or INTYG_PORTAL_PUBLIC_KEY_FILE)"
                 )
             if self.is_sqlite:
                 problems.append(
-                    "the database is the embedded SQLite default, not PostgreSQL (INTYG_DATABASE_URL)"
+                    "the production profile needs PostgreSQL, not the embedded SQLite default (INTYG_DATABASE_URL)"
                 )
+        if not self.keys_configured and not self.may_generate_keys:
+            problems.append(
+                "no key-encryption key and lookup key are configured (INTYG_KEYS_FILE, or INTYG_KEK with "
+                "INTYG_LOOKUP_KEY); generated development keys serve only the embedded SQLite database "
+                "of the development profile"
+            )
         return problems
+
+    def keyring(self) -> KeyRing:
+        """The keys of encryption at rest: configured, or the generated development keys. Raises
+        ValueError (naming no key material) where they are unusable, or absent and not to be made."""
+        if self.keys_file is not None:
+            return _read_keys_file(self.keys_file)
+        if self.kek is not None and self.lookup_key is not None:
+            current, keks = _parse_keks(self.kek.get_secret_value())
+            return KeyRing(current, keks, decode_key(self.lookup_key.get_secret_value(), "INTYG_LOOKUP_KEY"))
+        if not self.may_generate_keys:
+            raise ValueError(
+                "no keys are configured (INTYG_KEYS_FILE, or INTYG_KEK with INTYG_LOOKUP_KEY), and "
+                "development keys serve only the embedded SQLite database of the development profile"
+            )
+        return _development_keys(self.dev_keys_file)
+
+    @property
+    def may_generate_keys(self) -> bool:
+        """Keys generated into a local file fit only a local database: every process of a shared
+        PostgreSQL would make its own, and each would lose the others' certificates."""
+        return self.profile == "development" and self.is_sqlite
+
+    @property
+    def keys_configured(self) -> bool:
+        return self.keys_file is not None or self.kek is not None
 
     @property
     def portal_key_configured(self) -> bool:

@@ -19,7 +19,9 @@ keeps those tables complete.
     │   ├── NotPermitted             the caller may not act on this certificate
     │   └── CallerNotPermitted       the calling system is unidentified, or its permissions do not cover the call
     ├── Unauthenticated              the caller did not prove who it is (no or bad credentials)
-    └── ConcurrentChange             a concurrent transaction won; the operation may be retried
+    ├── ConcurrentChange             a concurrent transaction won; the operation may be retried
+    └── StoredDataUnreadable         a stored ciphertext fails its check: altered, or moved from another row
+        └── KekMissing               its data key is wrapped under a key-encryption key not configured
 
 Messages are safe to show to a caller: they never hold a personal identity number or document text.
 """
@@ -86,4 +88,13 @@ class Unauthenticated(ServiceError):
 
 
 class ConcurrentChange(ServiceError):
+    pass
+
+
+class StoredDataUnreadable(ServiceError):
+    """Raised by the store (encryption at rest, ``store/crypto.py``): a fault of the store, not of the
+    request, answered as an internal error that shows nothing of any row."""
+
+
+class KekMissing(StoredDataUnreadable):
     pass

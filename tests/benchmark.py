@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import os
 import statistics
 import tempfile
 import time
@@ -63,7 +65,12 @@ def main() -> None:
     parser.add_argument("--database-url")
     args = parser.parse_args()
 
-    env = {"INTYG_LOG_LEVEL": "WARNING"}
+    env = {
+        "INTYG_LOG_LEVEL": "WARNING",
+        # Fresh keys of encryption at rest for this run (PostgreSQL gets no generated development keys).
+        "INTYG_KEK": f"bench:{base64.b64encode(os.urandom(32)).decode()}",
+        "INTYG_LOOKUP_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
     if args.database_url:
         env["INTYG_DATABASE_URL"] = args.database_url
     with tempfile.TemporaryDirectory() as workdir, server.running(Path(workdir), env=env) as (base, _):

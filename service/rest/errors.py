@@ -49,6 +49,9 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     errors.CallerNotPermitted: RestError(403, "caller_not_permitted", "The calling system may not do this"),
     errors.Unauthenticated: RestError(401, "unauthenticated", "A valid bearer token is required"),
     errors.ConcurrentChange: RestError(503, "concurrent_change", "A concurrent change interfered; try again"),
+    # Encryption at rest: the same answer as any internal error; nothing of the row is shown.
+    errors.StoredDataUnreadable: RestError(500, "internal_error", "The request could not be carried out"),
+    errors.KekMissing: RestError(500, "internal_error", "The request could not be carried out"),
 }
 
 # Problems the framework raises before an operation is reached.

@@ -62,6 +62,9 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     errors.ConcurrentChange: SoapError(
         "TECHNICAL_ERROR", "Server", "A concurrent change interfered; try again"
     ),
+    # Encryption at rest: the same answer as any internal error; nothing of the row is shown.
+    errors.StoredDataUnreadable: SoapError("TECHNICAL_ERROR", "Server", "Internal error"),
+    errors.KekMissing: SoapError("TECHNICAL_ERROR", "Server", "Internal error"),
 }
 
 # The insuranceprocess ResultOfCall has no REVOKED errorId.

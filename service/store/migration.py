@@ -1,4 +1,9 @@
-"""Applies the Alembic migrations in ``store/migrations`` to a database."""
+"""Applies the Alembic migrations in ``store/migrations`` to a database.
+
+Migrations that convert stored data find the keys of encryption at rest (``store/crypto.py``) in
+``config.attributes["keyring"]``: 0003 encrypts documents and hashes identity numbers, and refuses to
+run on rows without them.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +16,36 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.store.crypto import KeyRing
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def alembic_config(url: str = "", connection: Connection | None = None) -> Config:
+def alembic_config(
+    url: str = "", connection: Connection | None = None, keyring: KeyRing | None = None
+) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url)
     if connection is not None:
         config.attributes["connection"] = connection
+    if keyring is not None:
+        config.attributes["keyring"] = keyring
     return config
 
 
-def upgrade(url: str) -> None:
-    """Bring the database to the newest schema; a no-op at head. For the CLI, outside an event loop."""
-    command.upgrade(alembic_config(url), "head")
+def upgrade(url: str, *, keyring: KeyRing | None = None, revision: str = "head") -> None:
+    """Bring the database to the newest schema; a no-op at head. For the CLI, outside an event loop.
+    ``keyring`` is needed where stored rows are to be encrypted (0003 says so if it is missing)."""
+    command.upgrade(alembic_config(url, keyring=keyring), revision)
 
 
-async def upgrade_engine(engine: AsyncEngine) -> None:
+async def upgrade_engine(engine: AsyncEngine, *, keyring: KeyRing | None = None) -> None:
     """The same, on an engine the caller owns (tests, and start-up inside an event loop)."""
     async with engine.begin() as connection:
-        await connection.run_sync(lambda sync: command.upgrade(alembic_config(connection=sync), "head"))
+        await connection.run_sync(
+            lambda sync: command.upgrade(alembic_config(connection=sync, keyring=keyring), "head")
+        )
 
 
 def head_revision() -> str | None:

@@ -5,11 +5,17 @@ events of every certificate listed; the document is read only by ``get_document`
 values as execution parameters, so each statement is compiled once and cached; building them with
 ``.values(...)`` coerced every value (the document too) on every call, about a fifth of a register's
 time in the profile behind ``tests/benchmark.py``.
+
+Encryption at rest is theirs alone (``store/crypto.py``): ``add`` seals the document and the patient's
+PIN under a fresh data key, ``get`` and ``get_document`` open them, and every patient is looked up by
+``KeyRing.lookup``. Lists take the patient from their argument and decrypt nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +24,7 @@ from typing import Any
 from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import rules
+from service import errors, rules
 from service.model import (
     AuditRecord,
     Caller,
@@ -33,6 +39,14 @@ from service.model import (
     StatusCode,
     StatusEvent,
 )
+from service.store.crypto import (
+    KeyRing,
+    Purpose,
+    WrappedKey,
+    new_data_key,
+    open_sealed,
+    seal,
+)
 from service.store.tables import (
     audit_records,
     certificates,
@@ -42,8 +56,15 @@ from service.store.tables import (
     status_events,
 )
 
+log = logging.getLogger("service.store")
 
-def _certificate(row: Row[Any], events: Sequence[StatusEvent]) -> Certificate:
+# What lists and gets load of a certificate: its list fields, not its ciphertexts.
+_LISTED = [
+    c for c in certificates.c if c.name not in ("patient_key", "patient_ciphertext", "wrapped_data_key")
+]
+
+
+def _certificate(row: Row[*tuple[Any, ...]], events: Sequence[StatusEvent], patient: PersonId) -> Certificate:
     return Certificate(
         id=row.id,
         id_root=row.id_root,
@@ -51,7 +72,7 @@ def _certificate(row: Row[Any], events: Sequence[StatusEvent]) -> Certificate:
         type_code_system=row.type_code_system,
         type_display_name=row.type_display_name,
         type_version=row.type_version,
-        patient=PersonId(row.patient_id),
+        patient=patient,
         signed_at=row.signed_at,
         issuer_id=row.issuer_id,
         issuer_name=row.issuer_name,
@@ -70,9 +91,20 @@ def _certificate(row: Row[Any], events: Sequence[StatusEvent]) -> Certificate:
     )
 
 
+def _unreadable(exc: errors.StoredDataUnreadable) -> errors.StoredDataUnreadable:
+    # The operator's clue; the caller gets an internal error. Names no certificate (ids stay out of
+    # logs) and no data: only what failed (integrity, or which KEK is missing).
+    log.error("stored certificate unreadable: %s", exc)
+    return exc
+
+
 class SqlCertificateRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
         self.session = session
+        self.keyring = keyring
+
+    def _data_key(self, certificate_id: str, kek_id: str, wrapped: bytes) -> bytes:
+        return self.keyring.unwrap(certificate_id, WrappedKey(kek_id, wrapped))
 
     async def _events(self, ids: Sequence[str]) -> dict[str, list[StatusEvent]]:
         found: dict[str, list[StatusEvent]] = defaultdict(list)
@@ -93,23 +125,42 @@ class SqlCertificateRepository:
         return found
 
     async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
-        query = select(certificates).where(certificates.c.id == certificate_id)
+        query = select(*_LISTED, certificates.c.patient_ciphertext, certificates.c.wrapped_data_key).where(
+            certificates.c.id == certificate_id
+        )
         if for_update:
             query = query.with_for_update()
         row = (await self.session.execute(query)).first()
         if row is None:
             return None
+        try:
+            data_key = self._data_key(certificate_id, row.kek_id, row.wrapped_data_key)
+            pid = open_sealed(data_key, certificate_id, Purpose.PATIENT, row.patient_ciphertext)
+        except errors.StoredDataUnreadable as exc:
+            raise _unreadable(exc) from None
         events = await self._events([certificate_id])
-        return _certificate(row, events[certificate_id])
+        return _certificate(row, events[certificate_id], PersonId(pid.decode("ascii")))
 
     async def get_document(self, certificate_id: str) -> bytes | None:
-        content: bytes | None = await self.session.scalar(
-            select(documents.c.content).where(documents.c.certificate_id == certificate_id)
-        )
-        return content
+        row = (
+            await self.session.execute(
+                select(documents.c.ciphertext, certificates.c.kek_id, certificates.c.wrapped_data_key)
+                .join_from(documents, certificates, documents.c.certificate_id == certificates.c.id)
+                .where(documents.c.certificate_id == certificate_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        try:
+            data_key = self._data_key(certificate_id, row.kek_id, row.wrapped_data_key)
+            return open_sealed(data_key, certificate_id, Purpose.DOCUMENT, row.ciphertext)
+        except errors.StoredDataUnreadable as exc:
+            raise _unreadable(exc) from None
 
     async def add(self, certificate: Certificate, document: bytes) -> None:
         unit = certificate.care_unit
+        data_key = new_data_key()
+        wrapped = self.keyring.wrap(certificate.id, data_key)
         await self.session.execute(
             insert(certificates),
             {
@@ -119,7 +170,12 @@ class SqlCertificateRepository:
                 "type_code_system": certificate.type_code_system,
                 "type_display_name": certificate.type_display_name,
                 "type_version": certificate.type_version,
-                "patient_id": certificate.patient.value,
+                "patient_key": self.keyring.lookup(certificate.patient.value),
+                "patient_ciphertext": seal(
+                    data_key, certificate.id, Purpose.PATIENT, certificate.patient.value.encode("ascii")
+                ),
+                "wrapped_data_key": wrapped.wrapped,
+                "kek_id": wrapped.kek_id,
                 "signed_at": certificate.signed_at,
                 "issuer_id": certificate.issuer_id,
                 "issuer_name": certificate.issuer_name,
@@ -134,7 +190,13 @@ class SqlCertificateRepository:
                 "revoked": certificate.revoked,
             },
         )
-        await self.session.execute(insert(documents), {"certificate_id": certificate.id, "content": document})
+        await self.session.execute(
+            insert(documents),
+            {
+                "certificate_id": certificate.id,
+                "ciphertext": seal(data_key, certificate.id, Purpose.DOCUMENT, document),
+            },
+        )
         for event in certificate.status_events:
             await self._add_event(certificate.id, event)
 
@@ -157,7 +219,7 @@ class SqlCertificateRepository:
         care_unit_ids: Sequence[str] = (),
         care_giver_id: str | None = None,
     ) -> list[Certificate]:
-        query = select(certificates).where(certificates.c.patient_id == patient.value)
+        query = select(*_LISTED).where(certificates.c.patient_key == self.keyring.lookup(patient.value))
         if types:
             query = query.where(certificates.c.type_code.in_(types))
         if care_unit_ids:
@@ -170,7 +232,7 @@ class SqlCertificateRepository:
             )
         ).all()
         events = await self._events([row.id for row in rows])
-        return [_certificate(row, events[row.id]) for row in rows]
+        return [_certificate(row, events[row.id], patient) for row in rows]
 
     async def update(self, certificate_id: str, decision: rules.Decision) -> None:
         await self.session.execute(
@@ -186,7 +248,9 @@ class SqlCertificateRepository:
             await self._add_event(certificate_id, decision.event)
 
     async def delete(self, certificate_ids: Sequence[str]) -> None:
-        """Rule 9: the document, the metadata and the status history go; audit records stay."""
+        """Rule 9: the document, the metadata and the status history go; audit records stay. The
+        wrapped data key is on the certificate's row, so it goes in the same transaction as the
+        ciphertext it opens."""
         if not certificate_ids:
             return
         # Deleted explicitly rather than by ON DELETE CASCADE alone: SQLite enforces foreign keys
@@ -200,11 +264,14 @@ class SqlCertificateRepository:
 
 
 class SqlConsentRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
         self.session = session
+        self.keyring = keyring
 
     async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent:
-        query = select(consents.c.given, consents.c.changed_at).where(consents.c.patient_id == patient.value)
+        query = select(consents.c.given, consents.c.changed_at).where(
+            consents.c.patient_key == self.keyring.lookup(patient.value)
+        )
         if for_update:
             query = query.with_for_update()
         row = (await self.session.execute(query)).first()
@@ -216,16 +283,17 @@ class SqlConsentRepository:
         # Only a real change updates: where the row already holds ``given`` (a concurrent first consent
         # committed after our read found none), the insert below fails on the key, the unit of work
         # reports ConcurrentChange, and the operation runs again and sees the row.
+        key = self.keyring.lookup(patient.value)
         changed = await self.session.execute(
             update(consents)
-            .where(consents.c.patient_id == patient.value, consents.c.given != given)
+            .where(consents.c.patient_key == key, consents.c.given != given)
             .values(given=given, changed_at=at)
         )
         if changed.rowcount == 0:  # type: ignore[attr-defined]
             await self.session.execute(
                 insert(consents),
                 {
-                    "patient_id": patient.value,
+                    "patient_key": key,
                     "given": given,
                     "changed_at": at,
                 },
@@ -233,7 +301,7 @@ class SqlConsentRepository:
         await self.session.execute(
             insert(consent_changes),
             {
-                "patient_id": patient.value,
+                "patient_key": key,
                 "given": given,
                 "at": at,
                 "actor_kind": caller.kind.value,
@@ -243,9 +311,28 @@ class SqlConsentRepository:
         )
 
 
+# A personal identity number as callers write it, valid or not (10 or 12 digits, with or without the
+# separator): the shape a citizen's id has where it is an actor's person id.
+_PIN_SHAPED = re.compile(r"(?:\d{2})?\d{6}[-+]?\d{4}")
+# What ``KeyRing.lookup`` gives (base64url of 32 bytes); no HSA id has that shape.
+_HASHED = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def actor_person_key(keyring: KeyRing, person_id: str | None) -> str | None:
+    """What an audit record stores of the actor's person id. A citizen acting is named by their PIN:
+    stored as its keyed hash (their ``patient_key`` where it is a valid number); HSA ids as they are."""
+    if person_id is None or not _PIN_SHAPED.fullmatch(person_id.strip()):
+        return person_id
+    try:
+        return keyring.lookup(PersonId.parse(person_id).value)
+    except errors.InvalidPersonId:
+        return keyring.lookup(person_id.strip())
+
+
 class SqlAuditLog:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
         self.session = session
+        self.keyring = keyring
         # Records of the open transaction, for the metrics once it has committed.
         self.pending: list[AuditRecord] = []
 
@@ -259,9 +346,9 @@ class SqlAuditLog:
                 "outcome": record.outcome.value,
                 "actor_kind": record.actor_kind.value,
                 "actor_id": record.actor_id,
-                "actor_person_id": record.actor_person_id,
+                "actor_person_id": actor_person_key(self.keyring, record.actor_person_id),
                 "channel": record.channel.value,
-                "patient_id": record.patient.value if record.patient else None,
+                "patient_key": self.keyring.lookup(record.patient.value) if record.patient else None,
                 "certificate_ids": ",".join(record.certificate_ids),
                 "care_unit_id": record.care_unit_id,
                 "care_giver_id": record.care_giver_id,
@@ -281,7 +368,8 @@ class SqlAuditLog:
         offset: int,
     ) -> tuple[list[AuditRecord], int]:
         """One patient's records, newest first, one page of them, and how many there are in all."""
-        where = [audit_records.c.patient_id == patient.value]
+        key = self.keyring.lookup(patient.value)
+        where = [audit_records.c.patient_key == key]
         if start is not None:
             where.append(audit_records.c.at >= start)
         if end is not None:
@@ -294,10 +382,17 @@ class SqlAuditLog:
             .limit(limit)
             .offset(offset)
         )
-        return [_audit_record(row, patient) for row in rows], int(total or 0)
+        return [_audit_record(row, patient, key) for row in rows], int(total or 0)
 
 
-def _audit_record(row: Row[Any], patient: PersonId) -> AuditRecord:
+def _audit_record(row: Row[Any], patient: PersonId, patient_key: str) -> AuditRecord:
+    # A hashed actor is shown as the patient where it is the patient (the citizen acting on their own
+    # data), else as unknown: the hash is no person id, and another citizen's is not to be named.
+    actor_person_id = row.actor_person_id
+    if actor_person_id == patient_key:
+        actor_person_id = patient.value
+    elif actor_person_id is not None and _HASHED.fullmatch(actor_person_id):
+        actor_person_id = None
     return AuditRecord(
         at=row.at,
         action=row.action,
@@ -309,7 +404,7 @@ def _audit_record(row: Row[Any], patient: PersonId) -> AuditRecord:
         certificate_ids=tuple(i for i in row.certificate_ids.split(",") if i),
         care_unit_id=row.care_unit_id,
         care_giver_id=row.care_giver_id,
-        actor_person_id=row.actor_person_id,
+        actor_person_id=actor_person_id,
         detail=row.detail,
         care_unit_name=row.care_unit_name,
         care_giver_name=row.care_giver_name,

@@ -3,6 +3,12 @@
 The certificate's list fields are columns (lists never parse stored XML); the document sits in a table
 of its own that only a get reads. Status events cascade with their certificate (rule 9), audit records
 do not reference certificates at all, so they outlive a permanent deletion.
+
+Encryption at rest (issue 5, ``store/crypto.py``): the document and the patient's personal identity
+number (PIN) are stored only as AES-256-GCM ciphertext under the certificate's own data key, which is
+kept wrapped under a key-encryption key on the certificate's row, so that deleting the row deletes
+the key with it. Every column named ``patient_key`` holds ``KeyRing.lookup(PIN)``, a keyed hash that
+finds a patient's rows without storing the number.
 """
 
 from __future__ import annotations
@@ -39,7 +45,12 @@ certificates = Table(
     Column("type_code_system", String(128), nullable=False),
     Column("type_display_name", String(256), nullable=False),
     Column("type_version", String(32), nullable=False),
-    Column("patient_id", String(64), nullable=False),
+    Column("patient_key", String(64), nullable=False),
+    # The patient's PIN under the data key: a get by id shows whose certificate it is.
+    Column("patient_ciphertext", LargeBinary(), nullable=False),
+    # The data key, wrapped under the KEK ``kek_id`` (re-wrapped by ``intygstjanst rotate-kek``).
+    Column("wrapped_data_key", LargeBinary(), nullable=False),
+    Column("kek_id", String(32), nullable=False),
     Column("signed_at", DateTime(), nullable=True),
     Column("issuer_id", String(128), nullable=False),
     Column("issuer_name", String(256), nullable=False),
@@ -53,8 +64,8 @@ certificates = Table(
     Column("citizen_available", Boolean(), nullable=False),
     Column("revoked", Boolean(), nullable=False),
     # Every list is a patient's list; care lists narrow it by unit or care giver.
-    Index(None, "patient_id", "care_unit_id"),
-    Index(None, "patient_id", "care_giver_id"),
+    Index(None, "patient_key", "care_unit_id"),
+    Index(None, "patient_key", "care_giver_id"),
     Index(None, "care_giver_id"),
 )
 
@@ -67,7 +78,8 @@ documents = Table(
         ForeignKey("certificates.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    Column("content", LargeBinary(), nullable=False),
+    # The document as registered, sealed under the certificate's data key.
+    Column("ciphertext", LargeBinary(), nullable=False),
 )
 
 status_events = Table(
@@ -89,7 +101,7 @@ status_events = Table(
 consents = Table(
     "consents",
     metadata,
-    Column("patient_id", String(64), primary_key=True),
+    Column("patient_key", String(64), primary_key=True),
     Column("given", Boolean(), nullable=False),
     Column("changed_at", DateTime(), nullable=False),
 )
@@ -98,7 +110,7 @@ consent_changes = Table(
     "consent_changes",
     metadata,
     Column("id", Integer(), primary_key=True, autoincrement=True),
-    Column("patient_id", String(64), nullable=False, index=True),
+    Column("patient_key", String(64), nullable=False, index=True),
     Column("given", Boolean(), nullable=False),
     Column("at", DateTime(), nullable=False),
     Column("actor_kind", String(32), nullable=False),
@@ -115,9 +127,10 @@ audit_records = Table(
     Column("outcome", String(16), nullable=False),
     Column("actor_kind", String(32), nullable=False),
     Column("actor_id", String(256), nullable=False),
+    # An HSA id of a professional, or where a citizen acts, the keyed hash of their PIN.
     Column("actor_person_id", String(256), nullable=True),
     Column("channel", String(16), nullable=False),
-    Column("patient_id", String(64), nullable=True),
+    Column("patient_key", String(64), nullable=True),
     Column("certificate_ids", Text(), nullable=False),
     Column("care_unit_id", String(128), nullable=True),
     Column("care_giver_id", String(128), nullable=True),
@@ -125,5 +138,5 @@ audit_records = Table(
     Column("care_unit_name", String(256), nullable=True),
     Column("care_giver_name", String(256), nullable=True),
     # The citizen's access log extract reads one patient's records, newest first.
-    Index(None, "patient_id", "at"),
+    Index(None, "patient_key", "at"),
 )

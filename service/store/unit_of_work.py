@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from service import errors, metrics
+from service.store.crypto import KeyRing
 from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
 
 # PostgreSQL's unique and foreign-key violations, serialization_failure and deadlock_detected: the
@@ -58,7 +59,10 @@ def _count_pool(engine: AsyncEngine) -> None:
 def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
     """Every operation writes (at least its audit record), so each transaction takes SQLite's write
     lock at BEGIN: a deferred transaction that read first could not upgrade to a writer under load.
-    WAL lets readers outside a transaction go on meanwhile; foreign keys are off unless asked for."""
+    WAL lets readers outside a transaction go on meanwhile; foreign keys are off unless asked for.
+    secure_delete overwrites the bytes of deleted rows in the file: a permanent deletion (DOMAIN.md
+    rules 5, 6 and 9) erases the certificate for good, not only unlinks pages that keep its wrapped
+    data key and ciphertext until reused (issue 5)."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -67,6 +71,7 @@ def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
@@ -86,15 +91,16 @@ def _lost_a_race(exc: BaseException) -> bool:
 
 
 class SqlUnitOfWork:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> None:
         self._sessions = sessions
+        self._keyring = keyring
         self._session: AsyncSession | None = None
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
-        self.certificates = SqlCertificateRepository(self._session)
-        self.consents = SqlConsentRepository(self._session)
-        self.audit = SqlAuditLog(self._session)
+        self.certificates = SqlCertificateRepository(self._session, self._keyring)
+        self.consents = SqlConsentRepository(self._session, self._keyring)
+        self.audit = SqlAuditLog(self._session, self._keyring)
         return self
 
     async def __aexit__(

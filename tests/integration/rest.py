@@ -31,6 +31,7 @@ from joserfc.jwk import ECKey, RSAKey
 from service.config import Settings
 from tests.integration import soap as s
 from tests.integration.soap import SoapClient
+from tests.keys import settings_keys
 from tests.reference import with_check_digit
 
 PREFIX = "/api/citizen/v1"
@@ -111,6 +112,7 @@ def portal_settings(database_url: str, folder: Path, **overrides: Any) -> Settin
         "portal_issuer": ISSUER,
         "portal_audience": AUDIENCE,
         "dev_key_file": folder / "dev-portal-key.json",
+        **settings_keys(),
         **overrides,
     }
     return Settings(**values)

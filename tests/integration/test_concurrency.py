@@ -33,6 +33,7 @@ from service.model import Caller, CallerKind, Certificate, Channel, Party, Perso
 from service.store.tables import audit_records, certificates, consent_changes, consents
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
 from tests.fakes import a_certificate, document_of
+from tests.keys import KEYRING, key_of
 
 pytestmark = pytest.mark.postgres
 
@@ -90,7 +91,7 @@ def seed(url: str, *certificates_: Certificate, consent_given: Sequence[PersonId
     async def run() -> None:
         engine = create_engine(url, pool_size=1)
         try:
-            uow = SqlUnitOfWork(sessions_for(engine))
+            uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
             async with uow:
                 for item in certificates_:
                     await uow.certificates.add(item, document_of(item.id))
@@ -123,7 +124,7 @@ def race(url: str, *calls: Call, ready: Callable[[], None] | None = None) -> lis
             try:
                 async with engine.connect():
                     pass  # connected before the start line, so that the calls start together
-                uow = SqlUnitOfWork(sessions_for(engine))
+                uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
                 barrier.wait(timeout=30)
                 results[index].value = await call(uow)
             finally:
@@ -161,7 +162,7 @@ def scalars(db: Engine, query: Any) -> list[Any]:
 
 def without_keeper(db: Engine) -> list[str]:
     """Rule 8: ids of stored certificates that neither the care provider nor the citizen's consent keeps."""
-    joined = certificates.outerjoin(consents, consents.c.patient_id == certificates.c.patient_id)
+    joined = certificates.outerjoin(consents, consents.c.patient_key == certificates.c.patient_key)
     query = (
         select(certificates.c.id)
         .select_from(joined)
@@ -171,7 +172,9 @@ def without_keeper(db: Engine) -> list[str]:
 
 
 def ids_of(db: Engine, patient: PersonId) -> set[str]:
-    return set(scalars(db, select(certificates.c.id).where(certificates.c.patient_id == patient.value)))
+    return set(
+        scalars(db, select(certificates.c.id).where(certificates.c.patient_key == key_of(patient.value)))
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,8 +194,8 @@ def test_the_same_certificate_registered_twice_at_once_is_stored_once(postgres_u
         answers = values(race(postgres_url, register(new), register(new)))
 
         assert sorted(a.value for a in answers) == ["already_exists", "create"]
-        assert scalars(db, select(certificates.c.patient_id).where(certificates.c.id == new.id)) == [
-            new.patient.value
+        assert scalars(db, select(certificates.c.patient_key).where(certificates.c.id == new.id)) == [
+            key_of(new.patient.value)
         ]
         outcomes = scalars(
             db, select(audit_records.c.outcome).where(audit_records.c.certificate_ids == new.id)
@@ -212,8 +215,8 @@ def test_one_id_registered_at_once_for_two_patients_goes_to_one_and_conflicts_fo
         refused = [i for i, r in enumerate(results) if isinstance(r.error, errors.CertificateIdConflict)]
         assert (len(created), len(refused)) == (1, 1), results
         winner = (first, second)[created[0]]
-        assert scalars(db, select(certificates.c.patient_id).where(certificates.c.id == winner.id)) == [
-            winner.patient.value
+        assert scalars(db, select(certificates.c.patient_key).where(certificates.c.id == winner.id)) == [
+            key_of(winner.patient.value)
         ]
         outcomes = scalars(
             db, select(audit_records.c.outcome).where(audit_records.c.certificate_ids == winner.id)
@@ -240,13 +243,13 @@ def remove(certificate_id: str) -> Call:
 
 
 def consent_of(db: Engine, patient: PersonId) -> list[bool]:
-    return scalars(db, select(consents.c.given).where(consents.c.patient_id == patient.value))
+    return scalars(db, select(consents.c.given).where(consents.c.patient_key == key_of(patient.value)))
 
 
 def last_change_of(db: Engine, patient: PersonId) -> bool:
     query = (
         select(consent_changes.c.given)
-        .where(consent_changes.c.patient_id == patient.value)
+        .where(consent_changes.c.patient_key == key_of(patient.value))
         .order_by(consent_changes.c.id.desc())
         .limit(1)
     )
@@ -327,10 +330,10 @@ async def test_a_first_consent_given_between_another_ones_read_and_write_is_reco
     engine = create_engine(postgres_url)
     try:
         sessions = sessions_for(engine)
-        slow = FakePausingUnitOfWork(sessions)
+        slow = FakePausingUnitOfWork(sessions, KEYRING)
         late = asyncio.create_task(give(patient)(slow))
         await asyncio.wait_for(slow.paused.wait(), timeout=10)
-        first = await give(patient)(SqlUnitOfWork(sessions))
+        first = await give(patient)(SqlUnitOfWork(sessions, KEYRING))
         slow.resume.set()
         second = await asyncio.wait_for(late, timeout=10)
     finally:
@@ -338,7 +341,7 @@ async def test_a_first_consent_given_between_another_ones_read_and_write_is_reco
 
     assert (first.changed, second.changed) == (True, False)
     assert consent_of(db, patient) == [True]
-    history = select(consent_changes.c.given).where(consent_changes.c.patient_id == patient.value)
+    history = select(consent_changes.c.given).where(consent_changes.c.patient_key == key_of(patient.value))
     assert scalars(db, history) == [True]
     outcomes = select(audit_records.c.outcome).where(audit_records.c.action == "give_consent")
     assert sorted(scalars(db, outcomes)) == ["info", "ok"]

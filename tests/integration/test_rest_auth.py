@@ -44,6 +44,7 @@ from tests.integration.rest import (
     unsigned_token,
     write_portal_keys,
 )
+from tests.keys import settings_keys
 
 COMMAND = Path(sys.executable).parent / "intygstjanst"
 
@@ -209,6 +210,7 @@ def _without_portal_key(database_url: str, dev_key_file: Path) -> Settings:
         dev_key_file=dev_key_file,
         portal_issuer=ISSUER,
         portal_audience=AUDIENCE,
+        **settings_keys(),
     )
 
 
@@ -254,7 +256,7 @@ def test_the_dev_token_command_prints_a_token_the_service_without_a_portal_key_a
     key_file = tmp_path / "intygstjanst-dev-portal-key.json"
     assert key_file.exists()
     assert key_file.stat().st_mode & 0o077 == 0, "the development key is readable by its owner only"
-    settings = Settings(database_url=database_url, dev_key_file=key_file)
+    settings = Settings(database_url=database_url, dev_key_file=key_file, **settings_keys())
     with app_with(settings) as client:
         assert consent_with(client, bearer(done.stdout.strip())).status_code == 200
 

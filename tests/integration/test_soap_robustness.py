@@ -37,6 +37,7 @@ from tests.integration.soap import (
     statuses,
     validate_response,
 )
+from tests.keys import settings_keys
 from tests.reference import (
     PEER_REQUESTS,
     PERSONNUMMER,
@@ -561,7 +562,9 @@ LIMIT = 10_000  # the smallest limit Settings accepts
 
 @pytest.fixture
 def small_limit(database_url: str) -> Iterator[SoapClient]:
-    with TestClient(create_app(Settings(database_url=database_url, max_request_bytes=LIMIT))) as client:
+    with TestClient(
+        create_app(Settings(database_url=database_url, max_request_bytes=LIMIT, **settings_keys()))
+    ) as client:
         yield SoapClient(client)
 
 

@@ -43,6 +43,7 @@ from service.store.tables import (
 )
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
 from tests.fakes import FakeUnitOfWork, a_certificate, document_of
+from tests.keys import KEYRING, key_of
 
 # The service stores local wall-clock times without a zone (app.py's clock), so the tests do too.
 SIGNED = dt.datetime(2024, 5, 2, 10, 0)
@@ -77,7 +78,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def uow(engine: AsyncEngine) -> SqlUnitOfWork:
-    return SqlUnitOfWork(sessions_for(engine))
+    return SqlUnitOfWork(sessions_for(engine), KEYRING)
 
 
 async def seed(
@@ -331,7 +332,7 @@ async def test_the_same_unit_of_work_can_be_entered_again_after_a_commit(
 async def test_a_certificate_id_stored_meanwhile_is_reported_as_a_concurrent_change(
     engine: AsyncEngine,
 ) -> None:
-    first, second = SqlUnitOfWork(sessions_for(engine)), SqlUnitOfWork(sessions_for(engine))
+    first, second = SqlUnitOfWork(sessions_for(engine), KEYRING), SqlUnitOfWork(sessions_for(engine), KEYRING)
     await seed(first, stored())
 
     with pytest.raises(errors.ConcurrentChange):
@@ -361,13 +362,13 @@ async def test_setting_consent_keeps_one_row_per_citizen_and_records_every_chang
         async with uow:
             assert await uow.consents.get(PATIENT) == Consent(PATIENT, given=given, changed_at=at)
 
-    assert [(r.patient_id, r.given, r.changed_at) for r in await rows(engine, consents)] == [
-        (PATIENT.value, False, LATER)
+    assert [(r.patient_key, r.given, r.changed_at) for r in await rows(engine, consents)] == [
+        (key_of(PATIENT.value), False, LATER)
     ]
     history = await rows(engine, consent_changes)
-    assert [(r.patient_id, r.given, r.at, r.actor_kind, r.actor_id, r.channel) for r in history] == [
-        (PATIENT.value, True, NOW, "citizen", "1177-portal", "rest"),
-        (PATIENT.value, False, LATER, "citizen", "legacy-portal", "soap"),
+    assert [(r.patient_key, r.given, r.at, r.actor_kind, r.actor_id, r.channel) for r in history] == [
+        (key_of(PATIENT.value), True, NOW, "citizen", "1177-portal", "rest"),
+        (key_of(PATIENT.value), False, LATER, "citizen", "legacy-portal", "soap"),
     ]
     async with uow:
         assert await uow.consents.get(OTHER_PATIENT) == Consent(OTHER_PATIENT, given=False, changed_at=None)
@@ -410,12 +411,12 @@ async def test_registering_a_taken_id_for_another_patient_changes_nothing_and_is
         await operations.register_certificate(uow, new=new, caller=CARE, now=NOW)
 
     [row] = await rows(engine, certificates)
-    assert row.patient_id == PATIENT.value
+    assert row.patient_key == key_of(PATIENT.value)
     [record] = await audit_of(engine, "register")
-    assert (record.outcome, record.detail, record.patient_id) == (
+    assert (record.outcome, record.detail, record.patient_key) == (
         "error",
         "CertificateIdConflict",
-        OTHER_PATIENT.value,
+        key_of(OTHER_PATIENT.value),
     )
 
 
@@ -460,7 +461,7 @@ async def test_removing_the_care_copy_without_consent_deletes_the_certificate_pe
     assert await count(engine, status_events, status_events.c.certificate_id == "cert-1") == 0
     [record] = await audit_of(engine, "remove_care_copy")
     assert (record.outcome, record.detail, record.certificate_ids) == ("ok", "deleted", "cert-1")
-    assert record.patient_id == PATIENT.value
+    assert record.patient_key == key_of(PATIENT.value)
 
 
 async def test_removing_another_care_givers_copy_is_denied_audited_and_changes_nothing(
@@ -540,13 +541,13 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
         )
         == 0
     )
-    assert {(r.patient_id, r.given) for r in await rows(engine, consents)} == {
-        (PATIENT.value, False),
-        (OTHER_PATIENT.value, True),
+    assert {(r.patient_key, r.given) for r in await rows(engine, consents)} == {
+        (key_of(PATIENT.value), False),
+        (key_of(OTHER_PATIENT.value), True),
     }
     assert [
         (r.given, r.at)
-        for r in await rows(engine, consent_changes, consent_changes.c.patient_id == PATIENT.value)
+        for r in await rows(engine, consent_changes, consent_changes.c.patient_key == key_of(PATIENT.value))
     ] == [
         (True, REGISTERED),
         (False, NOW),

@@ -95,8 +95,23 @@ def test_every_soap_answer_is_also_a_result_of_call_error_id_once_translated(ent
 def test_a_server_fault_is_kept_for_failures_that_are_not_the_callers() -> None:
     # soap:Server tells the caller a retry may succeed; soap:Client tells it to fix the request.
     server = {cls for cls, entry in faults.ERRORS.items() if entry.fault_code == "Server"}
-    assert server == {errors.ServiceError, errors.ConcurrentChange}
+    assert server == {
+        errors.ServiceError,
+        errors.ConcurrentChange,
+        errors.StoredDataUnreadable,
+        errors.KekMissing,
+    }
     assert faults.INTERNAL.fault_code == "Server"
+
+
+def test_a_stored_ciphertext_that_fails_its_check_is_answered_as_any_internal_error() -> None:
+    # Encryption at rest (issue 5): a tampered or unreadable row says nothing more than that.
+    for cls in (errors.StoredDataUnreadable, errors.KekMissing):
+        assert (faults.ERRORS[cls].text, faults.ERRORS[cls].error_id) == (
+            faults.INTERNAL.text,
+            faults.INTERNAL.error_id,
+        )
+        assert rest_errors.ERRORS[cls] == rest_errors.ERRORS[errors.ServiceError]
 
 
 def test_texts_shown_to_callers_never_hold_a_personal_identity_number() -> None:
@@ -156,7 +171,12 @@ def test_the_rest_answers_the_issue_names(cls: type[errors.ServiceError], status
 
 def test_a_server_error_status_is_kept_for_failures_that_are_not_the_callers() -> None:
     server = {cls for cls, entry in rest_errors.ERRORS.items() if entry.status >= 500}
-    assert server == {errors.ServiceError, errors.ConcurrentChange}
+    assert server == {
+        errors.ServiceError,
+        errors.ConcurrentChange,
+        errors.StoredDataUnreadable,
+        errors.KekMissing,
+    }
 
 
 def test_every_problem_is_problem_json_and_a_401_challenges_for_a_bearer_token() -> None:

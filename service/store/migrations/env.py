@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from service.store.tables import metadata
@@ -25,6 +27,16 @@ def _run(connection: Connection) -> None:
 
 async def _migrate(url: str) -> None:
     engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        # Batch mode copies a table and drops the old one; with foreign keys on, dropping
+        # ``certificates`` would first delete its documents and status events (ON DELETE CASCADE).
+        # Set after the service's own connect hook, which turns them on.
+        @event.listens_for(engine.sync_engine, "connect")
+        def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=OFF")
+            cursor.close()
+
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
