@@ -28,7 +28,9 @@ from service.rest.routes import citizen_router
 from service.soap import messages
 from service.soap.caller import Callers, ClientCertificates
 from service.soap.endpoint import SoapEndpoint
-from service.store.repositories import store_statistics
+from service.store import audit_key
+from service.store.audit_chain import Signer
+from service.store.repositories import log_checkpoint, seal_audit_chain, store_statistics
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose, sessions_for
 from service.telemetry import TelemetryMiddleware, configure_logging
 
@@ -50,6 +52,31 @@ async def _refresh_store_gauges(sessions: async_sessionmaker[AsyncSession], ever
             metrics.AUDIT_RECORDS.set(stats.audit_records)
         except Exception as exc:  # the gauges wait for the next round; the service goes on
             log.warning("store gauges not refreshed: %s", type(exc).__name__)
+        await asyncio.sleep(every)
+
+
+async def _seal(sessions: async_sessionmaker[AsyncSession], signer: Signer, at: dt.datetime) -> None:
+    """Sign a checkpoint at the audit chain's head if it grew, in a transaction of its own."""
+    try:
+        async with sessions() as session, session.begin():
+            checkpoint = await seal_audit_chain(session, signer, at=at)
+    except Exception as exc:  # the next round tries again; the service goes on
+        log.warning("audit chain not sealed: %s", type(exc).__name__)
+        return
+    if checkpoint is not None:
+        log_checkpoint(checkpoint)
+
+
+async def _keep_sealing(
+    sessions: async_sessionmaker[AsyncSession],
+    signer: Signer,
+    clock: Callable[[], dt.datetime],
+    every: float,
+) -> None:
+    """Issue 5: a quiet service still gets its newest records under a signed checkpoint within
+    ``every`` seconds, where the in-transaction checkpoints come only every so many records."""
+    while True:
+        await _seal(sessions, signer, clock())
         await asyncio.sleep(every)
 
 
@@ -102,6 +129,12 @@ def create_app(settings: Settings) -> FastAPI:
     sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
     recipients = settings.recipients()
+    signer = audit_key.signer(settings)
+
+    def unit_of_work() -> SqlUnitOfWork:
+        return SqlUnitOfWork(
+            sessions, keyring, signer=signer, checkpoint_every=settings.audit_checkpoint_every
+        )
 
     def clock() -> dt.datetime:
         # The contracts' timestamps are local wall-clock times without a zone (rivta/README.md).
@@ -109,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     soap = SoapEndpoint(
         schema=messages.load_schema(),
-        unit_of_work=lambda: SqlUnitOfWork(sessions, keyring),
+        unit_of_work=unit_of_work,
         clock=clock,
         max_request_bytes=settings.max_request_bytes,
         recipients=recipients,
@@ -126,12 +159,18 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         refresher = asyncio.create_task(_refresh_store_gauges(sessions, settings.metrics_refresh_seconds))
+        sealer = asyncio.create_task(
+            _keep_sealing(sessions, signer, clock, settings.audit_checkpoint_seconds)
+        )
         restore_signal = _drain_on_sigterm(app)
         yield
         restore_signal()
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in (refresher, sealer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # The last records served get their checkpoint before the process goes.
+        await _seal(sessions, signer, clock())
         await dispose(engine)
 
     app = FastAPI(
@@ -148,7 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(
         citizen_router(
             verifier=verifier,
-            unit_of_work=lambda: SqlUnitOfWork(sessions, keyring),
+            unit_of_work=unit_of_work,
             clock=clock,
             recipients=recipients,
             zone=zone,

@@ -1,4 +1,4 @@
-"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek`` and ``dev-token``."""
+"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``verify-audit`` and ``dev-token``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from service.config import Settings
 from service.errors import StoredDataUnreadable
-from service.store import migration, rotation
+from service.store import audit_key, migration, rotation
 from service.store.crypto import KeyRing
 from service.store.unit_of_work import create_engine, sessions_for
 from service.telemetry import configure_logging
@@ -68,6 +69,40 @@ def _rotate_kek(settings: Settings, batch_size: int) -> int:
     return 0
 
 
+def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
+    """Issue 5: one line, the verdict on the whole audit chain. It names places, never a record's content
+    (records hold identities). Exit 0 intact, 1 not intact, 2 nothing to check with."""
+    from sqlalchemy.exc import DBAPIError
+
+    from service.store import audit_verification
+
+    keys = audit_key.verify_keys(settings)
+    if not keys:
+        print(
+            "no key to check the audit checkpoints with: set INTYG_AUDIT_VERIFY_KEYS_FILE (public keys)",
+            file=sys.stderr,
+        )
+        return 2
+    logged = audit_verification.logged_checkpoints(checkpoint_log) if checkpoint_log else []
+    started = time.perf_counter()
+    try:
+        verdict = audit_verification.verify_database(settings.database_url, keys, logged=logged)
+    except DBAPIError as exc:  # no such database, or not migrated
+        # The driver's first line names the cause; PostgreSQL's next lines would quote the SQL.
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        print(f"cannot read the audit log: {reason}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - started
+    if verdict.problem is not None:
+        print(f"audit log NOT intact: {verdict.problem.message}")
+        return 1
+    print(
+        f"audit log intact: {verdict.records} records, {verdict.checkpoints} checkpoints, "
+        f"verified in {elapsed:.2f} s ({verdict.records / max(elapsed, 1e-9):.0f} records/s)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="intygstjanst", description="Intygstjänsten, the certificate store")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     token = commands.add_parser("dev-token", help="print a citizen token signed by the development key")
     token.add_argument("personnummer", help="the citizen the token names (12 digits)")
+    audit = commands.add_parser(
+        "verify-audit", help="check the audit log's hash chain and signed checkpoints (read-only)"
+    )
+    audit.add_argument(
+        "--checkpoint-log",
+        type=Path,
+        help="a copy of the service's JSON log: its checkpoint events are checked too",
+    )
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -103,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "rotate-kek":
         return _rotate_kek(settings, args.batch_size)
+    if args.command == "verify-audit":
+        return _verify_audit(settings, args.checkpoint_log)
 
     if args.command == "dev-token":
         from service.errors import InvalidPersonId
@@ -141,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
             )
     except (OSError, ValueError) as exc:
         print(f"refusing to start: the TLS or permission settings cannot be used: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Read once here, so that a key that cannot sign stops the start with one clear line rather
+        # than a traceback from every worker (and the development key is made before they start).
+        audit_key.signer(settings)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"refusing to start: the audit log's signing key: {exc}", file=sys.stderr)
         return 2
     if settings.is_sqlite:
         # The embedded default needs no set-up: its schema is created or upgraded on start.

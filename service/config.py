@@ -302,6 +302,20 @@ class Settings(BaseSettings):
             )
         return self
 
+    # The audit log is a hash chain (issue 5, service/store/audit_chain.py); checkpoints signed with an
+    # Ed25519 key the database never holds make rewriting it detectable. The signing key: PEM, PKCS#8.
+    # Without it the development profile generates `dev_audit_key_file` once; production refuses.
+    audit_signing_key_file: Path | None = None
+    # Public keys (PEM, one or more Ed25519) `intygstjanst verify-audit` checks checkpoints with: an
+    # auditor needs no private key, and keys rotated out stay here so their checkpoints still verify.
+    audit_verify_keys_file: Path | None = None
+    # A checkpoint is signed in the transaction of every record whose seq is a multiple of this, and
+    # by the sealer every `audit_checkpoint_seconds` if the chain grew meanwhile: together they bound
+    # the records a rewrite of the database alone could alter undetected (audit_chain.py).
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=300.0, gt=0)
+    dev_audit_key_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-audit-key.pem")
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
@@ -363,6 +377,8 @@ class Settings(BaseSettings):
                 problems.append(
                     "the production profile needs PostgreSQL, not the embedded SQLite default (INTYG_DATABASE_URL)"
                 )
+            if self.audit_signing_key_file is None:
+                problems.append("the audit log's signing key (INTYG_AUDIT_SIGNING_KEY_FILE) is not set")
         if not self.keys_configured and not self.may_generate_keys:
             problems.append(
                 "no key-encryption key and lookup key are configured (INTYG_KEYS_FILE, or INTYG_KEK with "

@@ -14,7 +14,9 @@ finds a patient's rows without storing the number.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -118,10 +120,13 @@ consent_changes = Table(
     Column("channel", String(16), nullable=False),
 )
 
+# The audit log is a hash chain (issue 5, store/audit_chain.py): ``seq`` is the record's place, gapless
+# and taken from ``audit_head`` in the record's own transaction, never from an autoincrement (whose
+# rolled-back values leave gaps); ``hash`` covers ``prev_hash`` and every other column.
 audit_records = Table(
     "audit_records",
     metadata,
-    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
     Column("at", DateTime(), nullable=False),
     Column("action", String(64), nullable=False),
     Column("outcome", String(16), nullable=False),
@@ -137,6 +142,30 @@ audit_records = Table(
     Column("detail", String(256), nullable=False),
     Column("care_unit_name", String(256), nullable=True),
     Column("care_giver_name", String(256), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
     # The citizen's access log extract reads one patient's records, newest first.
     Index(None, "patient_key", "at"),
+)
+
+# One row: the last record of the chain. Every audit write locks it, so records get their seq in
+# commit order, and a tail cut off the chain leaves the head naming a record that is not there.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    Column("seq", BigInteger(), nullable=False),
+    Column("hash", String(64), nullable=False),
+    CheckConstraint("id = 1", name="ck_audit_head_one_row"),
+)
+
+# The chain's hash at ``seq``, signed (Ed25519, hex) by the key named ``key_id`` at ``at``.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("at", DateTime(), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", String(256), nullable=False),
 )

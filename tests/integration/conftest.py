@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -89,8 +90,11 @@ def empty_database_url(
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, **settings_keys())
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    # The audit log's development signing key lives in the test's own folder, not the working directory.
+    return Settings(
+        database_url=database_url, dev_audit_key_file=tmp_path / "dev-audit-key.pem", **settings_keys()
+    )
 
 
 @pytest.fixture

@@ -113,6 +113,7 @@ def portal_settings(database_url: str, folder: Path, **overrides: Any) -> Settin
         "portal_audience": AUDIENCE,
         "dev_key_file": folder / "dev-portal-key.json",
         **settings_keys(),
+        "dev_audit_key_file": folder / "dev-audit-key.pem",
         **overrides,
     }
     return Settings(**values)

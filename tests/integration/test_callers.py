@@ -25,6 +25,7 @@ from service.config import Settings
 from service.store.tables import audit_records
 from tests.integration import soap as s
 from tests.integration.soap import Reply, SoapClient
+from tests.keys import settings_keys
 from tests.tls import GIVER_A, GIVER_B, JOURNAL, PORTAL, UNKNOWN, WEBCERT, Issued, Pki, make_pki
 
 PATIENT = "191212121212"
@@ -68,7 +69,7 @@ class Callers:
                 rows = connection.execute(
                     select(
                         audit_records.c.action, audit_records.c.outcome, audit_records.c.actor_id
-                    ).order_by(audit_records.c.id)
+                    ).order_by(audit_records.c.seq)
                 ).all()
         finally:
             engine.dispose()
@@ -88,6 +89,7 @@ def settings_with_table(database_url: str, pki: Pki, **more: object) -> Settings
         tls_client_ca_file=pki.ca_file,
         permissions_file=pki.permissions_file,
         trusted_proxies=[ipaddress.ip_network(PROXY)],
+        **settings_keys(),
         **more,  # type: ignore[arg-type]
     )
 

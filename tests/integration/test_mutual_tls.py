@@ -78,7 +78,7 @@ class Service:
     def audit(self) -> list[tuple[str, str, str]]:
         """(action, outcome, actor_id) of every audit record, oldest first."""
         with sqlite3.connect(self.database) as connection:
-            rows = connection.execute("SELECT action, outcome, actor_id FROM audit_records ORDER BY id")
+            rows = connection.execute("SELECT action, outcome, actor_id FROM audit_records ORDER BY seq")
             return [(str(a), str(o), str(i)) for a, o, i in rows]
 
 

@@ -208,6 +208,7 @@ def _without_portal_key(database_url: str, dev_key_file: Path) -> Settings:
     return Settings(
         database_url=database_url,
         dev_key_file=dev_key_file,
+        dev_audit_key_file=dev_key_file.with_name("dev-audit-key.pem"),
         portal_issuer=ISSUER,
         portal_audience=AUDIENCE,
         **settings_keys(),
@@ -256,7 +257,12 @@ def test_the_dev_token_command_prints_a_token_the_service_without_a_portal_key_a
     key_file = tmp_path / "intygstjanst-dev-portal-key.json"
     assert key_file.exists()
     assert key_file.stat().st_mode & 0o077 == 0, "the development key is readable by its owner only"
-    settings = Settings(database_url=database_url, dev_key_file=key_file, **settings_keys())
+    settings = Settings(
+        database_url=database_url,
+        dev_key_file=key_file,
+        dev_audit_key_file=tmp_path / "dev-audit-key.pem",
+        **settings_keys(),
+    )
     with app_with(settings) as client:
         assert consent_with(client, bearer(done.stdout.strip())).status_code == 200
 

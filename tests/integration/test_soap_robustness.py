@@ -18,6 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -561,10 +562,14 @@ LIMIT = 10_000  # the smallest limit Settings accepts
 
 
 @pytest.fixture
-def small_limit(database_url: str) -> Iterator[SoapClient]:
-    with TestClient(
-        create_app(Settings(database_url=database_url, max_request_bytes=LIMIT, **settings_keys()))
-    ) as client:
+def small_limit(database_url: str, tmp_path: Path) -> Iterator[SoapClient]:
+    settings = Settings(
+        database_url=database_url,
+        max_request_bytes=LIMIT,
+        dev_audit_key_file=tmp_path / "dev-audit-key.pem",
+        **settings_keys(),
+    )
+    with TestClient(create_app(settings)) as client:
         yield SoapClient(client)
 
 

@@ -109,7 +109,7 @@ async def stored_ids(engine: AsyncEngine) -> set[str]:
 
 async def audit_of(engine: AsyncEngine, action: str) -> list[Row[Any]]:
     async with engine.connect() as connection:
-        query = select(audit_records).where(audit_records.c.action == action).order_by(audit_records.c.id)
+        query = select(audit_records).where(audit_records.c.action == action).order_by(audit_records.c.seq)
         return list((await connection.execute(query)).all())
 
 

@@ -1,0 +1,272 @@
+"""The audit log's hash chain and its signed checkpoints (issue 5). Pure: no I/O, no clock.
+
+Every audit record holds ``seq`` (its place: 1, 2, 3 ... without gaps), ``prev_hash`` (the hash of
+the record before it; ``GENESIS`` for the first) and ``hash``: SHA-256 over a versioned prefix, the
+previous hash and a canonical encoding of every other stored value of the record. Changing, removing,
+inserting or reordering a record therefore breaks the chain at that place. The one-row head names
+the last record, so that cutting off the tail shows too.
+
+Anyone who can write the database and knows this module could rewrite the chain from some record
+onwards. A checkpoint, signed with an Ed25519 key the database never holds, fixes the hash at a
+``seq``: a rewrite is caught at the first checkpoint at or after the rewritten record, and a copy of
+each checkpoint in the external log store (``repositories.log_checkpoint``) anchors the chain beyond
+the database's own reach. Only records after the newest checkpoint are unprotected against a rewrite
+by someone who can also rewrite the head; the periodic sealer (``app.py``) keeps that window short.
+
+The writer (``repositories.SqlAuditLog``), the migration that chains older records, and the
+verifier (``intygstjanst verify-audit``) share these functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+# The hash before the first record.
+GENESIS: Final = "0" * 64
+# The columns that place a record in the chain; every other stored column is hashed.
+CHAIN_COLUMNS: Final = frozenset({"seq", "prev_hash", "hash"})
+# Versioned domain prefixes: a record hash can never be read as a checkpoint's signed bytes, and a
+# later encoding gets a new prefix while records hashed under this one still verify.
+_RECORD_V1: Final = b"intygstjanst-audit-record-v1\n"
+_CHECKPOINT_V1: Final = b"intygstjanst-audit-checkpoint-v1\n"
+
+
+def _tagged(value: object) -> object:
+    """JSON has no times or bytes: each becomes a one-key object, which no stored string can be."""
+    if isinstance(value, dt.datetime):
+        return {"datetime": value.isoformat()}
+    if isinstance(value, bytes):
+        return {"bytes": base64.b64encode(value).decode("ascii")}
+    raise TypeError(f"an audit record cannot hold a {type(value).__name__}")
+
+
+def _encoded(present: Mapping[str, object]) -> bytes:
+    return json.dumps(
+        present, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_tagged
+    ).encode("ascii")
+
+
+def canonical(values: Mapping[str, object]) -> bytes:
+    """One byte string per set of values, whatever the order of the mapping.
+
+    Sorted keys, no whitespace, times in ISO 8601, bytes in base64. A ``None`` is left out: a column
+    added later (nullable, so ``None`` in older rows) then leaves the hashes of older records intact,
+    and "no value" reads the same whether the column is empty or absent.
+    """
+    return _encoded({key: value for key, value in values.items() if value is not None})
+
+
+def record_hash(prev_hash: str, values: Mapping[str, object]) -> str:
+    """The hash of a record: its predecessor's hash and its stored values (not seq/prev_hash/hash)."""
+    content = {key: value for key, value in values.items() if value is not None and key not in CHAIN_COLUMNS}
+    digest = hashlib.sha256(_RECORD_V1)
+    digest.update(prev_hash.encode("ascii"))
+    digest.update(b"\n")
+    digest.update(_encoded(content))
+    return digest.hexdigest()
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """A short name of a public key, stored with each checkpoint: keys can be rotated and an auditor
+    picks the right one of several. Base64, not hex: it is logged, and a run of twelve digits in hex
+    would look like a personal identity number to the log store's scanners (and ``tests/zz_suite``)."""
+    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.b64encode(hashlib.sha256(raw).digest()[:12]).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The chain's hash at ``seq``, signed at ``at`` by the key named ``key_id``."""
+
+    seq: int
+    hash: str
+    at: dt.datetime
+    key_id: str
+    signature: str  # hex
+
+    def as_logged(self) -> dict[str, object]:
+        """The checkpoint as the log event carries it: hash and signature in base64, as in ``key_id``
+        (a hex run of twelve digits would look like a personal identity number in the log)."""
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "key_id": self.key_id,
+            "hash_b64": base64.b64encode(bytes.fromhex(self.hash)).decode("ascii"),
+            "signature_b64": base64.b64encode(bytes.fromhex(self.signature)).decode("ascii"),
+        }
+
+    @classmethod
+    def from_logged(cls, event: Mapping[str, Any]) -> Checkpoint:
+        """The checkpoint of a log event; ``ValueError`` where the event is not one."""
+        try:
+            return cls(
+                seq=int(event["seq"]),
+                hash=base64.b64decode(str(event["hash_b64"]), validate=True).hex(),
+                at=dt.datetime.fromisoformat(str(event["at"])),
+                key_id=str(event["key_id"]),
+                signature=base64.b64decode(str(event["signature_b64"]), validate=True).hex(),
+            )
+        except (KeyError, TypeError, binascii.Error) as exc:
+            raise ValueError("not a checkpoint event") from exc
+
+
+def _signed_bytes(seq: int, hash_: str, at: dt.datetime) -> bytes:
+    return _CHECKPOINT_V1 + canonical({"seq": seq, "hash": hash_, "at": at})
+
+
+class Signer:
+    """Signs checkpoints with the service's Ed25519 private key."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key = key.public_key()
+        self.key_id = key_id(self.public_key)
+
+    def sign(self, seq: int, hash_: str, at: dt.datetime) -> Checkpoint:
+        signature = self._key.sign(_signed_bytes(seq, hash_, at)).hex()
+        return Checkpoint(seq=seq, hash=hash_, at=at, key_id=self.key_id, signature=signature)
+
+
+def signature_problem(checkpoint: Checkpoint, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
+    """Why the checkpoint's signature does not hold, or None where it does."""
+    key = keys.get(checkpoint.key_id)
+    if key is None:
+        return f"signed by an unknown key ({checkpoint.key_id})"
+    try:
+        signature = bytes.fromhex(checkpoint.signature)
+        # Only the one spelling the signer wrote (lower-case hex): any changed character shows.
+        if signature.hex() != checkpoint.signature:
+            return "signature invalid"
+        key.verify(signature, _signed_bytes(checkpoint.seq, checkpoint.hash, checkpoint.at))
+    except (InvalidSignature, ValueError):
+        return "signature invalid"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """The first place the chain breaks: ``seq`` is that record's place, ``message`` says how (it names
+    places only, never a record's content)."""
+
+    seq: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    records: int
+    checkpoints: int
+    problem: Problem | None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+class _Found(Exception):
+    def __init__(self, seq: int, message: str) -> None:
+        self.problem = Problem(seq, message)
+
+
+class _Walk:
+    """The verifier's state while it reads the records in order of seq."""
+
+    def __init__(self, checkpoints: Iterable[Checkpoint], keys: Mapping[str, Ed25519PublicKey]) -> None:
+        self.keys = keys
+        self.checkpoints: Iterator[Checkpoint] = iter(checkpoints)
+        self.next_checkpoint = next(self.checkpoints, None)
+        self.seq = 0
+        self.hash = GENESIS
+        self.records = 0
+        self.checked = 0
+        self.sealed = 0  # the seq of the newest checkpoint that held
+
+    def record(self, row: Mapping[Any, Any]) -> None:
+        expected = self.seq + 1
+        seq = row["seq"]
+        if seq > expected:
+            raise _Found(expected, f"record {expected}: missing (seq jumps {self.seq}->{seq})")
+        if seq < expected:
+            raise _Found(seq, f"record {seq}: repeated or out of order (it comes after record {self.seq})")
+        if row["prev_hash"] != self.hash:
+            before = f"record {self.seq}" if self.seq else "the start of the chain"
+            raise _Found(seq, f"record {seq}: does not follow {before}")
+        if record_hash(self.hash, row) != row["hash"]:
+            raise _Found(seq, f"record {seq}: its hash does not match its content")
+        self.seq, self.hash = seq, row["hash"]
+        self.records += 1
+        while self.next_checkpoint is not None and self.next_checkpoint.seq <= seq:
+            self._checkpoint(self.next_checkpoint)
+            self.next_checkpoint = next(self.checkpoints, None)
+
+    def _checkpoint(self, checkpoint: Checkpoint) -> None:
+        where = f"checkpoint at {checkpoint.seq}"
+        if problem := signature_problem(checkpoint, self.keys):
+            raise _Found(checkpoint.seq, f"{where}: {problem}")
+        if checkpoint.seq != self.seq:
+            raise _Found(checkpoint.seq, f"{where}: names no record of the chain")
+        if checkpoint.hash != self.hash:
+            raise _Found(
+                checkpoint.seq,
+                f"{where}: the chain differs from the signed hash "
+                f"(records {self.sealed + 1}-{checkpoint.seq} were changed and rehashed)",
+            )
+        self.sealed = checkpoint.seq
+        self.checked += 1
+
+    def end(self, head: Head | None) -> None:
+        """After the last record: no checkpoint and no head may name a record that is not there."""
+        while self.next_checkpoint is not None:
+            checkpoint = self.next_checkpoint
+            if problem := signature_problem(checkpoint, self.keys):
+                raise _Found(checkpoint.seq, f"checkpoint at {checkpoint.seq}: {problem}")
+            if checkpoint.seq > self.seq:
+                raise _Found(
+                    self.seq + 1,
+                    f"records after {self.seq} are missing: the checkpoint at {checkpoint.seq} names it",
+                )
+            self._checkpoint(checkpoint)
+            self.next_checkpoint = next(self.checkpoints, None)
+        if head is None:
+            raise _Found(self.seq + 1, "the chain has no head")
+        if head.seq > self.seq:
+            raise _Found(self.seq + 1, f"records after {self.seq} are missing: the head names {head.seq}")
+        if head.seq < self.seq:
+            raise _Found(head.seq + 1, f"record {head.seq + 1}: beyond the head ({head.seq})")
+        if head.hash != self.hash:
+            raise _Found(self.seq, f"record {self.seq}: the head names another hash")
+
+
+def verify(
+    records: Iterable[Mapping[Any, Any]],
+    checkpoints: Iterable[Checkpoint],
+    head: Head | None,
+    keys: Mapping[str, Ed25519PublicKey],
+) -> Verdict:
+    """Check a whole chain, read once, in order of seq: the records (every stored column, by name),
+    the checkpoints (in order of seq), and the head. The verdict names the first place it breaks."""
+    walk = _Walk(checkpoints, keys)
+    try:
+        for row in records:
+            walk.record(row)
+        walk.end(head)
+    except _Found as found:
+        return Verdict(walk.records, walk.checked, found.problem)
+    return Verdict(walk.records, walk.checked, None)

@@ -1,0 +1,88 @@
+"""The Ed25519 keys of the audit log's checkpoints (issue 5), read from the files the settings name.
+
+The service signs with the private key of ``audit_signing_key_file``. An auditor checks checkpoints
+with the public keys of ``audit_verify_keys_file`` (a rotated-out key stays there, so its checkpoints
+still verify) and never needs the private key. In development, without a configured key, one is
+generated once into ``dev_audit_key_file``; the production profile refuses to start without one
+(``Settings.unfit_to_serve``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+
+from service.config import Settings
+from service.store.audit_chain import Signer, key_id
+
+_PUBLIC_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+def _private_key(pem: bytes, source: Path) -> Ed25519PrivateKey:
+    key = load_pem_private_key(pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{source} holds no Ed25519 private key (PEM, PKCS#8)")
+    return key
+
+
+def _public_keys(pem: bytes, source: Path) -> list[Ed25519PublicKey]:
+    keys = []
+    for block in _PUBLIC_PEM.findall(pem):
+        key = load_pem_public_key(block)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{source} holds a public key that is not Ed25519")
+        keys.append(key)
+    if not keys:
+        raise ValueError(f"{source} holds no PEM public key")
+    return keys
+
+
+def _development_key(path: Path) -> Ed25519PrivateKey:
+    """The development key, created on first use (mode 0600). Written to a temporary file and linked
+    into place, which fails if the file exists: when several worker processes start at once, one key
+    wins and every worker signs with it."""
+    if not path.exists():
+        pem = Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(descriptor, "wb") as file:  # mkstemp creates it with mode 0600
+                file.write(pem)
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return _private_key(path.read_bytes(), path)
+
+
+def signer(settings: Settings) -> Signer:
+    """What the service signs checkpoints with."""
+    if settings.audit_signing_key_file is not None:
+        source = settings.audit_signing_key_file
+        return Signer(_private_key(source.read_bytes(), source))
+    return Signer(_development_key(settings.dev_audit_key_file))
+
+
+def verify_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
+    """The public keys checkpoints are checked with, by key id: the verify keys file's, the public half
+    of the signing key, and in development the development key (never generated here)."""
+    keys: list[Ed25519PublicKey] = []
+    if settings.audit_verify_keys_file is not None:
+        keys += _public_keys(settings.audit_verify_keys_file.read_bytes(), settings.audit_verify_keys_file)
+    if settings.audit_signing_key_file is not None:
+        source = settings.audit_signing_key_file
+        keys.append(_private_key(source.read_bytes(), source).public_key())
+    if settings.profile == "development" and settings.dev_audit_key_file.exists():
+        keys.append(_development_key(settings.dev_audit_key_file).public_key())
+    return {key_id(key): key for key in keys}
