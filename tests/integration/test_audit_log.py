@@ -45,7 +45,7 @@ from tests.fakes import a_certificate, document_of
 from tests.integration import soap as s
 from tests.integration.test_encryption_at_rest import sync_url
 from tests.integration.test_store import STORE_FAILURE, refuse
-from tests.keys import KEYRING
+from tests.keys import KEYRING, settings_keys
 from tests.reference import with_check_digit
 from tests.tampering import Chain
 
@@ -318,6 +318,7 @@ def test_the_app_signs_with_its_key_and_seals_its_last_records_when_it_stops(
         audit_signing_key_file=key_file,
         audit_checkpoint_seconds=3600,
         dev_key_file=tmp_path / "dev-portal-key.json",
+        **settings_keys(),
     )
     caplog.set_level(logging.INFO, logger="service.audit")
 
