@@ -76,14 +76,21 @@ def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
 
     from service.store import audit_verification
 
-    keys = audit_key.verify_keys(settings)
+    try:
+        keys = audit_key.verify_keys(settings)
+        logged = audit_verification.logged_checkpoints(checkpoint_log) if checkpoint_log else []
+    except OSError as exc:
+        print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # names the file, never key material
+        print(f"unusable key or checkpoint log: {exc}", file=sys.stderr)
+        return 2
     if not keys:
         print(
             "no key to check the audit checkpoints with: set INTYG_AUDIT_VERIFY_KEYS_FILE (public keys)",
             file=sys.stderr,
         )
         return 2
-    logged = audit_verification.logged_checkpoints(checkpoint_log) if checkpoint_log else []
     started = time.perf_counter()
     try:
         verdict = audit_verification.verify_database(settings.database_url, keys, logged=logged)

@@ -31,7 +31,10 @@ _PUBLIC_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY----
 
 
 def _private_key(pem: bytes, source: Path) -> Ed25519PrivateKey:
-    key = load_pem_private_key(pem, password=None)
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):  # cryptography's own message may quote the file's bytes
+        raise ValueError(f"{source} holds no readable private key (PEM, PKCS#8, unencrypted)") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{source} holds no Ed25519 private key (PEM, PKCS#8)")
     return key
@@ -40,7 +43,10 @@ def _private_key(pem: bytes, source: Path) -> Ed25519PrivateKey:
 def _public_keys(pem: bytes, source: Path) -> list[Ed25519PublicKey]:
     keys = []
     for block in _PUBLIC_PEM.findall(pem):
-        key = load_pem_public_key(block)
+        try:
+            key = load_pem_public_key(block)
+        except ValueError:
+            raise ValueError(f"{source} holds a public key that cannot be read (PEM)") from None
         if not isinstance(key, Ed25519PublicKey):
             raise ValueError(f"{source} holds a public key that is not Ed25519")
         keys.append(key)

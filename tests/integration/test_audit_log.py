@@ -520,6 +520,38 @@ def test_verify_audit_without_a_key_or_a_database_checks_nothing_and_says_why(
     assert not missing.exists(), "the verifier opens read-only: it never creates a database"
 
 
+@pytest.mark.parametrize("problem", ["missing", "a folder", "no key in it", "not PEM"])
+def test_verify_audit_with_keys_it_cannot_use_says_why_in_one_line(
+    tmp_path: Path, verify_audit: Run, monkeypatch: pytest.MonkeyPatch, problem: str
+) -> None:
+    keys = tmp_path / "verify-keys.pem"
+    if problem == "a folder":
+        keys.mkdir()
+    elif problem == "no key in it":
+        keys.write_text("nothing to see\n")
+    elif problem == "not PEM":
+        keys.write_bytes(b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    monkeypatch.setenv("INTYG_AUDIT_VERIFY_KEYS_FILE", str(keys))
+
+    code, out, err = verify_audit(f"sqlite:///{tmp_path / 'nowhere.db'}")
+
+    assert (code, out) == (2, "")
+    assert str(keys) in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_verify_audit_with_a_checkpoint_log_it_cannot_read_says_why_in_one_line(
+    tmp_path: Path, signer: Signer, verify_audit: Run
+) -> None:
+    log = tmp_path / "no-such.log"
+
+    code, out, err = verify_audit(
+        f"sqlite:///{tmp_path / 'nowhere.db'}", signer, args=("--checkpoint-log", str(log))
+    )
+
+    assert (code, out) == (2, "")
+    assert err == f"cannot read {log}: No such file or directory\n"
+
+
 def test_verify_audit_on_a_database_without_the_chain_says_so_without_sql(
     empty_database_url: str, signer: Signer, verify_audit: Run
 ) -> None:
