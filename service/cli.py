@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -12,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from service.config import Settings
 from service.errors import StoredDataUnreadable
@@ -110,6 +113,16 @@ def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
     return 0
 
 
+def _create_private(path: str | None) -> None:
+    """A new SQLite file is made readable by its owner only, as the keys beside it are: it holds the
+    audit log and the encrypted certificates (issue 5). SQLite gives its WAL and shared-memory files
+    the database file's mode; an existing file keeps the mode its operator gave it."""
+    if not path or path == ":memory:":
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="intygstjanst", description="Intygstjänsten, the certificate store")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -203,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if settings.is_sqlite:
         # The embedded default needs no set-up: its schema is created or upgraded on start.
+        _create_private(make_url(settings.database_url).database)
         migration.upgrade(settings.database_url, keyring=keyring)
     database = (
         "SQLite file " + settings.database_url.split("///", 1)[-1] if settings.is_sqlite else "PostgreSQL"

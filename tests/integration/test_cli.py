@@ -180,6 +180,11 @@ def test_serve_without_settings_listens_on_loopback_with_sqlite_in_the_working_d
     assert f"listening on http://127.0.0.1:{port}" in line
     assert (workdir / "intygstjanst.db").is_file()
     assert "intygstjanst.db" in line
+    # The database holds the audit log and the encrypted certificates: its owner's only, as its keys.
+    made = [*workdir.glob("intygstjanst.db*"), workdir / "intygstjanst-dev-keys.json"]
+    assert all(path.stat().st_mode & 0o077 == 0 for path in made), [
+        (p.name, oct(p.stat().st_mode)) for p in made
+    ]
     # Without a client CA bundle and permission table, it says loudly what that means (issue 5).
     warning = next(out for out in running.output if "development consumer" in out)
     assert "DEVELOPMENT MODE" in warning and "loopback only" in warning
