@@ -1,26 +1,33 @@
-"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``verify-audit`` and ``dev-token``."""
+"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``erase-care-giver``, ``verify-audit``
+and ``dev-token``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
+from service import operations
 from service.config import Settings
 from service.errors import StoredDataUnreadable
+from service.model import Caller, CallerKind, Channel
 from service.store import audit_key, migration, rotation
 from service.store.crypto import KeyRing
-from service.store.unit_of_work import create_engine, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
 from service.telemetry import configure_logging
 
 
@@ -33,6 +40,10 @@ def _multiprocess_metrics_dir() -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     for stale in Path(directory).glob("*.db"):
         stale.unlink()
+
+
+# HSA ids, as the contracts carry them; the operator's too, or any id the organisation gives them.
+_HSA_LIKE = re.compile(r"[!-~]{1,128}")
 
 
 def _keyring(settings: Settings) -> KeyRing | None:
@@ -72,11 +83,83 @@ def _rotate_kek(settings: Settings, batch_size: int) -> int:
     return 0
 
 
+async def _erase(
+    settings: Settings, keyring: KeyRing, care_giver_id: str, operator: str, confirmed: bool
+) -> operations.Erasure | int:
+    """The erasure, or (not confirmed) how many care copies it would remove."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    sessions = sessions_for(engine)
+    zone = ZoneInfo(settings.timezone)
+
+    def units() -> SqlUnitOfWork:
+        # No signer: the records are chained all the same, and the service's sealer signs them.
+        return SqlUnitOfWork(sessions, keyring)
+
+    try:
+        if not confirmed:
+            count, after = 0, ""
+            while found := await _care_copies(units(), care_giver_id, after):
+                count, after = count + len(found), found[-1]
+            return count
+        # The operator acts for no care system: the audit names them and the care giver erased.
+        caller = Caller(
+            CallerKind.OPERATOR,
+            Channel.CLI,
+            "intygstjanst-cli",
+            person_id=operator,
+            care_giver_id=care_giver_id,
+        )
+        return await operations.erase_care_giver(
+            units,
+            care_giver_id=care_giver_id,
+            caller=caller,
+            clock=lambda: dt.datetime.now(zone).replace(tzinfo=None),
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _care_copies(uow: SqlUnitOfWork, care_giver_id: str, after: str) -> list[str]:
+    async with uow:
+        return await uow.certificates.care_copies_of(care_giver_id, after=after, limit=1000)
+
+
+def _erase_care_giver(settings: Settings, care_giver_id: str, operator: str, confirmed: bool) -> int:
+    """DOMAIN.md, who calls what: an operator erases a care giver's copies at the end of its contract
+    (rule 5 for each). Without --yes it only says how many it would remove."""
+    if not _HSA_LIKE.fullmatch(care_giver_id) or not _HSA_LIKE.fullmatch(operator):
+        print("the care giver and the operator are ids of 1 to 128 printable characters", file=sys.stderr)
+        return 2
+    keyring = _keyring(settings)
+    if keyring is None:
+        return 2
+    try:
+        done = asyncio.run(_erase(settings, keyring, care_giver_id, operator, confirmed))
+    except DBAPIError as exc:
+        print(f"cannot reach the store: {_first_line(exc)}", file=sys.stderr)
+        return 2
+    except StoredDataUnreadable as exc:
+        print(f"erasure stopped: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(done, int):
+        print(f"{done} care copies of {care_giver_id} would be removed; nothing changed (run with --yes)")
+        return 0
+    print(
+        f"removed {done.kept_for_citizens + done.deleted} care copies of {care_giver_id}: "
+        f"{done.kept_for_citizens} kept for citizens with consent, {done.deleted} deleted permanently"
+    )
+    return 0
+
+
+def _first_line(exc: DBAPIError) -> str:
+    # The driver's first line names the cause; PostgreSQL's next lines would quote the SQL.
+    reason = str(exc.orig).strip()
+    return reason.splitlines()[0] if reason else type(exc.orig).__name__
+
+
 def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
     """Issue 5: one line, the verdict on the whole audit chain. It names places, never a record's content
     (records hold identities). Exit 0 intact, 1 not intact, 2 nothing to check with."""
-    from sqlalchemy.exc import DBAPIError
-
     from service.store import audit_verification
 
     try:
@@ -98,9 +181,7 @@ def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
     try:
         verdict = audit_verification.verify_database(settings.database_url, keys, logged=logged)
     except DBAPIError as exc:  # no such database, or not migrated
-        # The driver's first line names the cause; PostgreSQL's next lines would quote the SQL.
-        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
-        print(f"cannot read the audit log: {reason}", file=sys.stderr)
+        print(f"cannot read the audit log: {_first_line(exc)}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
     if verdict.problem is not None:
@@ -139,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     rotate.add_argument(
         "--batch-size", type=int, default=rotation.BATCH, help="data keys per (short) transaction"
     )
+    erase = commands.add_parser(
+        "erase-care-giver", help="remove every copy a care giver keeps (contract end; rule 5 for each)"
+    )
+    erase.add_argument("care_giver", help="the care giver's HSA id")
+    erase.add_argument("--operator", required=True, help="who erases: named in every audit record")
+    erase.add_argument("--yes", action="store_true", help="erase; without it, only count what would go")
     token = commands.add_parser("dev-token", help="print a citizen token signed by the development key")
     token.add_argument("personnummer", help="the citizen the token names (12 digits)")
     audit = commands.add_parser(
@@ -166,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "rotate-kek":
         return _rotate_kek(settings, args.batch_size)
+    if args.command == "erase-care-giver":
+        return _erase_care_giver(settings, args.care_giver, args.operator, args.yes)
     if args.command == "verify-audit":
         return _verify_audit(settings, args.checkpoint_log)
 

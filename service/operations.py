@@ -62,6 +62,8 @@ class CertificateRepository(Protocol):
 
     async def delete(self, certificate_ids: Sequence[str]) -> None: ...
 
+    async def care_copies_of(self, care_giver_id: str, *, after: str, limit: int) -> list[str]: ...
+
 
 class ConsentRepository(Protocol):
     async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent: ...
@@ -511,6 +513,50 @@ async def remove_care_copy(
             return removal
 
     return await _retrying(run)
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    kept_for_citizens: int  # the citizen's consent keeps them (rule 5)
+    deleted: int  # deleted permanently (rules 5 and 9)
+
+
+async def erase_care_giver(
+    units: Callable[[], UnitOfWork],
+    *,
+    care_giver_id: str,
+    caller: Caller,
+    clock: Callable[[], dt.datetime],
+    batch: int = 200,
+) -> Erasure:
+    """An operator erases a whole care giver's copies at the end of its contract (DOMAIN.md, who calls
+    what): rule 5 for every certificate the care giver still keeps. Each removal is an operation of its
+    own, one transaction with its audit record (which the patient sees in their access log), so that a
+    care giver of millions of certificates never holds the store in one transaction, and a run cut off
+    is simply run again: what it already removed is no longer a care copy."""
+    kept = deleted = 0
+    after = ""
+    while True:
+        async with units() as uow:
+            found = await uow.certificates.care_copies_of(care_giver_id, after=after, limit=batch)
+        if not found:
+            return Erasure(kept, deleted)
+        for certificate_id in found:
+            try:
+                removal = await remove_care_copy(
+                    units(),
+                    certificate_id=certificate_id,
+                    care_giver_id=care_giver_id,
+                    caller=caller,
+                    now=clock(),
+                )
+            except errors.CertificateNotFound:
+                continue  # its care system removed it meanwhile, or a withdrawal deleted it (rule 6)
+            if removal is Removal.DELETED:
+                deleted += 1
+            else:
+                kept += 1
+        after = found[-1]
 
 
 # Rules 6 and 7

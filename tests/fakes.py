@@ -178,6 +178,13 @@ class FakeCertificateRepository:
             state.certificates.pop(certificate_id, None)
             state.documents.pop(certificate_id, None)
 
+    async def care_copies_of(self, care_giver_id: str, *, after: str, limit: int) -> list[str]:
+        return sorted(
+            c.id
+            for c in self._uow.working.certificates.values()
+            if c.care_unit.care_giver_id == care_giver_id and c.care_available and c.id > after
+        )[:limit]
+
 
 class FakeConsentRepository:
     def __init__(self, uow: FakeUnitOfWork) -> None:

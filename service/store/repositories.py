@@ -265,6 +265,21 @@ class SqlCertificateRepository:
         ):
             await self.session.execute(delete(table).where(column.in_(certificate_ids)))
 
+    async def care_copies_of(self, care_giver_id: str, *, after: str, limit: int) -> list[str]:
+        """Ids of the care giver's certificates its care provider still keeps, in id order after
+        ``after`` (the operator's erasure pages through them; indexed by care giver)."""
+        rows = await self.session.scalars(
+            select(certificates.c.id)
+            .where(
+                certificates.c.care_giver_id == care_giver_id,
+                certificates.c.care_available.is_(True),
+                certificates.c.id > after,
+            )
+            .order_by(certificates.c.id)
+            .limit(limit)
+        )
+        return list(rows)
+
 
 class SqlConsentRepository:
     def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:

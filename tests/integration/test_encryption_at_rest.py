@@ -280,6 +280,68 @@ def test_withdrawing_consent_deletes_the_ciphertext_and_wrapped_key_of_removed_c
     assert gone(db, "c-1") and not gone(db, "c-2")
 
 
+def erase_care_giver(database_url: str, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``intygstjanst erase-care-giver`` as an operator runs it, with the store's keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTYG_")}
+    keys = {f"INTYG_{k.upper()}": v.get_secret_value() for k, v in settings_keys().items()}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "intygstjanst"), "erase-care-giver", *args],
+        cwd=folder,
+        env={**env, **keys, "INTYG_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_erasing_a_care_giver_deletes_the_ciphertext_and_wrapped_key_of_each_copy_no_consent_holds(
+    app: tuple[SoapClient, TestClient], db: Engine, database_url: str, tmp_path: Path
+) -> None:
+    soap, client = app
+    anna = CitizenApi(client, ANNA)
+    anna.consent()
+    register(soap, "c-anna", ANNA)
+    register(soap, "c-bertil", BERTIL)
+    register(soap, "c-other", BERTIL, care_giver="SE2321000016-OTHER")
+    operator = ("SE2321000016-39KJ", "--operator", "SE2321000016-OPS1")
+
+    counted = erase_care_giver(database_url, tmp_path, *operator)
+    assert (counted.returncode, counted.stdout) == (
+        0,
+        "2 care copies of SE2321000016-39KJ would be removed; nothing changed (run with --yes)\n",
+    )
+    assert not gone(db, "c-anna") and not gone(db, "c-bertil")
+
+    done = erase_care_giver(database_url, tmp_path, *operator, "--yes")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "removed 2 care copies of SE2321000016-39KJ: 1 kept for citizens with consent, 1 deleted permanently\n"
+    )
+    assert gone(db, "c-bertil")  # no consent held it (rule 5): ciphertext and wrapped key went with it
+    assert not gone(db, "c-anna") and not gone(db, "c-other")
+    assert read_for_care(soap, "c-anna").is_fault and not read_for_care(soap, "c-other").is_fault
+    assert anna.get("/certificates/c-anna").status_code == 200  # hers to keep, with consent
+    # Anna sees in her access log that an operator removed the care copy.
+    [entry] = [e for e in anna.get("/access-log").json()["entries"] if e["action"] == "remove_care_copy"]
+    assert (entry["accessed_by"], entry["certificates"], entry["channel"]) == ("operator", ["c-anna"], "cli")
+    again = erase_care_giver(database_url, tmp_path, *operator, "--yes")
+    assert again.stdout.startswith("removed 0 care copies")
+
+
+@pytest.mark.parametrize("ids", [("", "--operator", "ops"), ("SE1", "--operator", "two words")])
+def test_erasing_with_an_id_that_is_no_id_changes_nothing(
+    app: tuple[SoapClient, TestClient], db: Engine, database_url: str, tmp_path: Path, ids: tuple[str, ...]
+) -> None:
+    register(app[0], "c-1", ANNA)
+
+    refused = erase_care_giver(database_url, tmp_path, *ids, "--yes")
+
+    assert refused.returncode == 2 and "printable" in refused.stderr and "Traceback" not in refused.stderr
+    assert not gone(db, "c-1")
+
+
 def test_sqlite_overwrites_a_permanently_deleted_certificate_in_the_file(tmp_path: Path) -> None:
     # PRAGMA secure_delete (store/unit_of_work.py): rules 5 and 6 erase for good, not only unlink.
     path = tmp_path / "intyg.db"

@@ -207,6 +207,26 @@ async def test_a_patients_list_narrows_by_type_care_unit_and_care_giver(uow: Sql
         assert await ids(types=["TSTRK1007"]) == set()
 
 
+async def test_a_care_givers_copies_are_paged_in_id_order_leaving_out_removed_ones_and_other_givers(
+    uow: SqlUnitOfWork,
+) -> None:
+    await seed(
+        uow,
+        stored("c"),
+        stored("a", patient=OTHER_PATIENT),
+        stored("b", care_available=False),
+        stored("d", care_giver_id=OTHER_CARE_GIVER),
+        stored("e"),
+    )
+
+    async with uow:
+        first = await uow.certificates.care_copies_of(CARE_GIVER, after="", limit=2)
+        rest = await uow.certificates.care_copies_of(CARE_GIVER, after=first[-1], limit=2)
+        done = await uow.certificates.care_copies_of(CARE_GIVER, after=rest[-1], limit=2)
+
+    assert (first, rest, done) == (["a", "c"], ["e"], [])
+
+
 async def test_a_patients_list_shows_the_newest_signed_first_and_the_unsigned_last(
     uow: SqlUnitOfWork,
 ) -> None:

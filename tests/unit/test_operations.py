@@ -1196,3 +1196,62 @@ TestEveryStoredCertificateHasAKeeper = EveryStoredCertificateHasAKeeper.TestCase
 TestEveryStoredCertificateHasAKeeper.settings = settings(
     max_examples=200, stateful_step_count=25, deadline=None
 )
+
+
+# ---------------------------------------------------------------------------------------------------
+# An operator erases a care giver's copies at the end of its contract (DOMAIN.md, who calls what)
+
+OPERATOR = Caller(
+    CallerKind.OPERATOR,
+    Channel.CLI,
+    "intygstjanst-cli",
+    person_id="SE2321000016-OPS1",
+    care_giver_id=CARE_GIVER,
+)
+
+
+async def test_erasing_a_care_giver_applies_rule_5_to_each_copy_it_keeps_and_to_nothing_else() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("a-kept", patient=PATIENT),
+            stored("b-deleted", patient=OTHER_PATIENT),
+            stored("c-already-removed", patient=PATIENT, care_available=False),
+            stored("d-other-giver", patient=OTHER_PATIENT, care_giver_id=OTHER_CARE_GIVER),
+        ],
+        consent_given=[PATIENT],
+    )
+
+    erasure = await operations.erase_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, caller=OPERATOR, clock=lambda: NOW, batch=1
+    )
+
+    assert erasure == operations.Erasure(kept_for_citizens=1, deleted=1)
+    kept = uow.certificate("a-kept")
+    assert kept is not None and (kept.care_available, kept.citizen_available) == (False, True)
+    assert uow.certificate("b-deleted") is None and uow.document("b-deleted") is None
+    assert uow.certificate("c-already-removed") == stored(
+        "c-already-removed", patient=PATIENT, care_available=False
+    )
+    assert uow.certificate("d-other-giver") == stored(
+        "d-other-giver", patient=OTHER_PATIENT, care_giver_id=OTHER_CARE_GIVER
+    )
+    # One removal, one transaction, one record each: the patient sees the operator in their access log.
+    assert uow.committed == 2
+    assert [(r.action, r.detail, r.patient, r.certificate_ids, r.actor_kind) for r in uow.audit.records] == [
+        ("remove_care_copy", "kept_for_citizen", PATIENT, ("a-kept",), CallerKind.OPERATOR),
+        ("remove_care_copy", "deleted", OTHER_PATIENT, ("b-deleted",), CallerKind.OPERATOR),
+    ]
+    assert {r.actor_person_id for r in uow.audit.records} == {"SE2321000016-OPS1"}
+
+
+async def test_erasing_a_care_giver_again_finds_nothing_left_to_remove() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a"), stored("b")])
+
+    def erase() -> Awaitable[operations.Erasure]:
+        return operations.erase_care_giver(
+            lambda: uow, care_giver_id=CARE_GIVER, caller=OPERATOR, clock=lambda: NOW
+        )
+
+    assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=2)
+    assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=0)
+    assert uow.committed == 2
