@@ -280,12 +280,14 @@ def test_withdrawing_consent_deletes_the_ciphertext_and_wrapped_key_of_removed_c
     assert gone(db, "c-1") and not gone(db, "c-2")
 
 
-def erase_care_giver(database_url: str, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``intygstjanst erase-care-giver`` as an operator runs it, with the store's keys."""
+def intygstjanst(
+    database_url: str, folder: Path, *args: str, ring: KeyRing = KEYRING
+) -> subprocess.CompletedProcess[str]:
+    """The ``intygstjanst`` command as an operator runs it on the store, with ``ring``'s keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTYG_")}
-    keys = {f"INTYG_{k.upper()}": v.get_secret_value() for k, v in settings_keys().items()}
+    keys = {f"INTYG_{k.upper()}": v.get_secret_value() for k, v in settings_keys(ring).items()}
     return subprocess.run(
-        [str(Path(sys.executable).parent / "intygstjanst"), "erase-care-giver", *args],
+        [str(Path(sys.executable).parent / "intygstjanst"), *args],
         cwd=folder,
         env={**env, **keys, "INTYG_DATABASE_URL": database_url},
         capture_output=True,
@@ -293,6 +295,10 @@ def erase_care_giver(database_url: str, folder: Path, *args: str) -> subprocess.
         timeout=60,
         check=False,
     )
+
+
+def erase_care_giver(database_url: str, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return intygstjanst(database_url, folder, "erase-care-giver", *args)
 
 
 def test_erasing_a_care_giver_deletes_the_ciphertext_and_wrapped_key_of_each_copy_no_consent_holds(
@@ -521,21 +527,9 @@ def test_the_rotate_kek_command_reports_what_it_rewrapped_and_what_remains(
     tmp_path: Path, db: Engine, database_url: str
 ) -> None:
     registered_under_the_old_kek(database_url, tmp_path / "old", 5)
-    command = Path(sys.executable).parent / "intygstjanst"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTYG_")}
-    env["INTYG_DATABASE_URL"] = database_url
 
     def run(ring: KeyRing) -> subprocess.CompletedProcess[str]:
-        keys = {f"INTYG_{k.upper()}": v.get_secret_value() for k, v in settings_keys(ring).items()}
-        return subprocess.run(
-            [str(command), "rotate-kek", "--batch-size", "2"],
-            cwd=tmp_path,
-            env={**env, **keys},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return intygstjanst(database_url, tmp_path, "rotate-kek", "--batch-size", "2", ring=ring)
 
     refused = run(keyring(NEW_KEK))
     assert refused.returncode == 2 and f"5 under '{OLD_KEK[0]}'" in refused.stderr
