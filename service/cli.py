@@ -97,10 +97,7 @@ async def _erase(
 
     try:
         if not confirmed:
-            count, after = 0, ""
-            while found := await _care_copies(units(), care_giver_id, after):
-                count, after = count + len(found), found[-1]
-            return count
+            return await operations.count_care_copies(units, care_giver_id=care_giver_id)
         # The operator acts for no care system: the audit names them and the care giver erased.
         caller = Caller(
             CallerKind.OPERATOR,
@@ -117,11 +114,6 @@ async def _erase(
         )
     finally:
         await engine.dispose()
-
-
-async def _care_copies(uow: SqlUnitOfWork, care_giver_id: str, after: str) -> list[str]:
-    async with uow:
-        return await uow.certificates.care_copies_of(care_giver_id, after=after, limit=1000)
 
 
 def _erase_care_giver(settings: Settings, care_giver_id: str, operator: str, confirmed: bool) -> int:

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import enum
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn, Protocol, Self, TypeVar
@@ -535,12 +535,7 @@ async def erase_care_giver(
     care giver of millions of certificates never holds the store in one transaction, and a run cut off
     is simply run again: what it already removed is no longer a care copy."""
     kept = deleted = 0
-    after = ""
-    while True:
-        async with units() as uow:
-            found = await uow.certificates.care_copies_of(care_giver_id, after=after, limit=batch)
-        if not found:
-            return Erasure(kept, deleted)
+    async for found in _care_copies(units, care_giver_id, batch):
         for certificate_id in found:
             try:
                 removal = await remove_care_copy(
@@ -556,6 +551,25 @@ async def erase_care_giver(
                 deleted += 1
             else:
                 kept += 1
+    return Erasure(kept, deleted)
+
+
+async def count_care_copies(units: Callable[[], UnitOfWork], *, care_giver_id: str) -> int:
+    """How many copies ``erase_care_giver`` would remove now (the operator's dry run)."""
+    return sum([len(found) async for found in _care_copies(units, care_giver_id, 1000)])
+
+
+async def _care_copies(
+    units: Callable[[], UnitOfWork], care_giver_id: str, batch: int
+) -> AsyncIterator[list[str]]:
+    """The care giver's copies, a page at a time, each read in a short transaction of its own."""
+    after = ""
+    while True:
+        async with units() as uow:
+            found = await uow.certificates.care_copies_of(care_giver_id, after=after, limit=batch)
+        if not found:
+            return
+        yield found
         after = found[-1]
 
 

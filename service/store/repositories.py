@@ -351,6 +351,13 @@ _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).
 _MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1)
 
 
+async def _locked_head(session: AsyncSession) -> Row[*tuple[Any, ...]]:
+    head = (await session.execute(_HEAD)).first()
+    if head is None:
+        raise RuntimeError("the audit chain has no head: the database is not migrated, or damaged")
+    return head
+
+
 class SqlAuditLog:
     """The audit log: each record is chained to the one before it (issue 5, ``audit_chain``).
 
@@ -401,9 +408,7 @@ class SqlAuditLog:
         # before they commit (operations._Attempt), so whoever holds it waits for no other lock, and
         # lock order cannot deadlock. Writers queue here, which gives records their seq in commit
         # order without gaps. On SQLite, BEGIN IMMEDIATE already holds the only write lock.
-        head = (await self.session.execute(_HEAD)).first()
-        if head is None:
-            raise RuntimeError("the audit chain has no head: the database is not migrated, or damaged")
+        head = await _locked_head(self.session)
         seq = head.seq + 1
         digest = audit_chain.record_hash(head.hash, values)
         await self.session.execute(
@@ -517,9 +522,7 @@ async def seal_audit_chain(
     Locks the head like a writer does, so that the head cannot move meanwhile and two sealers (one per
     worker process) or a writer's own checkpoint at the same seq never both sign it.
     """
-    head = (await session.execute(_HEAD)).first()
-    if head is None:
-        raise RuntimeError("the audit chain has no head: the database is not migrated, or damaged")
+    head = await _locked_head(session)
     sealed = await session.scalar(select(func.max(audit_checkpoints.c.seq)))
     if head.seq == 0 or (sealed is not None and sealed >= head.seq):
         return None
