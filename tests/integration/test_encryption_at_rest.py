@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import subprocess
@@ -460,6 +461,7 @@ def test_reads_through_the_service_all_succeed_while_rotate_kek_runs(
     failures: list[str] = []
     during = []
     started, rotating, finished = threading.Event(), threading.Event(), threading.Event()
+    read_during = threading.Event()
 
     with service(database_url, tmp_path / "rolled", rolled) as (soap, _):
 
@@ -472,10 +474,21 @@ def test_reads_through_the_service_all_succeed_while_rotate_kek_runs(
                         failures.append(reply.fault_string)
                     if began and rotating.is_set():
                         during.append(certificate_id)
+                        read_during.set()
                     started.set()
 
         async def rotate() -> rotation.Rotation:
             engine = create_engine(database_url)
+            transactions = itertools.count(1)
+
+            @sqlalchemy.event.listens_for(engine.sync_engine, "checkout")
+            def _let_a_read_in(*_: object) -> None:
+                # Between two batches (before the third transaction takes a connection, so holding
+                # no lock), until a read has run wholly within the rotation: on two busy cores the
+                # rotation could otherwise end before the reader's thread got a turn.
+                if next(transactions) == 3:
+                    read_during.wait(30)
+
             try:
                 return await rotation.rotate(sessions_for(engine), rolled, batch_size=1)
             finally:
