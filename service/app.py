@@ -29,17 +29,24 @@ from service.soap import messages
 from service.soap.caller import Callers, ClientCertificates
 from service.soap.endpoint import SoapEndpoint
 from service.store import audit_key
-from service.store.audit_chain import Signer
-from service.store.repositories import log_checkpoint, seal_audit_chain, store_statistics
+from service.store.audit_sealer import Sealer
+from service.store.repositories import store_statistics
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose, sessions_for
 from service.telemetry import TelemetryMiddleware, configure_logging
 
 log = logging.getLogger("service")
 
+# How long background jobs get to stop after the requests have drained: the final seal of the last
+# records takes milliseconds; this bounds a database that does not answer.
+_BACKGROUND_STOP_SECONDS = 5.0
 
-async def _refresh_store_gauges(sessions: async_sessionmaker[AsyncSession], every: float) -> None:
-    """Keep the stored-state gauges current, off the request path (a scrape never queries the store)."""
-    while True:
+
+async def _refresh_store_gauges(
+    sessions: async_sessionmaker[AsyncSession], every: float, stop: asyncio.Event
+) -> None:
+    """Keep the stored-state gauges current, off the request path (a scrape never queries the store).
+    Stops at ``stop``, between two rounds, never inside a transaction."""
+    while not stop.is_set():
         try:
             async with sessions() as session:
                 stats = await store_statistics(session)
@@ -52,32 +59,8 @@ async def _refresh_store_gauges(sessions: async_sessionmaker[AsyncSession], ever
             metrics.AUDIT_RECORDS.set(stats.audit_records)
         except Exception as exc:  # the gauges wait for the next round; the service goes on
             log.warning("store gauges not refreshed: %s", type(exc).__name__)
-        await asyncio.sleep(every)
-
-
-async def _seal(sessions: async_sessionmaker[AsyncSession], signer: Signer, at: dt.datetime) -> None:
-    """Sign a checkpoint at the audit chain's head if it grew, in a transaction of its own."""
-    try:
-        async with sessions() as session, session.begin():
-            checkpoint = await seal_audit_chain(session, signer, at=at)
-    except Exception as exc:  # the next round tries again; the service goes on
-        log.warning("audit chain not sealed: %s", type(exc).__name__)
-        return
-    if checkpoint is not None:
-        log_checkpoint(checkpoint)
-
-
-async def _keep_sealing(
-    sessions: async_sessionmaker[AsyncSession],
-    signer: Signer,
-    clock: Callable[[], dt.datetime],
-    every: float,
-) -> None:
-    """Issue 5: a quiet service still gets its newest records under a signed checkpoint within
-    ``every`` seconds, where the in-transaction checkpoints come only every so many records."""
-    while True:
-        await _seal(sessions, signer, clock())
-        await asyncio.sleep(every)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 def create_app_from_environment() -> FastAPI:
@@ -132,9 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     signer = audit_key.signer(settings)
 
     def unit_of_work() -> SqlUnitOfWork:
-        return SqlUnitOfWork(
-            sessions, keyring, signer=signer, checkpoint_every=settings.audit_checkpoint_every
-        )
+        return SqlUnitOfWork(sessions, keyring)
 
     def clock() -> dt.datetime:
         # The contracts' timestamps are local wall-clock times without a zone (rivta/README.md).
@@ -158,19 +139,31 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        refresher = asyncio.create_task(_refresh_store_gauges(sessions, settings.metrics_refresh_seconds))
-        sealer = asyncio.create_task(
-            _keep_sealing(sessions, signer, clock, settings.audit_checkpoint_seconds)
+        stop = asyncio.Event()
+        sealer = Sealer(
+            engine,
+            signer=signer,
+            clock=clock,
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_seconds=settings.audit_checkpoint_seconds,
+            every=settings.audit_seal_seconds,
         )
+        background = [
+            asyncio.create_task(_refresh_store_gauges(sessions, settings.metrics_refresh_seconds, stop)),
+            # The sealer seals what is left and signs the head once stopped: the last records served
+            # get their checkpoint before the process goes.
+            asyncio.create_task(sealer.run(stop)),
+        ]
         restore_signal = _drain_on_sigterm(app)
         yield
         restore_signal()
-        for task in (refresher, sealer):
+        stop.set()
+        # Each stops between two transactions; only one stuck on an unanswering database is cancelled.
+        _done, stuck = await asyncio.wait(background, timeout=_BACKGROUND_STOP_SECONDS)
+        for task in stuck:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        # The last records served get their checkpoint before the process goes.
-        await _seal(sessions, signer, clock())
         await dispose(engine)
 
     app = FastAPI(

@@ -92,7 +92,7 @@ async def _erase(
     zone = ZoneInfo(settings.timezone)
 
     def units() -> SqlUnitOfWork:
-        # No signer: the records are chained all the same, and the service's sealer signs them.
+        # Its audit records are written unsealed, as a request's are: the service's sealer chains them.
         return SqlUnitOfWork(sessions, keyring)
 
     try:
@@ -179,9 +179,15 @@ def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
     if verdict.problem is not None:
         print(f"audit log NOT intact: {verdict.problem.message}")
         return 1
+    # Issue 9: records not sealed yet are protected by nothing but their form; say how many and how
+    # long the oldest has waited (the sealer's lag), on the same line.
+    tail = f"unsealed tail: {verdict.unsealed} records"
+    if verdict.oldest_unsealed is not None:
+        now = dt.datetime.now(ZoneInfo(settings.timezone)).replace(tzinfo=None)
+        tail += f", the oldest {max(0.0, (now - verdict.oldest_unsealed).total_seconds()):.1f} s old, each well-formed"
     print(
         f"audit log intact: {verdict.records} records, {verdict.checkpoints} checkpoints, "
-        f"verified in {elapsed:.2f} s ({verdict.records / max(elapsed, 1e-9):.0f} records/s)"
+        f"verified in {elapsed:.2f} s ({verdict.records / max(elapsed, 1e-9):.0f} records/s); {tail}"
     )
     return 0
 

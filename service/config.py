@@ -309,9 +309,12 @@ class Settings(BaseSettings):
     # Public keys (PEM, one or more Ed25519) `intygstjanst verify-audit` checks checkpoints with: an
     # auditor needs no private key, and keys rotated out stay here so their checkpoints still verify.
     audit_verify_keys_file: Path | None = None
-    # A checkpoint is signed in the transaction of every record whose seq is a multiple of this, and
-    # by the sealer every `audit_checkpoint_seconds` if the chain grew meanwhile: together they bound
-    # the records a rewrite of the database alone could alter undetected (audit_chain.py).
+    # The sealer (store/audit_sealer.py) gives committed records their place in the chain every
+    # `audit_seal_seconds`, signs a checkpoint at every place that is a multiple of
+    # `audit_checkpoint_every`, and at the head every `audit_checkpoint_seconds` if the chain grew
+    # meanwhile: the seal lag and these bound the records a rewrite of the database alone could alter
+    # undetected (audit_chain.py).
+    audit_seal_seconds: float = Field(default=0.25, gt=0, le=60)
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=300.0, gt=0)
     dev_audit_key_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-audit-key.pem")

@@ -70,6 +70,28 @@ AUDIT_LAST_WRITE = Gauge(
     "When an audit record was last committed (audit lag: time() minus this)",
     multiprocess_mode="max",
 )
+# The audit log's sealer (issue 9, store/audit_sealer.py). The tamper-evidence window is the seal lag
+# plus the checkpoint interval: these show the first, and alert when it grows.
+AUDIT_UNSEALED = Gauge(
+    "intyg_audit_unsealed_records",
+    "Audit records committed and not yet given their place in the hash chain",
+    multiprocess_mode="livemax",
+)
+AUDIT_UNSEALED_AGE = Gauge(
+    "intyg_audit_unsealed_oldest_age_seconds",
+    "Age of the oldest audit record not yet sealed (0 when none waits)",
+    multiprocess_mode="livemax",
+)
+AUDIT_SEAL_LAG = Histogram(
+    "intyg_audit_seal_lag_seconds",
+    "Time from an audit record's writing to its place in the hash chain",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+AUDIT_SEALER_ELECTED = Gauge(
+    "intyg_audit_sealer_elected",
+    "1 in the process that is the audit log's sealer (exactly one across replicas)",
+    multiprocess_mode="livesum",
+)
 POOL_IN_USE = Gauge("intyg_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum")
 POOL_SIZE = Gauge("intyg_db_pool_size", "Database connections the pool keeps", multiprocess_mode="livesum")
 BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multiprocess_mode="max")

@@ -13,8 +13,10 @@ each checkpoint in the external log store (``repositories.log_checkpoint``) anch
 the database's own reach. Only records after the newest checkpoint are unprotected against a rewrite
 by someone who can also rewrite the head; the periodic sealer (``app.py``) keeps that window short.
 
-The writer (``repositories.SqlAuditLog``), the migration that chains older records, and the
-verifier (``intygstjanst verify-audit``) share these functions.
+Records are written unsealed, in the transactions of their effects, and chained after commit by the
+sealer (``audit_sealer``, issue 9): until then a record is in the unsealed tail, which the verifier
+counts and checks for form only. The sealer, the migrations that chain older records, and the verifier
+(``intygstjanst verify-audit``) share these functions.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 # The hash before the first record.
 GENESIS: Final = "0" * 64
-# The columns that place a record in the chain; every other stored column is hashed.
-CHAIN_COLUMNS: Final = frozenset({"seq", "prev_hash", "hash"})
+# The columns that place a record in the chain; every other stored column is hashed. ``id`` only
+# orders the unsealed tail for the sealer: once sealed, ``seq`` is the record's place.
+CHAIN_COLUMNS: Final = frozenset({"id", "seq", "prev_hash", "hash"})
 # Versioned domain prefixes: a record hash can never be read as a checkpoint's signed bytes, and a
 # later encoding gets a new prefix while records hashed under this one still verify.
 _RECORD_V1: Final = b"intygstjanst-audit-record-v1\n"
@@ -75,6 +78,54 @@ def record_hash(prev_hash: str, values: Mapping[str, object]) -> str:
     digest.update(b"\n")
     digest.update(_encoded(content))
     return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A record's place in the chain: the record ``id`` gets ``seq``, follows ``prev_hash``, hashes to ``hash``."""
+
+    id: int
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+def link(seq: int, last: str, rows: Iterable[Mapping[Any, Any]]) -> Iterator[Link]:
+    """Chain ``rows`` in the order given after the record at ``seq`` whose hash is ``last``."""
+    for row in rows:
+        seq += 1
+        digest = record_hash(last, row)
+        yield Link(row["id"], seq, last, digest)
+        last = digest
+
+
+# What an unsealed record must hold to be one the service wrote (the store's NOT NULL columns).
+_REQUIRED: Final = (
+    "id",
+    "at",
+    "action",
+    "outcome",
+    "actor_kind",
+    "actor_id",
+    "channel",
+    "certificate_ids",
+    "detail",
+)
+
+
+def unsealed_problem(row: Mapping[str, Any]) -> str | None:
+    """Why an unsealed record is not well-formed, or None. It is not chained yet, so nothing proves its
+    content; but a record half sealed (a place or a hash without the rest) or lacking what every
+    record holds was not written by the service."""
+    placed = [column for column in ("seq", "prev_hash", "hash") if row.get(column) is not None]
+    if placed:
+        return f"has {', '.join(placed)} but no place in the chain"
+    missing = [column for column in _REQUIRED if row.get(column) is None]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    if not isinstance(row["at"], dt.datetime) or row["at"].tzinfo is not None:
+        return "its time is not a wall-clock time"
+    return None
 
 
 def key_id(key: Ed25519PublicKey) -> str:
@@ -171,9 +222,14 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """``records`` and ``checkpoints`` verified in the sealed chain; ``unsealed`` records not chained
+    yet, the oldest written at ``oldest_unsealed``."""
+
     records: int
     checkpoints: int
     problem: Problem | None
+    unsealed: int = 0
+    oldest_unsealed: dt.datetime | None = None
 
     @property
     def intact(self) -> bool:
@@ -197,6 +253,8 @@ class _Walk:
         self.records = 0
         self.checked = 0
         self.sealed = 0  # the seq of the newest checkpoint that held
+        self.tail = 0  # unsealed records seen
+        self.oldest: dt.datetime | None = None
 
     def record(self, row: Mapping[Any, Any]) -> None:
         expected = self.seq + 1
@@ -253,20 +311,32 @@ class _Walk:
         if head.hash != self.hash:
             raise _Found(self.seq, f"record {self.seq}: the head names another hash")
 
+    def unsealed(self, row: Mapping[Any, Any]) -> None:
+        if problem := unsealed_problem(row):
+            raise _Found(self.seq + 1, f"unsealed record {row.get('id')}: {problem}")
+        self.tail += 1
+        if self.oldest is None or row["at"] < self.oldest:
+            self.oldest = row["at"]
+
 
 def verify(
     records: Iterable[Mapping[Any, Any]],
     checkpoints: Iterable[Checkpoint],
     head: Head | None,
     keys: Mapping[str, Ed25519PublicKey],
+    *,
+    unsealed: Iterable[Mapping[Any, Any]] = (),
 ) -> Verdict:
-    """Check a whole chain, read once, in order of seq: the records (every stored column, by name),
-    the checkpoints (in order of seq), and the head. The verdict names the first place it breaks."""
+    """Check a whole chain, read once, in order of seq: the sealed records (every stored column, by
+    name), the checkpoints (in order of seq), and the head; then the unsealed tail, for form. The
+    verdict names the first place it breaks."""
     walk = _Walk(checkpoints, keys)
     try:
         for row in records:
             walk.record(row)
         walk.end(head)
+        for row in unsealed:
+            walk.unsealed(row)
     except _Found as found:
-        return Verdict(walk.records, walk.checked, found.problem)
-    return Verdict(walk.records, walk.checked, None)
+        return Verdict(walk.records, walk.checked, found.problem, walk.tail, walk.oldest)
+    return Verdict(walk.records, walk.checked, None, walk.tail, walk.oldest)

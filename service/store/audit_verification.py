@@ -2,7 +2,8 @@
 
 Offline and read-only: a synchronous engine (the command runs outside any event loop), one snapshot
 (a record committed meanwhile cannot look like a record beyond the head), and the records streamed in
-order of seq, never all in memory. Checkpoints copied from the service's log (``log_checkpoint``)
+order of seq, never all in memory. Records not sealed yet (issue 9) are read last, in
+order of id, as the unsealed tail. Checkpoints copied from the service's log (``log_checkpoint``)
 can be added: they anchor the chain where the database's own checkpoints and head were cut off too.
 """
 
@@ -83,15 +84,30 @@ def verify_database(
             # Closed when left, also where the verdict came before their end (server-side cursors).
             with (
                 connection.execute(
-                    select(audit_records).order_by(audit_records.c.seq).execution_options(yield_per=_BATCH)
+                    select(audit_records)
+                    .where(audit_records.c.seq.is_not(None))
+                    .order_by(audit_records.c.seq)
+                    .execution_options(yield_per=_BATCH)
                 ) as records,
                 connection.execute(
                     select(audit_checkpoints)
                     .order_by(audit_checkpoints.c.seq)
                     .execution_options(yield_per=_BATCH)
                 ) as stored,
+                connection.execute(
+                    select(audit_records)
+                    .where(audit_records.c.seq.is_(None))
+                    .order_by(audit_records.c.id)
+                    .execution_options(yield_per=_BATCH)
+                ) as unsealed,
             ):
                 checkpoints = heapq.merge(_checkpoints(stored), logged, key=lambda checkpoint: checkpoint.seq)
-                return audit_chain.verify((row._mapping for row in records), checkpoints, head, keys)
+                return audit_chain.verify(
+                    (row._mapping for row in records),
+                    checkpoints,
+                    head,
+                    keys,
+                    unsealed=(row._mapping for row in unsealed),
+                )
     finally:
         engine.dispose()

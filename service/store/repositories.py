@@ -39,7 +39,6 @@ from service.model import (
     StatusCode,
     StatusEvent,
 )
-from service.store import audit_chain
 from service.store.crypto import (
     KeyRing,
     Purpose,
@@ -49,7 +48,6 @@ from service.store.crypto import (
     seal,
 )
 from service.store.tables import (
-    audit_checkpoints,
     audit_head,
     audit_records,
     certificates,
@@ -347,79 +345,42 @@ def actor_person_key(keyring: KeyRing, person_id: str | None) -> str | None:
         return keyring.lookup(person_id.strip())
 
 
-_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-_MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1)
-
-
-async def _locked_head(session: AsyncSession) -> Row[*tuple[Any, ...]]:
-    head = (await session.execute(_HEAD)).first()
-    if head is None:
-        raise RuntimeError("the audit chain has no head: the database is not migrated, or damaged")
-    return head
-
-
 class SqlAuditLog:
-    """The audit log: each record is chained to the one before it (issue 5, ``audit_chain``).
+    """The audit log. A record is inserted unsealed, in the transaction of its effect, and takes no
+    lock another transaction needs (issue 9): the sealer (``audit_sealer``) gives it its place in the
+    hash chain after commit."""
 
-    ``signer`` signs a checkpoint in the transaction of every record whose seq is a multiple of
-    ``checkpoint_every``; without one the records are chained all the same and only the sealer
-    (``seal_audit_chain``) signs.
-    """
-
-    def __init__(
-        self,
-        session: AsyncSession,
-        keyring: KeyRing,
-        *,
-        signer: audit_chain.Signer | None = None,
-        checkpoint_every: int = 1000,
-    ) -> None:
+    def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
         self.session = session
         self.keyring = keyring
-        self.signer = signer
-        self.checkpoint_every = checkpoint_every
-        # Records and checkpoints of the open transaction, for the metrics and the external log
-        # once it has committed (a checkpoint rolled back must never reach the log).
+        # Records of the open transaction, for the metrics once it has committed.
         self.pending: list[AuditRecord] = []
-        self.checkpoints: list[audit_chain.Checkpoint] = []
 
     async def add(self, record: AuditRecord) -> None:
         if record.at.tzinfo is not None:
             # The column keeps no zone: an aware time would read back as another value than the one
             # hashed, and the chain would look tampered with.
             raise ValueError("audit times are local wall-clock times without a zone")
-        values: dict[str, object] = {
-            "at": record.at,
-            "action": record.action,
-            "outcome": record.outcome.value,
-            "actor_kind": record.actor_kind.value,
-            "actor_id": record.actor_id,
-            "actor_person_id": actor_person_key(self.keyring, record.actor_person_id),
-            "channel": record.channel.value,
-            "patient_key": self.keyring.lookup(record.patient.value) if record.patient else None,
-            "certificate_ids": ",".join(record.certificate_ids),
-            "care_unit_id": record.care_unit_id,
-            "care_giver_id": record.care_giver_id,
-            "detail": record.detail,
-            "care_unit_name": record.care_unit_name,
-            "care_giver_name": record.care_giver_name,
-        }
-        # The head is the last lock every transaction takes: operations add their audit record just
-        # before they commit (operations._Attempt), so whoever holds it waits for no other lock, and
-        # lock order cannot deadlock. Writers queue here, which gives records their seq in commit
-        # order without gaps. On SQLite, BEGIN IMMEDIATE already holds the only write lock.
-        head = await _locked_head(self.session)
-        seq = head.seq + 1
-        digest = audit_chain.record_hash(head.hash, values)
         await self.session.execute(
-            insert(audit_records), {**values, "seq": seq, "prev_hash": head.hash, "hash": digest}
+            insert(audit_records),
+            {
+                "at": record.at,
+                "action": record.action,
+                "outcome": record.outcome.value,
+                "actor_kind": record.actor_kind.value,
+                "actor_id": record.actor_id,
+                "actor_person_id": actor_person_key(self.keyring, record.actor_person_id),
+                "channel": record.channel.value,
+                "patient_key": self.keyring.lookup(record.patient.value) if record.patient else None,
+                "certificate_ids": ",".join(record.certificate_ids),
+                "care_unit_id": record.care_unit_id,
+                "care_giver_id": record.care_giver_id,
+                "detail": record.detail,
+                "care_unit_name": record.care_unit_name,
+                "care_giver_name": record.care_giver_name,
+            },
         )
-        await self.session.execute(_MOVE_HEAD, {"seq": seq, "hash": digest})
         self.pending.append(record)
-        if self.signer is not None and seq % self.checkpoint_every == 0:
-            checkpoint = self.signer.sign(seq, digest, record.at)
-            await add_checkpoint(self.session, checkpoint)
-            self.checkpoints.append(checkpoint)
 
     async def list_for_patient(
         self,
@@ -441,7 +402,7 @@ class SqlAuditLog:
         rows = await self.session.execute(
             select(audit_records)
             .where(*where)
-            .order_by(audit_records.c.at.desc(), audit_records.c.seq.desc())
+            .order_by(audit_records.c.at.desc(), audit_records.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
@@ -482,57 +443,20 @@ class StoreStatistics:
 
 
 async def store_statistics(session: AsyncSession) -> StoreStatistics:
-    """Counts for the operators' gauges. The audit count is the chain's head: the log is append-only
-    and its seq gapless, so that is exact without counting the largest table."""
+    """Counts for the operators' gauges. The audit count is the chain's head and the unsealed tail: the
+    log is append-only and its seq gapless, so that is exact without counting the largest table."""
     by_state = await session.execute(
         select(certificates.c.care_available, certificates.c.citizen_available, func.count()).group_by(
             certificates.c.care_available, certificates.c.citizen_available
         )
     )
     consenting = await session.scalar(select(func.count()).select_from(consents).where(consents.c.given))
-    audit = await session.scalar(select(audit_head.c.seq))
+    sealed = await session.scalar(select(audit_head.c.seq))
+    unsealed = await session.scalar(
+        select(func.count()).select_from(audit_records).where(audit_records.c.seq.is_(None))
+    )
     return StoreStatistics(
         certificates={(bool(care), bool(citizen)): int(n) for care, citizen, n in by_state},
         citizens_with_consent=int(consenting or 0),
-        audit_records=int(audit or 0),
+        audit_records=int(sealed or 0) + int(unsealed or 0),
     )
-
-
-_log = logging.getLogger("service.audit")
-
-
-async def add_checkpoint(session: AsyncSession, checkpoint: audit_chain.Checkpoint) -> None:
-    await session.execute(
-        insert(audit_checkpoints),
-        {
-            "seq": checkpoint.seq,
-            "hash": checkpoint.hash,
-            "at": checkpoint.at,
-            "key_id": checkpoint.key_id,
-            "signature": checkpoint.signature,
-        },
-    )
-
-
-async def seal_audit_chain(
-    session: AsyncSession, signer: audit_chain.Signer, *, at: dt.datetime
-) -> audit_chain.Checkpoint | None:
-    """Sign a checkpoint at the head if the chain grew since the newest one; never commits.
-
-    Locks the head like a writer does, so that the head cannot move meanwhile and two sealers (one per
-    worker process) or a writer's own checkpoint at the same seq never both sign it.
-    """
-    head = await _locked_head(session)
-    sealed = await session.scalar(select(func.max(audit_checkpoints.c.seq)))
-    if head.seq == 0 or (sealed is not None and sealed >= head.seq):
-        return None
-    checkpoint = signer.sign(head.seq, head.hash, at)
-    await add_checkpoint(session, checkpoint)
-    return checkpoint
-
-
-def log_checkpoint(checkpoint: audit_chain.Checkpoint) -> None:
-    """One JSON log event per committed checkpoint. The external log store keeps a copy the database
-    cannot rewrite (``intygstjanst verify-audit --checkpoint-log``); it names places and hashes only,
-    never a person or a record's content."""
-    _log.info("audit checkpoint", extra={"event": "audit_checkpoint", **checkpoint.as_logged()})

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData(
@@ -120,13 +121,16 @@ consent_changes = Table(
     Column("channel", String(16), nullable=False),
 )
 
-# The audit log is a hash chain (issue 5, store/audit_chain.py): ``seq`` is the record's place, gapless
-# and taken from ``audit_head`` in the record's own transaction, never from an autoincrement (whose
-# rolled-back values leave gaps); ``hash`` covers ``prev_hash`` and every other column.
+# The audit log (issue 5, store/audit_chain.py; issue 9, store/audit_sealer.py). A request inserts its
+# record in its own transaction with only ``id`` to order it by; ``seq``, ``prev_hash`` and ``hash`` stay
+# empty until the sealer, after commit, gives the record its place in the hash chain: ``seq`` 1, 2, 3 ...
+# without gaps, ``hash`` covering ``prev_hash`` and every other column but ``id``.
 audit_records = Table(
     "audit_records",
     metadata,
-    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    # SQLite gives an autoincrement only to INTEGER PRIMARY KEY (the rowid).
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("seq", BigInteger(), nullable=True),
     Column("at", DateTime(), nullable=False),
     Column("action", String(64), nullable=False),
     Column("outcome", String(16), nullable=False),
@@ -142,14 +146,23 @@ audit_records = Table(
     Column("detail", String(256), nullable=False),
     Column("care_unit_name", String(256), nullable=True),
     Column("care_giver_name", String(256), nullable=True),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
     # The citizen's access log extract reads one patient's records, newest first.
     Index(None, "patient_key", "at"),
+    # A place in the chain is taken once; the verifier reads the chain in its order.
+    Index(None, "seq", unique=True),
+    # The sealer's work list: small (the unsealed tail), so finding it never scans the log.
+    Index(
+        "ix_audit_records_unsealed",
+        "id",
+        postgresql_where=text("seq IS NULL"),
+        sqlite_where=text("seq IS NULL"),
+    ),
 )
 
-# One row: the last record of the chain. Every audit write locks it, so records get their seq in
-# commit order, and a tail cut off the chain leaves the head naming a record that is not there.
+# One row: the last sealed record of the chain. Only the sealer writes it, so a tail cut off the chain
+# leaves the head naming a record that is not there; no request ever reads or locks it.
 audit_head = Table(
     "audit_head",
     metadata,

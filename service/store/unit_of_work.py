@@ -15,14 +15,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from service import errors, metrics
-from service.store.audit_chain import Signer
 from service.store.crypto import KeyRing
-from service.store.repositories import (
-    SqlAuditLog,
-    SqlCertificateRepository,
-    SqlConsentRepository,
-    log_checkpoint,
-)
+from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
 
 # PostgreSQL's unique and foreign-key violations, serialization_failure and deadlock_detected: the
 # transaction lost a race (another inserted the same key, or deleted what we refer to).
@@ -97,30 +91,18 @@ def _lost_a_race(exc: BaseException) -> bool:
 
 
 class SqlUnitOfWork:
-    """``keyring``: encryption at rest; ``signer`` and ``checkpoint_every``: the audit log's
-    in-transaction checkpoints (``SqlAuditLog``)."""
+    """``keyring``: the keys of encryption at rest."""
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        keyring: KeyRing,
-        *,
-        signer: Signer | None = None,
-        checkpoint_every: int = 1000,
-    ) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> None:
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
-        self._signer = signer
-        self._checkpoint_every = checkpoint_every
 
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self.certificates = SqlCertificateRepository(self._session, self._keyring)
         self.consents = SqlConsentRepository(self._session, self._keyring)
-        self.audit = SqlAuditLog(
-            self._session, self._keyring, signer=self._signer, checkpoint_every=self._checkpoint_every
-        )
+        self.audit = SqlAuditLog(self._session, self._keyring)
         return self
 
     async def __aexit__(
@@ -138,7 +120,6 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         assert self._session is not None
         pending, self.audit.pending = self.audit.pending, []
-        checkpoints, self.audit.checkpoints = self.audit.checkpoints, []
         try:
             await self._session.commit()
         except Exception:
@@ -147,13 +128,10 @@ class SqlUnitOfWork:
             raise
         for record in pending:
             metrics.observe(record)
-        for checkpoint in checkpoints:
-            log_checkpoint(checkpoint)
 
     async def rollback(self) -> None:
         assert self._session is not None
         self.audit.pending.clear()
-        self.audit.checkpoints.clear()
         await self._session.rollback()
 
 
