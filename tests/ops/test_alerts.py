@@ -50,13 +50,16 @@ COUNTERS = {
     "intyg_refusals_total",
     "intyg_audit_write_failures_total",
 }
-HISTOGRAMS = {"intyg_request_duration_seconds"}
+HISTOGRAMS = {"intyg_request_duration_seconds", "intyg_audit_seal_lag_seconds"}
 GAUGES = {
     "intyg_requests_in_flight",
     "intyg_certificates_stored",
     "intyg_citizens_with_consent",
     "intyg_audit_records",
     "intyg_audit_last_write_timestamp_seconds",
+    "intyg_audit_unsealed_records",
+    "intyg_audit_unsealed_oldest_age_seconds",
+    "intyg_audit_sealer_elected",
     "intyg_db_pool_in_use",
     "intyg_db_pool_size",
     "intyg_build_info",
@@ -165,6 +168,7 @@ def test_the_issues_alerts_are_there() -> None:
         "IntygstjanstDatabaseUnavailable": "technical_error",
         "IntygstjanstAuditWriteFailures": "intyg_audit_write_failures_total",
         "IntygstjanstAuditLag": "time() - ",
+        "IntygstjanstAuditSealLag": "intyg_audit_unsealed_oldest_age_seconds",
         "IntygstjanstDeletionSpike": "increase(intyg_certificates_deleted_total[10m])",
     }
     for alert, fragment in needed.items():
@@ -213,6 +217,8 @@ def test_dashboard_covers_the_overview() -> None:
         "intyg_db_pool_in_use",
         "intyg_db_pool_size",
         "time() - max(intyg_audit_last_write_timestamp_seconds",
+        "max(intyg_audit_unsealed_oldest_age_seconds)",
+        "histogram_quantile(0.99, sum by (le) (rate(intyg_audit_seal_lag_seconds_bucket[5m])))",
         "sum by (care_available, citizen_available) (intyg_certificates_stored)",
     ):
         assert needed in exprs, needed
