@@ -510,6 +510,47 @@ def test_the_app_signs_with_its_key_and_seals_its_last_records_when_it_stops(
     assert [getattr(r, "seq", None) for r in caplog.records if r.name == "service.audit"] == [1]
 
 
+def test_the_app_stops_its_sealer_between_passes_and_leaves_every_record_sealed_and_signed(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Issue 9, item 6: stopped while its sealer passes come every few milliseconds, the app waits for
+    the pass under way instead of cancelling it inside a transaction (which left SQLite's write lock
+    to a dead transaction: the final seal then waited out the busy timeout and the last checkpoint was
+    lost), seals the rest, signs the head, and is gone well within the shutdown grace."""
+    settings = Settings(
+        database_url=database_url,
+        audit_seal_seconds=0.005,
+        audit_checkpoint_seconds=3600,
+        dev_key_file=tmp_path / "dev-portal-key.json",
+        **settings_keys(),
+    )
+    stops = []
+    for round_ in range(12):
+        client = TestClient(create_app(settings))
+        with client:
+            response = client.post(
+                s.path_of("RegisterCertificate", 3),
+                content=s.register_envelope(f"stopping-{round_}", "191212121212"),
+                headers={"Content-Type": "text/xml; charset=utf-8"},
+            )
+            assert response.status_code == 200
+            stopping = time.monotonic()
+        stops.append(time.monotonic() - stopping)
+
+    async def chain() -> Chain:
+        engine = create_engine(database_url)
+        try:
+            return await stored_chain(engine)
+        finally:
+            await engine.dispose()
+
+    stored = asyncio.run(chain())
+    assert max(stops) < settings.shutdown_grace_seconds / 4, stops
+    assert [row["seq"] for row in stored.records] == list(range(1, 13))
+    assert stored.checkpoints[-1].seq == stored.head.seq == 12
+    assert stored.verdict(audit_key.verify_keys(settings)).intact
+
+
 def test_the_development_key_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> None:
     settings = Settings(dev_audit_key_file=tmp_path / "intygstjanst-dev-audit-key.pem")
 
