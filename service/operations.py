@@ -6,6 +6,11 @@ was not committed. A refusal is audited (outcome ``denied`` or ``error``) and co
 domain error is raised. Permanent deletion (rules 5 and 6) happens in the unit of work of its cause.
 
 Adapters (``soap``, ``rest``) call these with plain values; they never test a flag or consent.
+
+The exceptions to "the only place a transaction begins and ends" are the background jobs, each owning
+its short transactions and never waited on by a request: the audit log's sealer
+(``store/audit_sealer.py``, which chains the records these functions write), the store gauges
+(``app.py``) and KEK rotation (``store/rotation.py``).
 """
 
 from __future__ import annotations
