@@ -89,7 +89,8 @@ AUDIT_SEAL_LAG = Histogram(
 )
 AUDIT_SEALER_ELECTED = Gauge(
     "intyg_audit_sealer_elected",
-    "1 in the process that is the audit log's sealer (exactly one across replicas)",
+    "1 in a process that is the audit log's sealer: exactly one across PostgreSQL's replicas; on SQLite"
+    " every worker seals, one pass at a time",
     multiprocess_mode="livesum",
 )
 POOL_IN_USE = Gauge("intyg_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum")

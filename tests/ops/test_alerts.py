@@ -339,6 +339,16 @@ LITTLE_TRAFFIC = [
     ('intyg_citizens_with_consent{job="intygstjanst", instance="i:8080"}', "1x30"),
     ('intyg_audit_records{job="intygstjanst", instance="i:8080"}', "0+3x30"),
     ('intyg_audit_last_write_timestamp_seconds{job="intygstjanst", instance="i:8080"}', "0+60x30"),
+    ('intyg_audit_unsealed_records{job="intygstjanst", instance="i:8080"}', "2x30"),
+    ('intyg_audit_unsealed_oldest_age_seconds{job="intygstjanst", instance="i:8080"}', "0.1x30"),
+    ('intyg_audit_sealer_elected{job="intygstjanst", instance="i:8080"}', "1x30"),
+    *(
+        (
+            f'intyg_audit_seal_lag_seconds_bucket{{job="intygstjanst", instance="i:8080", le="{le}"}}',
+            f"0+{n}x30",
+        )
+        for le, n in (("0.1", 2), ("0.25", 3), ("+Inf", 3))
+    ),
     ('intyg_db_pool_in_use{job="intygstjanst", instance="i:8080"}', "0x30"),
     ('intyg_db_pool_size{job="intygstjanst", instance="i:8080"}', "10x30"),
     ('intyg_build_info{job="intygstjanst", instance="i:8080", version="0.1.0"}', "1x30"),
