@@ -1,6 +1,7 @@
 """Nothing waits without bound (issue 9, item 3): the real service (``intygstjanst serve``) on a
 PostgreSQL cluster of this module's own, which the tests lock rows of, freeze (SIGSTOP to the
-postmaster and every backend: it answers nothing, not even a timeout) and thaw.
+postmaster and every backend: it answers nothing, not even a timeout) and thaw; and the embedded
+SQLite database, whose write lock another process holds.
 
 - A row lock held by another transaction: a change that needs it fails at the lock timeout (0.5 s
   here), well before the deadline, with the contract's error; once released it succeeds.
@@ -8,7 +9,8 @@ postmaster and every backend: it answers nothing, not even a timeout) and thaw.
   503 problem+json ``store_unavailable`` with Retry-After, each within the deadline (2.5 s here) and a
   margin; ``/readyz`` answers 503 within its own (1 s).
 - Thawed: the same process answers again, without a restart (the pool replaced the connections it
-  gave up on).
+  gave up on). A connection cut off in the middle of a transaction is closed, never pooled again.
+- SQLite: a request waits for another process's write lock no longer than the lock (busy) timeout.
 
 No answer and no log line holds a stack trace, SQL or the identity number. The mechanism on its own:
 ``tests/unit/test_timeout.py``; the error tables: ``tests/unit/test_error_maps.py``.
@@ -16,9 +18,11 @@ No answer and no log line holds a stack trace, SQL or the identity number. The m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,17 +34,21 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from service import errors
+from service.app import create_app
+from service.config import Settings
 from service.store import migration
 from service.store.timeout import GRACE
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
 from tests import postgres, server
 from tests.conftest import SUITE_LOG
 from tests.integration import soap as s
 from tests.integration.soap import Reply, SoapClient
-from tests.keys import key_of, settings_keys
+from tests.keys import KEYRING, key_of, settings_keys
 from tests.reference import need_shared
-
-pytestmark = pytest.mark.postgres
 
 PATIENT = "191212121212"
 LOCK, DEADLINE, READY_DEADLINE = 0.5, 2.5, 1.0
@@ -70,17 +78,28 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    need_shared()  # the certificates registered are the national service's own test requests
+def cluster() -> Iterator[tuple[str, Path]]:
+    """A cluster of this module's own (its URL and data directory): never the suite's shared one,
+    since this one is frozen."""
     try:
         postgres.find_bindir()
     except postgres.PostgresUnavailable as exc:
         pytest.skip(f"PostgreSQL: {exc}")
-    url, base = postgres.start()  # never the suite's shared cluster: this one is frozen
+    url, base = postgres.start()
+    try:
+        migration.upgrade(url)
+        yield url, base / "data"
+    finally:
+        postgres.stop(base)
+
+
+@pytest.fixture(scope="module")
+def service(cluster: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    need_shared()  # the certificates registered are the national service's own test requests
+    url, data = cluster
     workdir = tmp_path_factory.mktemp("bounded")
     log = workdir / "service.log"
     try:
-        migration.upgrade(url)
         keys = {name: value.get_secret_value() for name, value in settings_keys().items()}
         env = {"INTYG_DATABASE_URL": url, "INTYG_KEK": keys["kek"], "INTYG_LOOKUP_KEY": keys["lookup_key"]}
         with (
@@ -99,11 +118,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 httpx.Client(base_url=at, timeout=30) as soap,
                 httpx.Client(base_url=at, timeout=30, headers=bearer) as rest,
             ):
-                yield Service(url, base / "data", log, SoapClient(soap), rest)
+                yield Service(url, data, log, SoapClient(soap), rest)
     finally:
         if log.exists():  # tests/zz_suite checks these lines with the rest of the suite's
             SUITE_LOG.extend(log.read_text(encoding="utf-8", errors="replace").splitlines())
-        postgres.stop(base)
 
 
 def _register(service: Service, certificate_id: str) -> None:
@@ -153,6 +171,7 @@ def _held(service: Service, sql: str, *params: str) -> Iterator[None]:
         connection.rollback()
 
 
+@pytest.mark.postgres
 def test_a_change_that_waits_for_a_held_row_lock_fails_at_the_lock_timeout(service: Service) -> None:
     certificate = "bounded-locked-1"
     _register(service, certificate)
@@ -217,6 +236,7 @@ def _wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.postgres
 def test_a_frozen_database_gets_the_contracts_error_in_time_and_the_service_recovers(
     service: Service,
 ) -> None:
@@ -255,3 +275,77 @@ def test_a_frozen_database_gets_the_contracts_error_in_time_and_the_service_reco
     assert calls["rest"]().status_code == 200
     assert calls["register"]().result()[0] == "OK"
     _assert_logged_nothing_private(service)
+
+
+@pytest.mark.postgres
+async def test_a_connection_cut_off_in_the_middle_of_a_transaction_is_closed_not_pooled(
+    cluster: tuple[str, Path],
+) -> None:
+    url, data = cluster
+    engine = create_engine(url, pool_size=1)
+    backends: list[int] = []
+    invalidated: list[object] = []
+    event.listen(
+        engine.sync_engine,
+        "checkout",
+        lambda dbapi, *_: backends.append(dbapi.driver_connection.info.backend_pid),
+    )
+    event.listen(engine.sync_engine, "invalidate", lambda *args: invalidated.append(args))
+    uow = SqlUnitOfWork(sessions_for(engine), KEYRING, deadline=1.0)
+    try:
+        began = time.monotonic()
+        with pytest.raises(errors.StoreUnavailable):
+            async with uow:
+                await uow.certificates.get("bounded-none")  # the transaction has begun
+                with _frozen(data):
+                    await uow.certificates.get("bounded-none")
+        assert time.monotonic() - began < 1.0 + GRACE + MARGIN
+        assert len(invalidated) == 1, "the connection is given up on"
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+        # Thawed: a new connection serves the next unit of work, and the one cut off is gone from
+        # the server too (its backend saw the socket closed, and its transaction went with it).
+        async with uow:
+            assert await uow.certificates.get("bounded-none") is None
+        (cut_off, *_), serving = backends, backends[-1]
+        assert serving != cut_off
+
+        async def backends_alive() -> list[int]:
+            async with engine.connect() as connection:
+                found = await connection.exec_driver_sql("SELECT pid FROM pg_stat_activity")
+                return list(found.scalars())
+
+        deadline = time.monotonic() + 10
+        while cut_off in await backends_alive():
+            assert time.monotonic() < deadline, "the backend cut off is gone within 10 s"
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()
+
+
+# --- SQLite: another process holds the write lock ---------------------------------------------------
+
+
+def test_a_request_waits_for_sqlites_write_lock_no_longer_than_the_lock_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "intyg.db"
+    migration.upgrade(f"sqlite+aiosqlite:///{path}")
+    settings = Settings(
+        database_url=f"sqlite:///{path}",
+        db_lock_timeout_seconds=LOCK,
+        dev_audit_key_file=tmp_path / "dev-audit-key.pem",
+        **settings_keys(),
+    )
+    get = s.get_certificate("bounded-unknown", "HSVARD")
+    with TestClient(create_app(settings)) as client, contextlib.closing(sqlite3.connect(path)) as other:
+        soap = SoapClient(client)
+        other.isolation_level = None
+        other.execute("BEGIN IMMEDIATE")  # as a second worker, or an operator's command, would
+        took, reply = _timed(lambda: soap.call("GetCertificate", 2, get))
+        other.execute("ROLLBACK")
+
+        # Every operation writes its audit record, so it waits for the write lock: once here, where
+        # GetCertificate is not run again (a busy SQLite counts as a lost race, store/unit_of_work.py).
+        assert reply.is_fault and reply.fault_code == "soap:Server", reply.fault_string
+        assert took < LOCK + MARGIN, f"{took:.2f} s"
+        # Released: the store answers (the certificate does not exist: the caller's error).
+        assert soap.call("GetCertificate", 2, get).fault_code == "soap:Client"
