@@ -53,7 +53,9 @@ class Timeouts:
         return " ".join(f"-c {name}={round(seconds * 1000)}" for name, seconds in settings)
 
 
-# A migration may rewrite every row (0003) or index the whole store: it takes what that takes.
+# A migration may rewrite every row (0003) or index the whole store: it takes what that takes. It
+# still waits for a lock no longer than a request would: queued behind one request's row lock, its
+# own lock on the table would hold up every request after it.
 MIGRATION_TIMEOUTS: Final = Timeouts(statement=0, idle_in_transaction=0)
 
 DEFAULT_TIMEOUTS: Final = Timeouts()

@@ -179,13 +179,14 @@ class SqlUnitOfWork:
         self._checkpoint_every = checkpoint_every
 
     async def __aenter__(self) -> Self:
-        self._deadline = Deadline(self._deadline_seconds).start()
         self._session = self._sessions()
         self.certificates = SqlCertificateRepository(self._session, self._keyring)
         self.consents = SqlConsentRepository(self._session, self._keyring)
         self.audit = SqlAuditLog(
             self._session, self._keyring, signer=self._signer, checkpoint_every=self._checkpoint_every
         )
+        # Started last: nothing before it can fail and leave the clock running with no __aexit__.
+        self._deadline = Deadline(self._deadline_seconds).start()
         return self
 
     async def __aexit__(
@@ -202,7 +203,7 @@ class SqlUnitOfWork:
                 await session.close()
         except BaseException as cleanup:
             failure = cleanup
-        unavailable = "deadline" if deadline.end(failure) else _unavailable(failure)
+        unavailable = "deadline passed" if deadline.end(failure) else _unavailable(failure)
         if unavailable:
             # Named by kind only: the exception's text may carry SQL and the values of the request.
             log.warning("store unavailable: %s", unavailable)

@@ -11,8 +11,10 @@ import asyncio
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from service import errors
+from service.config import Settings
 from service.store.timeout import GRACE, MIGRATION_TIMEOUTS, Deadline, Timeouts
 
 # A loaded two-core machine may run a timer late by this much.
@@ -100,3 +102,35 @@ def test_a_migration_waits_for_locks_but_not_for_its_own_long_statements() -> No
     assert "statement_timeout=0 " in MIGRATION_TIMEOUTS.postgres_options()
     assert "idle_in_transaction_session_timeout=0" in MIGRATION_TIMEOUTS.postgres_options()
     assert MIGRATION_TIMEOUTS.lock > 0
+
+
+def test_the_settings_give_the_engine_its_timeouts_in_seconds() -> None:
+    settings = Settings(
+        db_lock_timeout_seconds=0.5,
+        db_statement_timeout_seconds=4,
+        db_idle_in_transaction_timeout_seconds=9,
+        db_connect_timeout_seconds=2,
+        db_pool_timeout_seconds=1,
+    )
+
+    assert settings.database_timeouts() == Timeouts(
+        lock=0.5, statement=4, idle_in_transaction=9, connect=2, pool=1
+    )
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        "db_lock_timeout_seconds",
+        "db_statement_timeout_seconds",
+        "db_connect_timeout_seconds",
+        "db_pool_timeout_seconds",
+    ],
+)
+def test_the_deadline_must_leave_the_servers_timeouts_and_the_pools_wait_room_to_answer_first(
+    timeout: str,
+) -> None:
+    # A timeout the server reports names its cause and keeps the connection; the deadline is for a
+    # database that answers nothing.
+    with pytest.raises(ValidationError, match="INTYG_DB_DEADLINE_SECONDS"):
+        Settings.model_validate({"db_deadline_seconds": 3, timeout: 3})
