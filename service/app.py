@@ -108,14 +108,16 @@ def create_app(settings: Settings) -> FastAPI:
     soap_callers = callers(settings)
     # Read once: the keys of encryption at rest (issue 5), shared by every unit of work.
     keyring = settings.keyring()
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = create_engine(
+        settings.database_url, pool_size=settings.db_pool_size, timeouts=settings.database_timeouts()
+    )
     sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
     recipients = settings.recipients()
     signer = audit_key.signer(settings)
 
     def unit_of_work() -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, keyring)
+        return SqlUnitOfWork(sessions, keyring, deadline=settings.db_deadline_seconds)
 
     def clock() -> dt.datetime:
         # The contracts' timestamps are local wall-clock times without a zone (rivta/README.md).
@@ -175,7 +177,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.draining = False
     rest_errors.install(app)
-    app.include_router(health_router(engine, schema_loaded=True, draining=lambda: bool(app.state.draining)))
+    app.include_router(
+        health_router(
+            engine,
+            schema_loaded=True,
+            draining=lambda: bool(app.state.draining),
+            deadline=settings.db_ready_deadline_seconds,
+        )
+    )
     app.include_router(soap.router())
     app.include_router(
         citizen_router(

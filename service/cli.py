@@ -56,7 +56,7 @@ def _keyring(settings: Settings) -> KeyRing | None:
 
 
 async def _rotate(settings: Settings, keyring: KeyRing, batch_size: int) -> rotation.Rotation:
-    engine = create_engine(settings.database_url, pool_size=1)
+    engine = create_engine(settings.database_url, pool_size=1, timeouts=settings.database_timeouts())
     try:
         return await rotation.rotate(sessions_for(engine), keyring, batch_size=batch_size)
     finally:
@@ -87,13 +87,13 @@ async def _erase(
     settings: Settings, keyring: KeyRing, care_giver_id: str, operator: str, confirmed: bool
 ) -> operations.Erasure | int:
     """The erasure, or (not confirmed) how many care copies it would remove."""
-    engine = create_engine(settings.database_url, pool_size=1)
+    engine = create_engine(settings.database_url, pool_size=1, timeouts=settings.database_timeouts())
     sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
 
     def units() -> SqlUnitOfWork:
         # Its audit records are written unsealed, as a request's are: the service's sealer chains them.
-        return SqlUnitOfWork(sessions, keyring)
+        return SqlUnitOfWork(sessions, keyring, deadline=settings.db_deadline_seconds)
 
     try:
         if not confirmed:

@@ -28,6 +28,7 @@ from service.access import Consumer, PermissionTable
 from service.model import Party, Recipient
 from service.soap.contracts import CONTRACTS
 from service.store.crypto import KeyRing, decode_key, encode_key
+from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Timeouts
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -204,6 +205,22 @@ class Settings(BaseSettings):
     profile: Literal["development", "production"] = "development"
     database_url: str = Field(default_factory=default_database_url)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Nothing waits without bound (issue 9, service/store/timeout.py). PostgreSQL ends each wait for a
+    # lock, each statement, and each transaction left idle (its locks with it) after these; on SQLite
+    # the lock timeout is the busy timeout. Connecting (libpq: whole seconds, at least 2) and waiting
+    # for a free connection of the pool are bounded too.
+    db_lock_timeout_seconds: float = Field(default=DEFAULT_TIMEOUTS.lock, gt=0, le=600)
+    db_statement_timeout_seconds: float = Field(default=DEFAULT_TIMEOUTS.statement, gt=0, le=3600)
+    db_idle_in_transaction_timeout_seconds: float = Field(
+        default=DEFAULT_TIMEOUTS.idle_in_transaction, gt=0, le=3600
+    )
+    db_connect_timeout_seconds: int = Field(default=DEFAULT_TIMEOUTS.connect, ge=2, le=600)
+    db_pool_timeout_seconds: float = Field(default=DEFAULT_TIMEOUTS.pool, gt=0, le=600)
+    # A frozen or unreachable database answers nothing, not even a timeout: each request's unit of
+    # work ends within this, on the client's own clock. /readyz has its own, shorter one, within
+    # the readiness probe's timeout (3 s in the Helm chart).
+    db_deadline_seconds: float = Field(default=DEFAULT_DEADLINE, gt=0, le=3600)
+    db_ready_deadline_seconds: float = Field(default=1.5, gt=0, le=60)
     # Wall-clock zone of the contracts' timestamps, which carry no zone (rivta/README.md).
     timezone: str = "Europe/Stockholm"
     # Largest SOAP request accepted; the biggest real certificate is a few tens of kB.
@@ -318,6 +335,32 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=300.0, gt=0)
     dev_audit_key_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-audit-key.pem")
+
+    @model_validator(mode="after")
+    def _deadline_after_the_timeouts(self) -> Self:
+        """The server's timeouts and the pool's wait answer with the error they name, and a timeout of
+        the server keeps its connection; the deadline is for a database that answers nothing."""
+        longest = max(
+            self.db_lock_timeout_seconds,
+            self.db_statement_timeout_seconds,
+            self.db_connect_timeout_seconds,
+            self.db_pool_timeout_seconds,
+        )
+        if self.db_deadline_seconds <= longest:
+            raise ValueError(
+                "INTYG_DB_DEADLINE_SECONDS must exceed the lock, statement, connect and pool timeouts "
+                f"(the longest is {longest} s)"
+            )
+        return self
+
+    def database_timeouts(self) -> Timeouts:
+        return Timeouts(
+            lock=self.db_lock_timeout_seconds,
+            statement=self.db_statement_timeout_seconds,
+            idle_in_transaction=self.db_idle_in_transaction_timeout_seconds,
+            connect=self.db_connect_timeout_seconds,
+            pool=self.db_pool_timeout_seconds,
+        )
 
     @field_validator("database_url")
     @classmethod

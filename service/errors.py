@@ -20,6 +20,7 @@ keeps those tables complete.
     │   └── CallerNotPermitted       the calling system is unidentified, or its permissions do not cover the call
     ├── Unauthenticated              the caller did not prove who it is (no or bad credentials)
     ├── ConcurrentChange             a concurrent transaction won; the operation may be retried
+    ├── StoreUnavailable             the database did not answer in time: frozen, unreachable, or a lock held too long
     └── StoredDataUnreadable         a stored ciphertext fails its check: altered, or moved from another row
         └── KekMissing               its data key is wrapped under a key-encryption key not configured
 
@@ -89,6 +90,11 @@ class Unauthenticated(ServiceError):
 
 class ConcurrentChange(ServiceError):
     pass
+
+
+class StoreUnavailable(ServiceError):
+    """Raised by the store (``store/unit_of_work.py``, ``store/deadline.py``): nothing was done, or the
+    commit's fate is unknown (the effect and its audit record share it). Retrying later may succeed."""
 
 
 class StoredDataUnreadable(ServiceError):

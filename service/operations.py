@@ -178,7 +178,13 @@ class _Attempt:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if isinstance(exc, errors.ServiceError) and not isinstance(exc, errors.ConcurrentChange):
+        # A refusal is audited in the same unit of work, rolled back to before it and committed. Not
+        # a lost race, which is run again; nor a store that did not answer, which cannot take the
+        # record either (trying would only wait again): nothing was disclosed or changed, or, where
+        # the commit itself timed out, the effect and its record share one fate.
+        if isinstance(exc, errors.ServiceError) and not isinstance(
+            exc, (errors.ConcurrentChange, errors.StoreUnavailable)
+        ):
             await self.uow.rollback()
             outcome = Outcome.DENIED if isinstance(exc, errors.Denied) else Outcome.ERROR
             await self.uow.audit.add(self._record(outcome, type(exc).__name__))

@@ -234,8 +234,10 @@ class FakeAuditLog:
 class FakeUnitOfWork:
     """An in-memory unit of work with the SQL one's transaction semantics.
 
-    ``committed`` counts successful commits. ``fail_commits`` makes the next so many commits fail with
-    ``ConcurrentChange``, as the SQL unit of work reports a lost race, so tests can drive the retries.
+    ``committed`` counts successful commits, ``commits_tried`` every attempt. ``fail_commits`` makes the
+    next so many commits fail with ``failing_with``: ``ConcurrentChange``, as the SQL unit of work
+    reports a lost race, so tests can drive the retries, or ``StoreUnavailable``, as it reports a
+    database that did not answer in time.
     """
 
     def __init__(
@@ -244,6 +246,7 @@ class FakeUnitOfWork:
         certificates: Iterable[Certificate] = (),
         consent_given: Iterable[PersonId] = (),
         fail_commits: int = 0,
+        failing_with: type[errors.ServiceError] = errors.ConcurrentChange,
     ) -> None:
         self.stored = _State()
         for certificate in certificates:
@@ -253,7 +256,9 @@ class FakeUnitOfWork:
             self.stored.consents[patient] = Consent(patient, given=True, changed_at=None)
         self._working: _State | None = None
         self.committed = 0
+        self.commits_tried = 0
         self.fail_commits = fail_commits
+        self.failing_with = failing_with
         self.certificates = FakeCertificateRepository(self)
         self.consents = FakeConsentRepository(self)
         self.audit = FakeAuditLog(self)
@@ -278,9 +283,10 @@ class FakeUnitOfWork:
 
     async def commit(self) -> None:
         working = self.working
+        self.commits_tried += 1
         if self.fail_commits > 0:
             self.fail_commits -= 1
-            raise errors.ConcurrentChange("a concurrent change won; try again")
+            raise self.failing_with("the commit failed")
         self.stored = working
         self._working = working.copy()
         self.committed += 1

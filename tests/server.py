@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -37,16 +38,22 @@ def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 def start(
-    workdir: Path, port: int, *args: str, env: dict[str, str] | None = None, quiet: bool = True
+    workdir: Path,
+    port: int,
+    *args: str,
+    env: dict[str, str] | None = None,
+    quiet: bool = True,
+    log: IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``log``: where its stdout and stderr go (else nowhere, or the test's own with ``quiet=False``)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("INTYG_", "PROMETHEUS_"))}
-    output = subprocess.DEVNULL if quiet else None
+    output = log if log is not None else subprocess.DEVNULL if quiet else None
     return subprocess.Popen(
         [str(INTYGSTJANST), "serve", "--port", str(port), *args],
         cwd=workdir,
         env={**clean, **(env or {})},
         stdout=output,
-        stderr=output,
+        stderr=subprocess.STDOUT if log is not None else output,
     )
 
 
@@ -62,11 +69,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running(
-    workdir: Path, *args: str, env: dict[str, str] | None = None
+    workdir: Path, *args: str, env: dict[str, str] | None = None, log: IO[bytes] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A ready service on plain HTTP: its base URL and its process."""
     port = free_port()
-    process = start(workdir, port, *args, env=env)
+    process = start(workdir, port, *args, env=env, log=log)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the service is ready")

@@ -28,6 +28,8 @@ class RestError:
     status: int
     code: str
     title: str
+    # Seconds after which a retry may succeed (RFC 9110 Retry-After), for a failure that passes.
+    retry_after: int | None = None
 
 
 ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
@@ -48,7 +50,12 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     errors.NotPermitted: RestError(404, "not_found", "Certificate not found"),
     errors.CallerNotPermitted: RestError(403, "caller_not_permitted", "The calling system may not do this"),
     errors.Unauthenticated: RestError(401, "unauthenticated", "A valid bearer token is required"),
-    errors.ConcurrentChange: RestError(503, "concurrent_change", "A concurrent change interfered; try again"),
+    errors.ConcurrentChange: RestError(
+        503, "concurrent_change", "A concurrent change interfered; try again", retry_after=1
+    ),
+    errors.StoreUnavailable: RestError(
+        503, "store_unavailable", "The service is temporarily unavailable; try again later", retry_after=5
+    ),
     # Encryption at rest: the same answer as any internal error; nothing of the row is shown.
     errors.StoredDataUnreadable: RestError(500, "internal_error", "The request could not be carried out"),
     errors.KekMissing: RestError(500, "internal_error", "The request could not be carried out"),
@@ -65,11 +72,15 @@ def rest_error(exc: errors.ServiceError) -> RestError:
     return ERRORS[errors.ServiceError]
 
 
-def problem(status: int, code: str, title: str, detail: str | None = None) -> JSONResponse:
+def problem(
+    status: int, code: str, title: str, detail: str | None = None, *, retry_after: int | None = None
+) -> JSONResponse:
     body = Problem(title=title, status=status, code=code, detail=detail).model_dump(exclude_none=True)
-    headers = (
-        {"WWW-Authenticate": 'Bearer realm="intygstjanst", error="invalid_token"'} if status == 401 else None
-    )
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="intygstjanst", error="invalid_token"'
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -79,7 +90,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.ServiceError)
     async def service_error(_: Request, exc: errors.ServiceError) -> JSONResponse:
         error = rest_error(exc)
-        return problem(error.status, error.code, error.title)
+        return problem(error.status, error.code, error.title, retry_after=error.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

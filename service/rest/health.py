@@ -1,5 +1,8 @@
 """Health probes: ``/livez`` (the process answers) and ``/readyz`` (it can serve requests: database
-reachable, migrations at head, schemas loaded, and not draining after SIGTERM)."""
+reachable, migrations at head, schemas loaded, and not draining after SIGTERM).
+
+``/readyz`` asks the database under a deadline of its own (``INTYG_DB_READY_DEADLINE_SECONDS``), within
+the probe's timeout: a database that answers nothing makes it 503 in time, not a probe that times out."""
 
 from __future__ import annotations
 
@@ -10,9 +13,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.store import migration
+from service.store.timeout import Deadline
 
 
-def health_router(engine: AsyncEngine, *, schema_loaded: bool, draining: Callable[[], bool]) -> APIRouter:
+def health_router(
+    engine: AsyncEngine, *, schema_loaded: bool, draining: Callable[[], bool], deadline: float
+) -> APIRouter:
     router = APIRouter(tags=["health"])
     head = migration.head_revision()
 
@@ -29,7 +35,8 @@ def health_router(engine: AsyncEngine, *, schema_loaded: bool, draining: Callabl
             "accepting": not draining(),
         }
         try:
-            checks["migrations"] = await migration.current_revision(engine) == head
+            async with Deadline(deadline):
+                checks["migrations"] = await migration.current_revision(engine) == head
             checks["database"] = True
         except Exception:  # any failure to reach the database means not ready
             checks["database"] = False

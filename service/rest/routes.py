@@ -74,12 +74,14 @@ class _StrictJsonRoute(APIRoute):
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The problems a route may answer: every one may be refused its token or body, and answered 503
+    when the store does not answer in time (``errors.StoreUnavailable``, with Retry-After)."""
     return {
         status: {
             "model": schemas.Problem,
             "content": {PROBLEM_JSON: {"schema": schemas.Problem.model_json_schema()}},
         }
-        for status in (401, 413, 422, *statuses)
+        for status in (401, 413, 422, 503, *statuses)
     }
 
 
@@ -175,7 +177,7 @@ def citizen_router(
         consent = await operations.get_consent(unit_of_work(), citizen=who, caller=caller(who), now=clock())
         return schemas.ConsentState.of(consent, zone)
 
-    @router.put("/consent", responses=_problems(503), summary="Give or withdraw consent (rules 6 and 7)")
+    @router.put("/consent", responses=_problems(), summary="Give or withdraw consent (rules 6 and 7)")
     async def set_consent(who: Citizen, body: schemas.ConsentRequest) -> schemas.ConsentResult:
         change = await operations.set_consent(
             unit_of_work(), citizen=who, given=body.given, caller=caller(who), now=clock()

@@ -62,6 +62,11 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     errors.ConcurrentChange: SoapError(
         "TECHNICAL_ERROR", "Server", "A concurrent change interfered; try again"
     ),
+    # The database did not answer in time: soap:Server, and TECHNICAL_ERROR where the contract has a
+    # result; the caller may send the same request again later (register is idempotent, rule 1).
+    errors.StoreUnavailable: SoapError(
+        "TECHNICAL_ERROR", "Server", "The service is temporarily unavailable; try again later"
+    ),
     # Encryption at rest: the same answer as any internal error; nothing of the row is shown.
     errors.StoredDataUnreadable: SoapError("TECHNICAL_ERROR", "Server", "Internal error"),
     errors.KekMissing: SoapError("TECHNICAL_ERROR", "Server", "Internal error"),

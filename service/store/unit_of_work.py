@@ -2,40 +2,80 @@
 
 One ``async with`` block is one transaction: repositories stage work in the session, ``commit()``
 ends it, and leaving the block rolls back whatever was not committed. A failure that means "a
-concurrent transaction won" becomes ``errors.ConcurrentChange`` so that ``operations`` can retry.
+concurrent transaction won" becomes ``errors.ConcurrentChange`` so that ``operations`` can retry; one
+that means "the database cannot serve now" (its deadline passed, a server-side timeout, no
+connection) becomes ``errors.StoreUnavailable``.
 """
 
 from __future__ import annotations
 
+import logging
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import event, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from service import errors, metrics
 from service.store.crypto import KeyRing
 from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
+from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Deadline, Timeouts
+
+log = logging.getLogger("service.store")
 
 # PostgreSQL's unique and foreign-key violations, serialization_failure and deadlock_detected: the
 # transaction lost a race (another inserted the same key, or deleted what we refer to).
 _RACE_SQLSTATES = {"23505", "23503", "40001", "40P01"}
 # SQLite's words for the same.
 _RACE_MESSAGES = ("UNIQUE constraint failed", "FOREIGN KEY constraint failed", "database is locked")
+# Waits PostgreSQL ended (store/timeout.py), and a server that is stopping, starting or full; with
+# class 08, "connection exception". Named for the log line that says why a request got none.
+_UNAVAILABLE_SQLSTATES = {
+    "55P03": "lock timeout",
+    "57014": "statement timeout",
+    "25P03": "idle-in-transaction timeout",
+    "57P01": "server shutting down",
+    "57P02": "server crashed",
+    "57P03": "server not accepting connections yet",
+    "53300": "too many connections",
+}
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> AsyncEngine:
     if url.startswith("sqlite"):
         # SQLite has one writer at a time and every operation writes: one connection queues them in
         # the pool, where several would wait in SQLite's busy handler, which sleeps (measured: p95
         # 950 ms with 16 concurrent callers against one connection's tens of ms; tests/benchmark.py).
-        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0)
-        _serialise_sqlite_writers(engine)
+        # Its busy timeout is its lock timeout: how long a writer waits for another process's lock.
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": timeouts.lock},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=timeouts.pool,
+        )
+        _serialise_sqlite_writers(engine, busy_seconds=timeouts.lock)
     else:
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # The server-side timeouts go in the startup packet, after any ``options`` of the URL, so that
+        # INTYG_DB_… is where they are set. The pre-ping on checkout is a statement like any other,
+        # bounded by the unit of work's deadline (store/timeout.py).
+        engine = create_async_engine(
+            url,
+            connect_args={"options": _startup_options(url, timeouts), "connect_timeout": timeouts.connect},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_timeout=timeouts.pool,
+            pool_pre_ping=True,
+        )
     _count_pool(engine)
     return engine
+
+
+def _startup_options(url: str, timeouts: Timeouts) -> str:
+    given = make_url(url).query.get("options", ())
+    return " ".join([*((given,) if isinstance(given, str) else given), timeouts.postgres_options()])
 
 
 async def dispose(engine: AsyncEngine) -> None:
@@ -56,7 +96,7 @@ def _count_pool(engine: AsyncEngine) -> None:
         metrics.POOL_IN_USE.dec()
 
 
-def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
+def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_seconds: float) -> None:
     """Every operation writes (at least its audit record), so each transaction takes SQLite's write
     lock at BEGIN: a deferred transaction that read first could not upgrade to a writer under load.
     WAL lets readers outside a transaction go on meanwhile; foreign keys are off unless asked for.
@@ -72,12 +112,32 @@ def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA secure_delete=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={round(busy_seconds * 1000)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _unavailable(exc: BaseException | None) -> str | None:
+    """What kind of failure means the store cannot serve now (a retry later may succeed), or None."""
+    if isinstance(exc, PoolTimeout):
+        return "pool timeout"
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate = getattr(exc.orig, "sqlstate", "")
+    if sqlstate in _UNAVAILABLE_SQLSTATES:
+        return _UNAVAILABLE_SQLSTATES[sqlstate]
+    # psycopg's own failures carry no SQLSTATE (sqlite3's errors have no such attribute): the
+    # connection could not be made, timed out, or broke.
+    if (
+        (sqlstate or "").startswith("08")
+        or exc.connection_invalidated
+        or (sqlstate is None and isinstance(exc, OperationalError))
+    ):
+        return f"no connection ({type(exc.orig).__name__})"
+    return None
 
 
 def _lost_a_race(exc: BaseException) -> bool:
@@ -91,9 +151,18 @@ def _lost_a_race(exc: BaseException) -> bool:
 
 
 class SqlUnitOfWork:
-    """``keyring``: the keys of encryption at rest."""
+    """``keyring``: the keys of encryption at rest; ``deadline``: seconds from entering the block to
+    having left it, rollback included (``INTYG_DB_DEADLINE_SECONDS``; store/timeout.py)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        keyring: KeyRing,
+        *,
+        deadline: float | None = DEFAULT_DEADLINE,
+    ) -> None:
+        self._deadline_seconds = deadline
+        self._deadline: Deadline | None = None
         self._sessions = sessions
         self._keyring = keyring
         self._session: AsyncSession | None = None
@@ -103,17 +172,32 @@ class SqlUnitOfWork:
         self.certificates = SqlCertificateRepository(self._session, self._keyring)
         self.consents = SqlConsentRepository(self._session, self._keyring)
         self.audit = SqlAuditLog(self._session, self._keyring)
+        # Started last: nothing before it can fail and leave the clock running with no __aexit__.
+        self._deadline = Deadline(self._deadline_seconds).start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         session, self._session = self._session, None
-        assert session is not None
+        deadline, self._deadline = self._deadline, None
+        assert session is not None and deadline is not None
+        failure = exc
         try:
-            await session.rollback()
-        finally:
-            await session.close()
+            try:
+                await session.rollback()
+            finally:
+                await session.close()
+        except BaseException as cleanup:
+            failure = cleanup
+        unavailable = "deadline passed" if deadline.end(failure) else _unavailable(failure)
+        if unavailable:
+            # Named by kind only: the exception's text may carry SQL and the values of the request.
+            log.warning("store unavailable: %s", unavailable)
+            raise errors.StoreUnavailable("the store did not answer in time; try again later") from failure
+        if failure is not exc:
+            assert failure is not None
+            raise failure
         if exc is not None and _lost_a_race(exc):
             raise errors.ConcurrentChange("a concurrent change won; try again") from exc
 

@@ -98,6 +98,7 @@ def test_a_server_fault_is_kept_for_failures_that_are_not_the_callers() -> None:
     assert server == {
         errors.ServiceError,
         errors.ConcurrentChange,
+        errors.StoreUnavailable,
         errors.StoredDataUnreadable,
         errors.KekMissing,
     }
@@ -174,9 +175,29 @@ def test_a_server_error_status_is_kept_for_failures_that_are_not_the_callers() -
     assert server == {
         errors.ServiceError,
         errors.ConcurrentChange,
+        errors.StoreUnavailable,
         errors.StoredDataUnreadable,
         errors.KekMissing,
     }
+
+
+def test_a_store_that_does_not_answer_is_a_technical_error_and_a_503_to_retry_later() -> None:
+    # Issue 9: a frozen or unreachable database, or a lock held past the lock timeout.
+    soap = faults.ERRORS[errors.StoreUnavailable]
+    assert (soap.error_id, soap.fault_code) == ("TECHNICAL_ERROR", "Server")
+    rest = rest_errors.ERRORS[errors.StoreUnavailable]
+    assert (rest.status, rest.code) == (503, "store_unavailable")
+    assert rest.retry_after is not None and rest.retry_after > 0
+
+
+def test_every_503_says_when_to_try_again() -> None:
+    for entry in rest_errors.ERRORS.values():
+        response = rest_errors.problem(entry.status, entry.code, entry.title, retry_after=entry.retry_after)
+        assert (entry.status == 503) == (entry.retry_after is not None), entry.code
+        if entry.status == 503:
+            assert response.headers["retry-after"] == str(entry.retry_after)
+        else:
+            assert "retry-after" not in response.headers
 
 
 def test_every_problem_is_problem_json_and_a_401_challenges_for_a_bearer_token() -> None:

@@ -193,6 +193,32 @@ async def test_registering_gives_up_after_losing_every_race_and_leaves_nothing()
     assert uow.audit.records == []
 
 
+async def test_a_store_that_does_not_answer_is_neither_run_again_nor_audited() -> None:
+    # Unlike a lost race, a retry would only wait out the deadline again; and the audit record could
+    # not be written either (its commit shares the fate of the effect's).
+    uow = FakeUnitOfWork(fail_commits=1, failing_with=errors.StoreUnavailable)
+
+    with pytest.raises(errors.StoreUnavailable):
+        await operations.register_certificate(
+            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+        )
+
+    assert uow.commits_tried == 1
+    assert uow.certificate("cert-1") is None
+    assert uow.audit.records == []
+
+
+async def test_a_refusal_the_store_cannot_audit_is_answered_as_the_store_unavailable() -> None:
+    # A refusal is told only once its audit record is committed; without a store there is neither.
+    uow = FakeUnitOfWork(fail_commits=1, failing_with=errors.StoreUnavailable)
+
+    with pytest.raises(errors.StoreUnavailable):
+        await operations.get_certificate_for_care(uow, certificate_id="unknown", caller=CARE, now=NOW)
+
+    assert uow.commits_tried == 1
+    assert uow.audit.records == []
+
+
 # ---------------------------------------------------------------------------------------------------
 # Rule 3: care access
 

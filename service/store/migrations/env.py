@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from service.store.tables import metadata
+from service.store.timeout import MIGRATION_TIMEOUTS
 from service.store.unit_of_work import create_engine
 
 
@@ -26,7 +27,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _migrate(url: str) -> None:
-    engine = create_engine(url)
+    engine = create_engine(url, timeouts=MIGRATION_TIMEOUTS)
     if engine.dialect.name == "sqlite":
         # Batch mode copies a table and drops the old one; with foreign keys on, dropping
         # ``certificates`` would first delete its documents and status events (ON DELETE CASCADE).
