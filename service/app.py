@@ -17,7 +17,7 @@ from fastapi import FastAPI, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import metrics
+from service import metrics, store
 from service.config import Settings
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier, portal_keys
@@ -42,7 +42,8 @@ async def _refresh_store_gauges(sessions: async_sessionmaker[AsyncSession], ever
     while True:
         try:
             async with sessions() as session:
-                stats = await store_statistics(session)
+                with store.background():
+                    stats = await store_statistics(session)
             for care in (True, False):
                 for citizen in (True, False):
                     metrics.STORED.labels(
@@ -59,7 +60,8 @@ async def _seal(sessions: async_sessionmaker[AsyncSession], signer: Signer, at: 
     """Sign a checkpoint at the audit chain's head if it grew, in a transaction of its own."""
     try:
         async with sessions() as session, session.begin():
-            checkpoint = await seal_audit_chain(session, signer, at=at)
+            with store.background():
+                checkpoint = await seal_audit_chain(session, signer, at=at)
     except Exception as exc:  # the next round tries again; the service goes on
         log.warning("audit chain not sealed: %s", type(exc).__name__)
         return

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from service import errors, metrics
+from service import errors, metrics, store
 from service.store.audit_chain import Signer
 from service.store.crypto import KeyRing
 from service.store.repositories import (
@@ -41,6 +41,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     else:
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     _count_pool(engine)
+    _count_statements(engine)
     return engine
 
 
@@ -60,6 +61,16 @@ def _count_pool(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "checkin")
     def _in(*_: Any) -> None:
         metrics.POOL_IN_USE.dec()
+
+
+def _count_statements(engine: AsyncEngine) -> None:
+    """Statements per request, counted (issue 9): every cursor execute, by who runs it (``store.source``).
+    The pool's pre-ping and the driver's own BEGIN/COMMIT use no cursor event and are not counted."""
+    counters = {source: metrics.DB_STATEMENTS.labels(source=source.value) for source in store.Source}
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(*_: Any) -> None:
+        counters[store.source()].inc()
 
 
 def _serialise_sqlite_writers(engine: AsyncEngine) -> None:
