@@ -77,8 +77,8 @@ POOL_SIZE = Gauge("intyg_db_pool_size", "Database connections the pool keeps", m
 DB_STATEMENTS = Counter(
     "intyg_db_statements",
     "SQL statements executed through a database cursor, by source (request or background). "
-    "BEGIN, COMMIT and ROLLBACK that the driver issues itself are not counted (PostgreSQL); "
-    "SQLite's BEGIN IMMEDIATE, which the service issues, is.",
+    "Not counted: BEGIN, COMMIT and ROLLBACK that the driver issues itself, and the pool's "
+    "connection check (pre-ping). Counted: SQLite's BEGIN IMMEDIATE, which the service issues.",
     ["source"],
 )
 BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multiprocess_mode="max")
