@@ -1,7 +1,7 @@
 """The SQL store. Which work runs its statements, for the statement counter (``metrics.DB_STATEMENTS``).
 
-A request's statements are counted as ``request``; the background loops (store gauges, audit sealer)
-run theirs inside ``background()``. A context variable, not an argument: the counter is an engine
+A request's statements are counted as ``request``; work outside requests (the store gauges, the audit
+sealer, migrations at start) runs inside ``background()``. A context variable, not an argument: the counter is an engine
 event, which sees no caller, and asyncio copies the context into each task, so a loop that sets it
 marks only its own statements.
 """
