@@ -653,3 +653,49 @@ async def test_the_store_and_the_fakes_agree_on_a_withdrawal(uow: SqlUnitOfWork)
 
     assert answers[0] == answers[1]
     assert answers[0][0].deleted == 1
+
+
+async def test_the_store_and_the_fakes_agree_on_registering_reading_and_recording_a_status(
+    uow: SqlUnitOfWork,
+) -> None:
+    # The one-statement reads and the register that inserts only a free id, through both units of work.
+    fake = FakeUnitOfWork(consent_given=[PATIENT])
+    await seed(uow, consent_given=[PATIENT])
+    new = operations.NewCertificate(a_certificate(signed_at=SIGNED), document_of("cert-1"))
+    taken = operations.NewCertificate(a_certificate(patient=OTHER_PATIENT, signed_at=SIGNED), b"<other/>")
+
+    answers = []
+    for unit in (fake, uow):
+        registered = [
+            await operations.register_certificate(unit, new=new, caller=CARE, now=REGISTERED)
+            for _ in range(2)
+        ]
+        with pytest.raises(errors.CertificateIdConflict):
+            await operations.register_certificate(unit, new=taken, caller=CARE, now=NOW)
+        sent = await operations.set_certificate_status(
+            unit,
+            certificate_id="cert-1",
+            party=Party.FKASSA,
+            code=StatusCode.SENTTO,
+            at=NOW,
+            caller=CARE,
+            now=NOW,
+        )
+        read_by_care = await operations.get_certificate_for_care(
+            unit, certificate_id="cert-1", caller=CARE, now=NOW
+        )
+        read_by_citizen = await operations.get_certificate_for_citizen(
+            unit, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+        listed = await operations.list_certificates_for_citizen(
+            unit, citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+        answers.append((registered, sent, read_by_care, read_by_citizen, listed))
+
+    assert answers[0] == answers[1]
+    assert answers[0][0] == [rules.Registration.CREATE, rules.Registration.ALREADY_EXISTS]
+    assert answers[0][2].certificate.status_events == (
+        StatusEvent(StatusCode.RECEIV, Party.HSVARD, REGISTERED),
+        StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),
+    )
+    assert answers[0][2].document == document_of("cert-1")
