@@ -246,17 +246,15 @@ async def register_certificate(
                 revoked=False,
                 status_events=(rules.received(now=now),),
             )
-            # A new id is stored at once (rule 1 with nothing existing); only a taken one is read, for
-            # the rule to tell "already exists" from another patient's certificate.
-            if await uow.certificates.add(stored, new.document):
-                registration = rules.Registration.CREATE
-            else:
-                registration = rules.register(
-                    await uow.certificates.get(certificate.id), patient=certificate.patient
-                )
-                if registration is rules.Registration.CREATE:
-                    # The id was taken, and its certificate deleted before we read it: run again.
+            # Rule 1 asks whether the id is taken; the insert answers in the same statement, storing
+            # nothing where it is. Only a taken id is read, for the rule to tell "already exists" from
+            # another patient's certificate.
+            existing = None
+            if not await uow.certificates.add(stored, new.document):
+                existing = await uow.certificates.get(certificate.id)
+                if existing is None:  # taken, and deleted before we read it (rule 5 or 6): run again
                     raise errors.ConcurrentChange("the certificate was deleted meanwhile")
+            registration = rules.register(existing, patient=certificate.patient)
             if registration is rules.Registration.CREATE:
                 # The type names the certificate's kind in the metrics (a short code, never an id).
                 await attempt.succeed(detail=_type_label(certificate.type_code))
