@@ -17,7 +17,7 @@ from fastapi import FastAPI, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import metrics
+from service import metrics, store
 from service.config import Settings
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier, portal_keys
@@ -49,7 +49,8 @@ async def _refresh_store_gauges(
     while not stop.is_set():
         try:
             async with sessions() as session:
-                stats = await store_statistics(session)
+                with store.background():
+                    stats = await store_statistics(session)
             for care in (True, False):
                 for citizen in (True, False):
                     metrics.STORED.labels(

@@ -329,9 +329,15 @@ def main(argv: list[str] | None = None) -> int:
             "loopback only and every SOAP caller is the development consumer, allowed every operation "
             "for every care giver. Never run like this in production."
         )
-    served_tls: dict[str, Any] = {}
+    served: dict[str, Any] = {
+        # uvicorn's "auto" is already the fast pair where it is importable: uvloop for the event loop and
+        # httptools for the HTTP parser (both are dependencies; uvloop has no Windows build), else asyncio
+        # and h11 (uvicorn 0.54: loops/auto.py, protocols/http/auto.py). Named here so that it shows.
+        "loop": "auto",
+        "http": "auto",
+    }
     if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
-        served_tls = {
+        served |= {
             # A partial of a module function: worker processes unpickle it.
             "ssl_context_factory": functools.partial(
                 tls.context_factory,
@@ -339,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
                 settings.tls_key_file,
                 settings.tls_client_ca_file,
             ),
+            # The same auto choice of parser, subclassed to hand the app the client's certificate.
             "http": "service.tls:ClientCertificateProtocol",
         }
-    scheme = "https" if served_tls else "http"
+    scheme = "https" if "ssl_context_factory" in served else "http"
     print(
         f"Intygstjänsten listening on {scheme}://{args.host}:{args.port} (database: {database})", flush=True
     )
@@ -360,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         # forwarded certificate is honoured from INTYG_TRUSTED_PROXIES only, never from a header's
         # claim of where a request came from.
         proxy_headers=False,
-        **served_tls,
+        **served,
     )
     return 0
 

@@ -161,6 +161,14 @@ class Certificate:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateWithDocument:
+    """A certificate and its document, as a get loads them together."""
+
+    certificate: Certificate
+    document: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Recipient:
     """A recipient a citizen may send certificates to, and the types of certificate it takes."""
 

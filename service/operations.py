@@ -30,6 +30,7 @@ from service.model import (
     Caller,
     CallerKind,
     Certificate,
+    CertificateWithDocument,
     Consent,
     Outcome,
     Party,
@@ -50,9 +51,11 @@ _TYPE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
 class CertificateRepository(Protocol):
     async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None: ...
 
-    async def get_document(self, certificate_id: str) -> bytes | None: ...
+    async def get_with_document(self, certificate_id: str) -> CertificateWithDocument | None: ...
 
-    async def add(self, certificate: Certificate, document: bytes) -> None: ...
+    async def add(self, certificate: Certificate, document: bytes) -> bool:
+        """Store a new certificate; False, storing nothing, where its id is taken already."""
+        ...
 
     async def list_for_patient(
         self,
@@ -63,7 +66,7 @@ class CertificateRepository(Protocol):
         care_giver_id: str | None = None,
     ) -> list[Certificate]: ...
 
-    async def update(self, certificate_id: str, decision: rules.Decision) -> None: ...
+    async def update(self, certificate: Certificate, decision: rules.Decision) -> None: ...
 
     async def delete(self, certificate_ids: Sequence[str]) -> None: ...
 
@@ -115,12 +118,6 @@ class UnitOfWork(Protocol):
 class NewCertificate:
     """What a care system registers: the list fields read from the certificate, and the document."""
 
-    certificate: Certificate
-    document: bytes = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateWithDocument:
     certificate: Certificate
     document: bytes = field(repr=False)
 
@@ -214,23 +211,32 @@ async def _load(
     certificate = await uow.certificates.get(certificate_id, for_update=for_update)
     if certificate is None:
         raise errors.CertificateNotFound("no such certificate")
-    attempt.about(certificate)
-    rules.require_care_giver_permitted(certificate, attempt.caller.care_giver_scope)
+    _loaded(attempt, certificate)
     return certificate
 
 
-async def _document(uow: UnitOfWork, certificate_id: str) -> bytes:
-    document = await uow.certificates.get_document(certificate_id)
-    if document is None:
+async def _load_with_document(
+    uow: UnitOfWork, attempt: _Attempt, certificate_id: str
+) -> CertificateWithDocument:
+    """``_load`` for a read that answers with the document: both come in one statement."""
+    attempt.certificate_ids.append(certificate_id)
+    found = await uow.certificates.get_with_document(certificate_id)
+    if found is None:
         raise errors.CertificateNotFound("no such certificate")
-    return document
+    _loaded(attempt, found.certificate)
+    return found
+
+
+def _loaded(attempt: _Attempt, certificate: Certificate) -> None:
+    attempt.about(certificate)
+    rules.require_care_giver_permitted(certificate, attempt.caller.care_giver_scope)
 
 
 async def _apply(uow: UnitOfWork, certificate: Certificate, decision: rules.Decision) -> None:
     if decision.delete:
         await uow.certificates.delete([certificate.id])
     elif decision.changes(certificate):
-        await uow.certificates.update(certificate.id, decision)
+        await uow.certificates.update(certificate, decision)
 
 
 # Rule 1
@@ -243,18 +249,24 @@ async def register_certificate(
         async with uow, _Attempt(uow, caller, "register", now) as attempt:
             attempt.about(certificate)
             rules.require_may_register(certificate, caller.care_giver_scope)
-            existing = await uow.certificates.get(certificate.id)
+            stored = dataclasses.replace(
+                certificate,
+                registered_at=now,
+                care_available=True,
+                citizen_available=True,
+                revoked=False,
+                status_events=(rules.received(now=now),),
+            )
+            # Rule 1 asks whether the id is taken; the insert answers in the same statement, storing
+            # nothing where it is. Only a taken id is read, for the rule to tell "already exists" from
+            # another patient's certificate.
+            existing = None
+            if not await uow.certificates.add(stored, new.document):
+                existing = await uow.certificates.get(certificate.id)
+                if existing is None:  # taken, and deleted before we read it (rule 5 or 6): run again
+                    raise errors.ConcurrentChange("the certificate was deleted meanwhile")
             registration = rules.register(existing, patient=certificate.patient)
             if registration is rules.Registration.CREATE:
-                stored = dataclasses.replace(
-                    certificate,
-                    registered_at=now,
-                    care_available=True,
-                    citizen_available=True,
-                    revoked=False,
-                    status_events=(rules.received(now=now),),
-                )
-                await uow.certificates.add(stored, new.document)
                 # The type names the certificate's kind in the metrics (a short code, never an id).
                 await attempt.succeed(detail=_type_label(certificate.type_code))
             else:
@@ -269,9 +281,8 @@ async def get_certificate_for_care(
     uow: UnitOfWork, *, certificate_id: str, caller: Caller, now: dt.datetime
 ) -> CertificateWithDocument:
     async with uow, _Attempt(uow, caller, "read", now) as attempt:
-        certificate = await _load(uow, attempt, certificate_id)
-        rules.require_care_visible(certificate)
-        found = CertificateWithDocument(certificate, await _document(uow, certificate_id))
+        found = await _load_with_document(uow, attempt, certificate_id)
+        rules.require_care_visible(found.certificate)
         await attempt.succeed()
         return found
 
@@ -309,11 +320,10 @@ async def get_certificate_for_citizen(
 ) -> CertificateWithDocument:
     """The citizen's read. ``citizen`` is the authenticated citizen where the channel names one."""
     async with uow, _Attempt(uow, caller, "read", now) as attempt:
-        certificate = await _load(uow, attempt, certificate_id)
+        found = await _load_with_document(uow, attempt, certificate_id)
         if citizen is not None:
-            rules.require_owner(certificate, citizen)
-        rules.require_consent(await uow.consents.get(certificate.patient))
-        found = CertificateWithDocument(certificate, await _document(uow, certificate_id))
+            rules.require_owner(found.certificate, citizen)
+        rules.require_consent(await uow.consents.get(found.certificate.patient))
         await attempt.succeed()
         return found
 

@@ -43,15 +43,13 @@ class Decision:
         )
 
     def changes(self, certificate: Certificate) -> bool:
-        return (
-            self.delete
-            or self.event is not None
-            or (
-                self.care_available,
-                self.citizen_available,
-                self.revoked,
-            )
-            != (certificate.care_available, certificate.citizen_available, certificate.revoked)
+        return self.delete or self.event is not None or self.changes_flags(certificate)
+
+    def changes_flags(self, certificate: Certificate) -> bool:
+        return (self.care_available, self.citizen_available, self.revoked) != (
+            certificate.care_available,
+            certificate.citizen_available,
+            certificate.revoked,
         )
 
 

@@ -29,6 +29,7 @@ from service.model import (
     CallerKind,
     CareUnit,
     Certificate,
+    CertificateWithDocument,
     Channel,
     Consent,
     PersonId,
@@ -125,16 +126,20 @@ class FakeCertificateRepository:
     async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
         return self._uow.working.certificates.get(certificate_id)
 
-    async def get_document(self, certificate_id: str) -> bytes | None:
-        return self._uow.working.documents.get(certificate_id)
+    async def get_with_document(self, certificate_id: str) -> CertificateWithDocument | None:
+        state = self._uow.working
+        certificate, document = state.certificates.get(certificate_id), state.documents.get(certificate_id)
+        if certificate is None or document is None:
+            return None
+        return CertificateWithDocument(certificate, document)
 
-    async def add(self, certificate: Certificate, document: bytes) -> None:
+    async def add(self, certificate: Certificate, document: bytes) -> bool:
         state = self._uow.working
         if certificate.id in state.certificates:
-            # The SQL store fails on the primary key at commit; operations retry after a lost race.
-            raise errors.ConcurrentChange("a certificate with this id was stored concurrently")
+            return False  # like the SQL store's insert that does nothing on a taken id
         state.certificates[certificate.id] = certificate
         state.documents[certificate.id] = document
+        return True
 
     async def list_for_patient(
         self,
@@ -157,14 +162,14 @@ class FakeCertificateRepository:
         found.sort(key=lambda c: c.signed_at or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
         return found
 
-    async def update(self, certificate_id: str, decision: rules.Decision) -> None:
+    async def update(self, certificate: Certificate, decision: rules.Decision) -> None:
         state = self._uow.working
-        certificate = state.certificates.get(certificate_id)
-        if certificate is None:
+        stored = state.certificates.get(certificate.id)
+        if stored is None:
             return  # like an UPDATE that matches no row
-        events = certificate.status_events + ((decision.event,) if decision.event is not None else ())
-        state.certificates[certificate_id] = dataclasses.replace(
-            certificate,
+        events = stored.status_events + ((decision.event,) if decision.event is not None else ())
+        state.certificates[certificate.id] = dataclasses.replace(
+            stored,
             care_available=decision.care_available,
             citizen_available=decision.citizen_available,
             revoked=decision.revoked,

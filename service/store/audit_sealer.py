@@ -46,7 +46,7 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import metrics
-from service.store import audit_chain
+from service.store import audit_chain, background
 from service.store.tables import audit_checkpoints, audit_head, audit_records
 
 log = logging.getLogger("service.audit")
@@ -180,6 +180,10 @@ class Sealer:
         """Seal while elected, stand by otherwise, until ``stop`` is set; then seal what is left, the
         head signed, so the last records served get their checkpoint before the process goes. Never
         cancelled inside a transaction: it looks at ``stop`` only between passes."""
+        with background():  # its statements are counted as no request's
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 async with self._elected() as target:

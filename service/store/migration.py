@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import store
 from service.store.crypto import KeyRing
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -37,15 +38,17 @@ def alembic_config(
 def upgrade(url: str, *, keyring: KeyRing | None = None, revision: str = "head") -> None:
     """Bring the database to the newest schema; a no-op at head. For the CLI, outside an event loop.
     ``keyring`` is needed where stored rows are to be encrypted (0003 says so if it is missing)."""
-    command.upgrade(alembic_config(url, keyring=keyring), revision)
+    with store.background():  # `serve` migrates before it serves: no request's statements
+        command.upgrade(alembic_config(url, keyring=keyring), revision)
 
 
 async def upgrade_engine(engine: AsyncEngine, *, keyring: KeyRing | None = None) -> None:
     """The same, on an engine the caller owns (tests, and start-up inside an event loop)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(
-            lambda sync: command.upgrade(alembic_config(connection=sync, keyring=keyring), "head")
-        )
+    with store.background():
+        async with engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: command.upgrade(alembic_config(connection=sync, keyring=keyring), "head")
+            )
 
 
 def head_revision() -> str | None:

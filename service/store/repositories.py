@@ -1,14 +1,17 @@
 """SQL repositories behind the Protocols of ``operations``. They never commit.
 
-Reads use Core ``select()``: lists load the certificate columns and, in one more query, the status
-events of every certificate listed; the document is read only by ``get_document``. Inserts take their
-values as execution parameters, so each statement is compiled once and cached; building them with
-``.values(...)`` coerced every value (the document too) on every call, about a fifth of a register's
-time in the profile behind ``tests/benchmark.py``.
+Reads are one statement each (issue 9): a get loads the certificate with its status history, and with
+its document where the operation needs it (``get_with_document``); a list loads the certificates with
+their histories. The history comes as a correlated subquery aggregated to one JSON array per certificate
+(``_rows_as_json``), so no second query and no join that repeats the certificate's row per event.
+Hot statements are built once at import and take their values as execution parameters, so each is
+compiled once and its cache key memoised; building inserts with ``.values(...)`` coerced every value (the
+document too) on every call, about a fifth of a register's time in the profile behind
+``tests/benchmark.py``.
 
 Encryption at rest is theirs alone (``store/crypto.py``): ``add`` seals the document and the patient's
-PIN under a fresh data key, ``get`` and ``get_document`` open them, and every patient is looked up by
-``KeyRing.lookup``. Lists take the patient from their argument and decrypt nothing.
+PIN under a fresh data key, the gets open them, and every patient is looked up by ``KeyRing.lookup``.
+Lists take the patient from their argument and decrypt nothing.
 """
 
 from __future__ import annotations
@@ -16,13 +19,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import JSON, Insert, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from service import errors, rules
 from service.model import (
@@ -31,6 +38,7 @@ from service.model import (
     CallerKind,
     CareUnit,
     Certificate,
+    CertificateWithDocument,
     Channel,
     Consent,
     Outcome,
@@ -59,13 +67,78 @@ from service.store.tables import (
 
 log = logging.getLogger("service.store")
 
-# What lists and gets load of a certificate: its list fields, not its ciphertexts.
+
+class _rows_as_json(FunctionElement[Any]):
+    """Each row of its arguments as a JSON array, all rows as one JSON array (an aggregate): the same
+    result under the two engines' own names for it."""
+
+    name = "rows_as_json"
+    type = JSON()
+    inherit_cache = True
+
+
+@compiles(_rows_as_json, "postgresql")
+def _rows_as_json_postgresql(element: _rows_as_json, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_agg(json_build_array({compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(_rows_as_json, "sqlite")
+def _rows_as_json_sqlite(element: _rows_as_json, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_group_array(json_array({compiler.process(element.clauses, **kw)}))"
+
+
+# A certificate's status history, one [id, code, party, at] per event; correlated to the certificate of
+# the enclosing select. NULL (PostgreSQL) or [] (SQLite) where it has none.
+_HISTORY = (
+    select(_rows_as_json(status_events.c.id, status_events.c.code, status_events.c.party, status_events.c.at))
+    .where(status_events.c.certificate_id == certificates.c.id)
+    .scalar_subquery()
+    .label("history")
+)
+
+# What lists and gets load of a certificate: its list fields and history, not its ciphertexts.
 _LISTED = [
-    c for c in certificates.c if c.name not in ("patient_key", "patient_ciphertext", "wrapped_data_key")
+    *(c for c in certificates.c if c.name not in ("patient_key", "patient_ciphertext", "wrapped_data_key")),
+    _HISTORY,
 ]
+_BY_ID = certificates.c.id == bindparam("certificate_id")
+_GET = select(*_LISTED, certificates.c.patient_ciphertext, certificates.c.wrapped_data_key).where(_BY_ID)
+# Locks the certificate's row only: the history is a subquery, and the document is not read.
+_GET_FOR_UPDATE = _GET.with_for_update()
+# A certificate and its document are stored and deleted together, so the join finds both or neither.
+_GET_WITH_DOCUMENT = _GET.add_columns(documents.c.ciphertext).join_from(
+    certificates, documents, documents.c.certificate_id == certificates.c.id
+)
+_ADD_DOCUMENT = insert(documents)
+_ADD_EVENT = insert(status_events)
+_SET_FLAGS = update(certificates).where(_BY_ID)
 
 
-def _certificate(row: Row[*tuple[Any, ...]], events: Sequence[StatusEvent], patient: PersonId) -> Certificate:
+# Rule 1's "is the id taken?" and the insert are one statement: a taken id stores nothing, and a
+# concurrent insert of the same id waits for the other transaction rather than failing on the key.
+# The SQL is the same on both engines; SQLAlchemy has it only as a construct of each dialect. Its row
+# count says which happened (SQLAlchemy reads an INSERT's only when asked to preserve it).
+_ADD_IF_NEW: dict[str, Insert] = {
+    "postgresql": postgresql.insert(certificates)
+    .on_conflict_do_nothing(index_elements=[certificates.c.id])
+    .execution_options(preserve_rowcount=True),
+    "sqlite": sqlite.insert(certificates)
+    .on_conflict_do_nothing(index_elements=[certificates.c.id])
+    .execution_options(preserve_rowcount=True),
+}
+
+
+def _history(events: list[list[Any]] | None) -> tuple[StatusEvent, ...]:
+    # Ordered by id here: SQLite's json_group_array keeps no order of its own, and an ORDER BY inside
+    # an aggregate needs SQLite 3.44. The times come back as ISO text of the stored naive value (with
+    # "T" from PostgreSQL, " " from SQLite); fromisoformat reads both, microseconds included.
+    return tuple(
+        StatusEvent(StatusCode(code), Party(party), dt.datetime.fromisoformat(at))
+        for _, code, party, at in sorted(events or (), key=itemgetter(0))
+    )
+
+
+def _certificate(row: Row[*tuple[Any, ...]], patient: PersonId) -> Certificate:
     return Certificate(
         id=row.id,
         id_root=row.id_root,
@@ -88,7 +161,7 @@ def _certificate(row: Row[*tuple[Any, ...]], events: Sequence[StatusEvent], pati
         care_available=row.care_available,
         citizen_available=row.citizen_available,
         revoked=row.revoked,
-        status_events=tuple(events),
+        status_events=_history(row.history),
     )
 
 
@@ -103,67 +176,46 @@ class SqlCertificateRepository:
     def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
         self.session = session
         self.keyring = keyring
+        self._add_if_new = _ADD_IF_NEW[session.get_bind().dialect.name]
 
-    def _data_key(self, certificate_id: str, kek_id: str, wrapped: bytes) -> bytes:
-        return self.keyring.unwrap(certificate_id, WrappedKey(kek_id, wrapped))
+    def _data_key(self, certificate_id: str, row: Row[*tuple[Any, ...]]) -> bytes:
+        return self.keyring.unwrap(certificate_id, WrappedKey(row.kek_id, row.wrapped_data_key))
 
-    async def _events(self, ids: Sequence[str]) -> dict[str, list[StatusEvent]]:
-        found: dict[str, list[StatusEvent]] = defaultdict(list)
-        if not ids:
-            return found
-        rows = await self.session.execute(
-            select(
-                status_events.c.certificate_id,
-                status_events.c.code,
-                status_events.c.party,
-                status_events.c.at,
-            )
-            .where(status_events.c.certificate_id.in_(ids))
-            .order_by(status_events.c.id)
-        )
-        for row in rows:
-            found[row.certificate_id].append(StatusEvent(StatusCode(row.code), Party(row.party), row.at))
-        return found
+    def _opened(self, certificate_id: str, row: Row[*tuple[Any, ...]], data_key: bytes) -> Certificate:
+        pid = open_sealed(data_key, certificate_id, Purpose.PATIENT, row.patient_ciphertext)
+        return _certificate(row, PersonId(pid.decode("ascii")))
 
     async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
-        query = select(*_LISTED, certificates.c.patient_ciphertext, certificates.c.wrapped_data_key).where(
-            certificates.c.id == certificate_id
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self.session.execute(query)).first()
+        query = _GET_FOR_UPDATE if for_update else _GET
+        row = (await self.session.execute(query, {"certificate_id": certificate_id})).first()
         if row is None:
             return None
         try:
-            data_key = self._data_key(certificate_id, row.kek_id, row.wrapped_data_key)
-            pid = open_sealed(data_key, certificate_id, Purpose.PATIENT, row.patient_ciphertext)
+            return self._opened(certificate_id, row, self._data_key(certificate_id, row))
         except errors.StoredDataUnreadable as exc:
             raise _unreadable(exc) from None
-        events = await self._events([certificate_id])
-        return _certificate(row, events[certificate_id], PersonId(pid.decode("ascii")))
 
-    async def get_document(self, certificate_id: str) -> bytes | None:
-        row = (
-            await self.session.execute(
-                select(documents.c.ciphertext, certificates.c.kek_id, certificates.c.wrapped_data_key)
-                .join_from(documents, certificates, documents.c.certificate_id == certificates.c.id)
-                .where(documents.c.certificate_id == certificate_id)
+    async def get_with_document(self, certificate_id: str) -> CertificateWithDocument | None:
+        row = (await self.session.execute(_GET_WITH_DOCUMENT, {"certificate_id": certificate_id})).first()
+        if row is None:
+            return None
+        try:
+            data_key = self._data_key(certificate_id, row)
+            return CertificateWithDocument(
+                self._opened(certificate_id, row, data_key),
+                open_sealed(data_key, certificate_id, Purpose.DOCUMENT, row.ciphertext),
             )
-        ).first()
-        if row is None:
-            return None
-        try:
-            data_key = self._data_key(certificate_id, row.kek_id, row.wrapped_data_key)
-            return open_sealed(data_key, certificate_id, Purpose.DOCUMENT, row.ciphertext)
         except errors.StoredDataUnreadable as exc:
             raise _unreadable(exc) from None
 
-    async def add(self, certificate: Certificate, document: bytes) -> None:
+    async def add(self, certificate: Certificate, document: bytes) -> bool:
+        """Store a new certificate with its document and events; False, storing nothing, where its id
+        is taken already."""
         unit = certificate.care_unit
         data_key = new_data_key()
         wrapped = self.keyring.wrap(certificate.id, data_key)
-        await self.session.execute(
-            insert(certificates),
+        added = await self.session.execute(
+            self._add_if_new,
             {
                 "id": certificate.id,
                 "id_root": certificate.id_root,
@@ -191,25 +243,28 @@ class SqlCertificateRepository:
                 "revoked": certificate.revoked,
             },
         )
+        if added.rowcount == 0:  # type: ignore[attr-defined]
+            return False
         await self.session.execute(
-            insert(documents),
+            _ADD_DOCUMENT,
             {
                 "certificate_id": certificate.id,
                 "ciphertext": seal(data_key, certificate.id, Purpose.DOCUMENT, document),
             },
         )
-        for event in certificate.status_events:
-            await self._add_event(certificate.id, event)
+        await self._add_events(certificate.id, certificate.status_events)
+        return True
 
-    async def _add_event(self, certificate_id: str, event: StatusEvent) -> None:
+    async def _add_events(self, certificate_id: str, events: Sequence[StatusEvent]) -> None:
+        if not events:
+            return
+        # One statement for them all (executemany), in order: their ids order the history.
         await self.session.execute(
-            insert(status_events),
-            {
-                "certificate_id": certificate_id,
-                "code": event.code.value,
-                "party": event.party.value,
-                "at": event.at,
-            },
+            _ADD_EVENT,
+            [
+                {"certificate_id": certificate_id, "code": e.code.value, "party": e.party.value, "at": e.at}
+                for e in events
+            ],
         )
 
     async def list_for_patient(
@@ -227,26 +282,27 @@ class SqlCertificateRepository:
             query = query.where(certificates.c.care_unit_id.in_(care_unit_ids))
         if care_giver_id is not None:
             query = query.where(certificates.c.care_giver_id == care_giver_id)
-        rows = (
-            await self.session.execute(
-                query.order_by(certificates.c.signed_at.desc().nulls_last(), certificates.c.id)
-            )
-        ).all()
-        events = await self._events([row.id for row in rows])
-        return [_certificate(row, events[row.id], patient) for row in rows]
-
-    async def update(self, certificate_id: str, decision: rules.Decision) -> None:
-        await self.session.execute(
-            update(certificates)
-            .where(certificates.c.id == certificate_id)
-            .values(
-                care_available=decision.care_available,
-                citizen_available=decision.citizen_available,
-                revoked=decision.revoked,
-            )
+        rows = await self.session.execute(
+            query.order_by(certificates.c.signed_at.desc().nulls_last(), certificates.c.id)
         )
+        return [_certificate(row, patient) for row in rows]
+
+    async def update(self, certificate: Certificate, decision: rules.Decision) -> None:
+        """Write what the decision changes of the certificate as it was loaded (and locked): its flags
+        only where they change, so that recording a status that leaves them (SENTTO, a recipient's
+        RECEIV) is one insert; and its event."""
+        if decision.changes_flags(certificate):
+            await self.session.execute(
+                _SET_FLAGS,
+                {
+                    "certificate_id": certificate.id,
+                    "care_available": decision.care_available,
+                    "citizen_available": decision.citizen_available,
+                    "revoked": decision.revoked,
+                },
+            )
         if decision.event is not None:
-            await self._add_event(certificate_id, decision.event)
+            await self._add_events(certificate.id, [decision.event])
 
     async def delete(self, certificate_ids: Sequence[str]) -> None:
         """Rule 9: the document, the metadata and the status history go; audit records stay. The

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from service import errors, metrics
+from service import errors, metrics, store
 from service.store.crypto import KeyRing
 from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
 from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Deadline, Timeouts
@@ -70,6 +70,7 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT
             pool_pre_ping=True,
         )
     _count_pool(engine)
+    _count_statements(engine)
     return engine
 
 
@@ -94,6 +95,16 @@ def _count_pool(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "checkin")
     def _in(*_: Any) -> None:
         metrics.POOL_IN_USE.dec()
+
+
+def _count_statements(engine: AsyncEngine) -> None:
+    """Statements per request, counted (issue 9): every cursor execute, by who runs it (``store.source``).
+    The pool's pre-ping and the driver's own BEGIN/COMMIT use no cursor event and are not counted."""
+    counters = {source: metrics.DB_STATEMENTS.labels(source=source.value) for source in store.Source}
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(*_: Any) -> None:
+        counters[store.source()].inc()
 
 
 def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_seconds: float) -> None:

@@ -308,9 +308,26 @@ class _PausingConsents:
         await self.real.set(patient, **kwargs)
 
 
+class _PausingCertificates:
+    def __init__(self, real: Any, uow: FakePausingUnitOfWork) -> None:
+        self.real = real
+        self.uow = uow
+
+    async def add(self, certificate: Certificate, document: bytes) -> bool:
+        added: bool = await self.real.add(certificate, document)
+        if not added and not self.uow.paused.is_set():
+            self.uow.paused.set()
+            await self.uow.resume.wait()
+        return added
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 class FakePausingUnitOfWork(SqlUnitOfWork):
-    """The SQL unit of work, pausing once right after its first consent read until ``resume`` is set:
-    a way to put another whole transaction between an operation's read and its write."""
+    """The SQL unit of work, pausing once until ``resume`` is set: right after its first consent read,
+    or after an add that found the certificate's id taken, whichever comes first. A way to put another
+    whole transaction between an operation's read and its write."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -320,6 +337,7 @@ class FakePausingUnitOfWork(SqlUnitOfWork):
     async def __aenter__(self) -> FakePausingUnitOfWork:
         await super().__aenter__()
         self.consents = _PausingConsents(self.consents, self)  # type: ignore[assignment]
+        self.certificates = _PausingCertificates(self.certificates, self)  # type: ignore[assignment]
         return self
 
 
@@ -345,6 +363,37 @@ async def test_a_first_consent_given_between_another_ones_read_and_write_is_reco
     assert scalars(db, history) == [True]
     outcomes = select(audit_records.c.outcome).where(audit_records.c.action == "give_consent")
     assert sorted(scalars(db, outcomes)) == ["info", "ok"]
+
+
+async def test_a_certificate_deleted_between_a_registers_insert_and_its_read_is_registered_anew(
+    postgres_url: str, db: Engine
+) -> None:
+    # Rule 1 in one statement (``SqlCertificateRepository.add``): the id is taken, so the register reads
+    # what is stored, and finds nothing: rule 5 deleted it meanwhile. It runs again and stores its own.
+    old, new = certificate("cert-1", person(1)), certificate("cert-1", person(2))
+    engine = create_engine(postgres_url)
+    try:
+        sessions = sessions_for(engine)
+        async with SqlUnitOfWork(sessions, KEYRING) as uow:
+            await uow.certificates.add(old, document_of(old.id))
+            await uow.commit()
+        slow = FakePausingUnitOfWork(sessions, KEYRING)
+        late = asyncio.create_task(register(new)(slow))
+        await asyncio.wait_for(slow.paused.wait(), timeout=10)
+        removed = await remove("cert-1")(SqlUnitOfWork(sessions, KEYRING))
+        slow.resume.set()
+        registration = await asyncio.wait_for(late, timeout=10)
+    finally:
+        await engine.dispose()
+
+    assert (removed, registration) == (operations.Removal.DELETED, rules.Registration.CREATE)
+    assert scalars(db, select(certificates.c.patient_key)) == [key_of(new.patient.value)]
+    actions = select(audit_records.c.action, audit_records.c.outcome).order_by(audit_records.c.seq)
+    with db.connect() as connection:
+        assert [tuple(r) for r in connection.execute(actions)] == [
+            ("remove_care_copy", "ok"),
+            ("register", "ok"),
+        ]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from service.model import (
     Caller,
     CallerKind,
     Certificate,
+    CertificateWithDocument,
     Channel,
     Consent,
     Party,
@@ -164,23 +165,30 @@ async def test_the_migrated_schema_matches_the_tables_and_is_at_head(engine: Asy
 
 
 async def test_a_certificate_added_is_read_back_with_its_events_and_document(uow: SqlUnitOfWork) -> None:
+    # The history is read as JSON (repositories._history): times keep their microseconds, also where
+    # PostgreSQL writes fewer digits (.12), and events keep the order they were added in, not their times'.
     certificate = stored(
         status_events=(
             StatusEvent(StatusCode.RECEIV, Party.HSVARD, REGISTERED),
-            StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),
+            StatusEvent(StatusCode.SENTTO, Party.FKASSA, LATER.replace(microsecond=120000)),
+            StatusEvent(StatusCode.RECEIV, Party.FKASSA, NOW.replace(microsecond=999999)),
         ),
     )
     await seed(uow, certificate)
 
     async with uow:
+        assert await uow.certificates.list_for_patient(PATIENT) == [certificate]
         assert await uow.certificates.get("cert-1") == certificate
-        assert await uow.certificates.get_document("cert-1") == document_of("cert-1")
+        assert await uow.certificates.get("cert-1", for_update=True) == certificate
+        assert await uow.certificates.get_with_document("cert-1") == CertificateWithDocument(
+            certificate, document_of("cert-1")
+        )
 
 
 async def test_a_certificate_never_stored_reads_as_none(uow: SqlUnitOfWork) -> None:
     async with uow:
         assert await uow.certificates.get("no-such") is None
-        assert await uow.certificates.get_document("no-such") is None
+        assert await uow.certificates.get_with_document("no-such") is None
         assert await uow.certificates.list_for_patient(PATIENT) == []
 
 
@@ -251,7 +259,7 @@ async def test_an_update_sets_the_flags_and_appends_the_event(uow: SqlUnitOfWork
 
     async with uow:
         await uow.certificates.update(
-            "cert-1",
+            stored(),
             rules.Decision(care_available=False, citizen_available=False, revoked=True, event=archived),
         )
         await uow.commit()
@@ -349,18 +357,20 @@ async def test_the_same_unit_of_work_can_be_entered_again_after_a_commit(
     assert await stored_ids(engine) == {"first", "second"}
 
 
-async def test_a_certificate_id_stored_meanwhile_is_reported_as_a_concurrent_change(
-    engine: AsyncEngine,
+async def test_a_certificate_id_taken_already_is_not_stored_again(
+    uow: SqlUnitOfWork, engine: AsyncEngine
 ) -> None:
-    first, second = SqlUnitOfWork(sessions_for(engine), KEYRING), SqlUnitOfWork(sessions_for(engine), KEYRING)
-    await seed(first, stored())
+    await seed(uow, stored())
 
-    with pytest.raises(errors.ConcurrentChange):
-        async with second:
-            await second.certificates.add(stored(), b"<intyg/>")
-            await second.commit()
+    async with uow:
+        assert await uow.certificates.add(stored(patient=OTHER_PATIENT), b"<intyg/>") is False
+        await uow.commit()
 
-    assert await stored_ids(engine) == {"cert-1"}
+    async with uow:
+        assert await uow.certificates.get_with_document("cert-1") == CertificateWithDocument(
+            stored(), document_of("cert-1")
+        )
+    assert await count(engine, status_events) == 1
 
 
 async def test_a_citizen_never_seen_has_not_given_consent(uow: SqlUnitOfWork) -> None:
@@ -643,3 +653,49 @@ async def test_the_store_and_the_fakes_agree_on_a_withdrawal(uow: SqlUnitOfWork)
 
     assert answers[0] == answers[1]
     assert answers[0][0].deleted == 1
+
+
+async def test_the_store_and_the_fakes_agree_on_registering_reading_and_recording_a_status(
+    uow: SqlUnitOfWork,
+) -> None:
+    # The one-statement reads and the register that inserts only a free id, through both units of work.
+    fake = FakeUnitOfWork(consent_given=[PATIENT])
+    await seed(uow, consent_given=[PATIENT])
+    new = operations.NewCertificate(a_certificate(signed_at=SIGNED), document_of("cert-1"))
+    taken = operations.NewCertificate(a_certificate(patient=OTHER_PATIENT, signed_at=SIGNED), b"<other/>")
+
+    answers = []
+    for unit in (fake, uow):
+        registered = [
+            await operations.register_certificate(unit, new=new, caller=CARE, now=REGISTERED)
+            for _ in range(2)
+        ]
+        with pytest.raises(errors.CertificateIdConflict):
+            await operations.register_certificate(unit, new=taken, caller=CARE, now=NOW)
+        sent = await operations.set_certificate_status(
+            unit,
+            certificate_id="cert-1",
+            party=Party.FKASSA,
+            code=StatusCode.SENTTO,
+            at=NOW,
+            caller=CARE,
+            now=NOW,
+        )
+        read_by_care = await operations.get_certificate_for_care(
+            unit, certificate_id="cert-1", caller=CARE, now=NOW
+        )
+        read_by_citizen = await operations.get_certificate_for_citizen(
+            unit, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+        listed = await operations.list_certificates_for_citizen(
+            unit, citizen=PATIENT, caller=CITIZEN, now=NOW
+        )
+        answers.append((registered, sent, read_by_care, read_by_citizen, listed))
+
+    assert answers[0] == answers[1]
+    assert answers[0][0] == [rules.Registration.CREATE, rules.Registration.ALREADY_EXISTS]
+    assert answers[0][2].certificate.status_events == (
+        StatusEvent(StatusCode.RECEIV, Party.HSVARD, REGISTERED),
+        StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),
+    )
+    assert answers[0][2].document == document_of("cert-1")

@@ -49,6 +49,7 @@ COUNTERS = {
     "intyg_consent_changes_total",
     "intyg_refusals_total",
     "intyg_audit_write_failures_total",
+    "intyg_db_statements_total",
 }
 HISTOGRAMS = {"intyg_request_duration_seconds", "intyg_audit_seal_lag_seconds"}
 GAUGES = {

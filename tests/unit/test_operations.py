@@ -1083,7 +1083,7 @@ async def test_after_permanent_deletion_only_the_audit_trail_remains_and_it_hold
     assert uow.document("cert-1") is None
     async with uow:
         assert await uow.certificates.get("cert-1") is None
-        assert await uow.certificates.get_document("cert-1") is None
+        assert await uow.certificates.get_with_document("cert-1") is None
         assert await uow.certificates.list_for_patient(PATIENT) == []
 
     records = uow.audit.records
