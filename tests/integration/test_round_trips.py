@@ -6,9 +6,8 @@ Every statement the engine executes is seen by an event listener beside the serv
 
 - ``store``: certificates, documents, status events, consents. Asserted exactly, the same on both
   engines: these are the repositories' statements.
-- ``audit``: the audit log's tables (``audit_*``). Its statements are the audit writer's work (issue 9
-  item 1 changes how the chain is built, and with it their number), so only an upper bound is asserted:
-  the record's insert, with today's head lock before it and head update after it.
+- ``audit``: the audit log's tables (``audit_*``): exactly the record's insert. No head is locked or
+  moved in the request's transaction; the sealer chains the record after commit (store/audit_sealer.py).
 - SQLite's ``BEGIN IMMEDIATE``, which the service issues, one per transaction. PostgreSQL's BEGIN and
   every COMMIT are the driver's own, and so is the pool's pre-ping: no cursor executes, not counted.
 
@@ -38,8 +37,6 @@ from tests.integration.soap import SoapClient
 
 GIVER = "SE2321000016-39KJ"
 AUDIT_TABLES = ("audit_records", "audit_head", "audit_checkpoints")
-# An audit record is one insert; today the chain's head is also locked before it and moved after it.
-AUDIT_AT_MOST = 3
 
 
 @dataclass(frozen=True)
@@ -151,7 +148,7 @@ def test_each_operation_runs_the_statements_it_needs_and_no_more(
         "archive": 4,  # certificate with history, locked; consent; flags; the event
     }
     for found in counted.values():
-        assert found.audit <= AUDIT_AT_MOST
+        assert found.audit == 1
         assert found.begin == (1 if database_url.startswith("sqlite") else 0)
 
 
