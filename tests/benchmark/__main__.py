@@ -238,7 +238,8 @@ def print_table(title: str, rows: list[Row], hellos: list[Result], hello_half: R
         )
     print(
         f"(/hello: to the mean of the hello runs just before and after; hello's {len(rates)} runs: "
-        f"{min(rates):.0f} to {max(rates):.0f} req/s, its p50/p99 their medians)"
+        f"{min(rates):.0f} to {max(rates):.0f} req/s, its p50/p99 their medians; "
+        f"load average {os.getloadavg()[0]:.2f} at the end)"
     )
 
 
@@ -349,10 +350,6 @@ def main() -> None:
     began = time.monotonic()
     keyring = KeyRing("bench", {"bench": os.urandom(32)}, os.urandom(32))
     with tempfile.TemporaryDirectory() as workdir, database(args.database_url) as url:
-        if args.database_url and stored(url):
-            raise SystemExit(
-                "--database-url: the benchmark needs an empty database (it counts what it lists)"
-            )
         env = {
             "INTYG_DATABASE_URL": url,
             "INTYG_LOG_LEVEL": "WARNING",
@@ -365,6 +362,8 @@ def main() -> None:
         subprocess.run(
             [str(server.INTYGSTJANST), "migrate"], env={**clean, **env}, check=True, capture_output=True
         )
+        if stored(url):  # a database of its own: it counts and lists what it registers
+            raise SystemExit("--database-url: the benchmark needs an empty database")
         print(_context(url, args.database_url is None), flush=True)
         with server.running(Path(workdir), env=env) as (service, process):
             loop, http = _loop_and_http(process.pid)

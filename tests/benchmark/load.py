@@ -154,9 +154,9 @@ async def _paced(
     done, pending = await asyncio.wait(tasks, timeout=deadline)
     for task in pending:
         task.cancel()
-    for task in done:
-        if task.exception() is not None:
-            raise RuntimeError(f"{work.name}: the connection failed") from task.exception()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if errors := [e for e in (task.exception() for task in done) if e is not None]:
+        raise RuntimeError(f"{work.name}: {len(errors)} connections failed") from errors[0]
     elapsed = time.perf_counter() - began
     latencies.sort()
     unanswered = count - len(latencies)
