@@ -256,6 +256,41 @@ def stored(url: str) -> int:
     return int(asyncio.run(_query(url, "SELECT count(*) FROM certificates")))
 
 
+def set_up(bench: Bench, dev_key_file: Path) -> dict[str, str]:
+    """The read and status pools registered, the read pool's citizens' consent given (ListCertificates-
+    ForCitizen and the REST API need it, rule 2); their tokens."""
+    started = time.monotonic()
+    register = [_register(c, p) for c, p in READ + STATUS]
+    bench.once(Workload("set-up: RegisterCertificate 3", register, SOAP_OK), len(register))
+    consent = [_soap("SetConsent", 1, s.set_consent(p, True)) for p in READ_PATIENTS]
+    bench.once(Workload("set-up: SetConsent 1", consent, SOAP_OK), len(consent))
+    print(
+        f"set-up: {len(register)} certificates registered, {PATIENTS} citizens' consent given "
+        f"through SOAP in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
+    settings = Settings(dev_key_file=dev_key_file)
+    return {p: dev_token(settings, PersonId.parse(p)) for p in READ_PATIENTS}
+
+
+def grow(bench: Bench, url: str, keyring: KeyRing, count: int) -> None:
+    started = time.monotonic()
+    asyncio.run(_preload(url, keyring, count))
+    seconds = time.monotonic() - started
+    # The service reads what the preload stored (the first and the last), keys and all.
+    reads = [
+        _soap("GetCertificate", 2, s.get_certificate(preload.certificate_id(i), "HSVARD"))
+        for i in (0, count - 1)
+    ]
+    bench.once(Workload("preload: GetCertificate 2", reads, b"preload-"), len(reads))
+    print(
+        f"\npreload: {count:,} certificates in {seconds:.0f} s ({count / seconds:.0f}/s): register requests "
+        "read by the SOAP adapter, stored by the repository's add() with real encryption, its rows inserted "
+        "in bulk; no audit records",
+        flush=True,
+    )
+
+
 async def _preload(url: str, keyring: KeyRing, count: int) -> None:
     engine = create_engine(url, pool_size=1)
     try:
@@ -277,12 +312,9 @@ def hello_server(loop: str, http: str) -> Iterator[tuple[int, subprocess.Popen[b
         sys.executable,
         "-m",
         "tests.benchmark.hello",
-        "--port",
-        str(port),
-        "--loop",
-        loop,
-        "--http",
-        http,
+        f"--port={port}",
+        f"--loop={loop}",
+        f"--http={http}",
     ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -379,34 +411,10 @@ def main() -> None:
                     flush=True,
                 )
                 bench = Bench(args, service, hello_port)
-                settings = Settings(dev_key_file=Path(env["INTYG_DEV_KEY_FILE"]))
-                tokens = {p: dev_token(settings, PersonId.parse(p)) for p in READ_PATIENTS}
-                started = time.monotonic()
-                register = [_register(c, p) for c, p in READ + STATUS]
-                bench.once(Workload("set-up: RegisterCertificate 3", register, SOAP_OK), len(register))
-                consent = [_soap("SetConsent", 1, s.set_consent(p, True)) for p in READ_PATIENTS]
-                bench.once(Workload("set-up: SetConsent 1", consent, SOAP_OK), len(consent))
-                print(
-                    f"set-up: {len(register)} certificates registered, {PATIENTS} citizens' consent given "
-                    f"through SOAP in {time.monotonic() - started:.0f} s",
-                    flush=True,
-                )
-                works = operations(tokens)
+                works = operations(set_up(bench, Path(env["INTYG_DEV_KEY_FILE"])))
                 print_table(f"Small store: {stored(url):,} certificates", *bench.table(works))
                 if args.preload:
-                    started = time.monotonic()
-                    asyncio.run(_preload(url, keyring, args.preload))
-                    seconds = time.monotonic() - started
-                    # The service reads what the preload stored (the first and the last), keys and all.
-                    preloaded = [f"preload-{i:07d}" for i in (0, args.preload - 1)]
-                    reads = [_soap("GetCertificate", 2, s.get_certificate(c, "HSVARD")) for c in preloaded]
-                    bench.once(Workload("preload: GetCertificate 2", reads, b"preload-"), len(reads))
-                    print(
-                        f"\npreload: {args.preload:,} certificates in {seconds:.0f} s ({args.preload / seconds:.0f}/s): "
-                        "register requests read by the SOAP adapter, stored by the repository's add() with "
-                        "real encryption, its rows inserted in bulk; no audit records",
-                        flush=True,
-                    )
+                    grow(bench, url, keyring, args.preload)
                     print_table(f"Large store: {stored(url):,} certificates", *bench.table(works))
     print(f"\ntotal {time.monotonic() - began:.0f} s")
 

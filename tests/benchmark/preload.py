@@ -62,6 +62,10 @@ class _KeptRows:
         pass
 
 
+def certificate_id(index: int) -> str:
+    return f"preload-{index:07d}"
+
+
 def person(index: int, day: int) -> str:
     """A valid personnummer: 90,000 distinct ones for each day of January 1910-1999."""
     return with_check_digit(f"19{10 + index % 90:02d}01{day:02d}{index // 90:03d}")
@@ -81,7 +85,7 @@ async def preload(engine: AsyncEngine, keyring: KeyRing, count: int, *, first_da
         async with SqlUnitOfWork(cast(Any, kept.session), keyring) as uow:
             for index in range(start, min(start + _BATCH, count)):
                 patient = index // PER_PATIENT
-                envelope = templates[index % CARE_GIVERS].replace(_ID, f"preload-{index:07d}")
+                envelope = templates[index % CARE_GIVERS].replace(_ID, certificate_id(index))
                 envelope = envelope.replace(_PATIENT, person(patient % 90_000, first_day + patient // 90_000))
                 intyg = next(etree.fromstring(envelope.encode(), parser()).iter(_INTYG))
                 certificate = messages.certificate_from_intyg(intyg)
