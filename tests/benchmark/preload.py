@@ -1,0 +1,104 @@
+"""Fills the store with many certificates, fast, written by the service's own code.
+
+Each certificate is what RegisterCertificate 3 stores: a national-service register request rendered
+for its id and patient, read by the SOAP adapter (``messages.certificate_from_intyg``, ``document_of``),
+and given to the unit of work's ``certificates.add`` as ``operations.register_certificate`` gives it,
+with its own data key, under the run's keys. Only the database round trips are bulk: ``add`` runs
+against a stand-in session that keeps the rows it would insert, and those rows go to PostgreSQL many
+at a time. No audit record is written for them: a get or list writes its own and never reads older
+ones, so the 100k store is large where reads look (certificates, documents, status events).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any, cast
+
+from lxml import etree
+from sqlalchemy import Table, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from service import rules
+from service.soap import messages
+from service.store.crypto import KeyRing
+from service.store.unit_of_work import SqlUnitOfWork
+from tests.integration import soap as s
+from tests.reference import parser, with_check_digit
+
+CARE_GIVERS = 10
+PER_PATIENT = 4
+_BATCH = 2000
+_ID, _PATIENT = "PRELOAD-CERTIFICATE-ID", with_check_digit("19000101999")
+_INTYG = f"{{{s.CP}:RegisterCertificateResponder:3}}intyg"
+
+
+class _KeptRows:
+    """Stands in for the session of a unit of work: keeps the rows the repository inserts."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Table, list[dict[str, Any]]] = {}
+
+    def session(self) -> Any:
+        """What the unit of work calls for its session."""
+        return self
+
+    async def execute(self, statement: Any, parameters: dict[str, Any]) -> None:
+        if not isinstance(statement, Insert):
+            raise RuntimeError(f"the preload sends inserts only, and add() now runs: {statement}")
+        table = cast(Table, statement.table)
+        if table not in self.rows:
+            # Only a plain insert can be sent in bulk unchanged (compiled once a table: it is slow).
+            if str(statement) != str(insert(table)):
+                raise RuntimeError(f"the preload sends plain inserts only, and add() now runs: {statement}")
+            self.rows[table] = []
+        self.rows[table].append(parameters)
+
+    async def rollback(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def certificate_id(index: int) -> str:
+    return f"preload-{index:07d}"
+
+
+def person(index: int, day: int) -> str:
+    """A valid personnummer: 90,000 distinct ones for each day of January 1910-1999."""
+    return with_check_digit(f"19{10 + index % 90:02d}01{day:02d}{index // 90:03d}")
+
+
+async def preload(engine: AsyncEngine, keyring: KeyRing, count: int, *, first_day: int = 10) -> None:
+    """``count`` certificates, ``PER_PATIENT`` for each patient, of ``CARE_GIVERS`` care givers."""
+    templates = [
+        s.register_envelope(
+            _ID, _PATIENT, care_giver=f"SE2321000016-PRE{k}", care_unit=f"SE2321000016-PREU{k}"
+        )
+        for k in range(CARE_GIVERS)
+    ]
+    now = dt.datetime.now().replace(microsecond=0)
+    for start in range(0, count, _BATCH):
+        kept = _KeptRows()
+        async with SqlUnitOfWork(cast(Any, kept.session), keyring) as uow:
+            for index in range(start, min(start + _BATCH, count)):
+                patient = index // PER_PATIENT
+                envelope = templates[index % CARE_GIVERS].replace(_ID, certificate_id(index))
+                envelope = envelope.replace(_PATIENT, person(patient % 90_000, first_day + patient // 90_000))
+                intyg = next(etree.fromstring(envelope.encode(), parser()).iter(_INTYG))
+                certificate = messages.certificate_from_intyg(intyg)
+                # As register_certificate stores a new certificate (rule 1).
+                stored = dataclasses.replace(
+                    certificate,
+                    registered_at=now,
+                    care_available=True,
+                    citizen_available=True,
+                    revoked=False,
+                    status_events=(rules.received(now=now),),
+                )
+                await uow.certificates.add(stored, messages.document_of(intyg))
+        async with engine.begin() as connection:
+            for table, rows in kept.rows.items():
+                await connection.execute(insert(table), rows)
