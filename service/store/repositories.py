@@ -7,7 +7,7 @@ their histories. The history comes as a correlated subquery aggregated to one JS
 Hot statements are built once at import and take their values as execution parameters, so each is
 compiled once and its cache key memoised; building inserts with ``.values(...)`` coerced every value (the
 document too) on every call, about a fifth of a register's time in the profile behind
-``tests/benchmark.py``.
+``tests/benchmark``.
 
 Encryption at rest is theirs alone (``store/crypto.py``): ``add`` seals the document and the patient's
 PIN under a fresh data key, the gets open them, and every patient is looked up by ``KeyRing.lookup``.

@@ -47,7 +47,7 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT
     if url.startswith("sqlite"):
         # SQLite has one writer at a time and every operation writes: one connection queues them in
         # the pool, where several would wait in SQLite's busy handler, which sleeps (measured: p95
-        # 950 ms with 16 concurrent callers against one connection's tens of ms; tests/benchmark.py).
+        # 950 ms with 16 concurrent callers against one connection's tens of ms; tests/benchmark).
         # Its busy timeout is its lock timeout: how long a writer waits for another process's lock.
         engine = create_async_engine(
             url,
