@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from types import SimpleNamespace
 from typing import Any, cast
 
 from lxml import etree
@@ -37,23 +38,25 @@ _INTYG = f"{{{s.CP}:RegisterCertificateResponder:3}}intyg"
 class _KeptRows:
     """Stands in for the session of a unit of work: keeps the rows the repository inserts."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.rows: dict[Table, list[dict[str, Any]]] = {}
+        self._engine = engine
 
     def session(self) -> Any:
         """What the unit of work calls for its session."""
         return self
 
-    async def execute(self, statement: Any, parameters: dict[str, Any]) -> None:
+    def get_bind(self) -> AsyncEngine:
+        """The repository picks its dialect's statements by it."""
+        return self._engine
+
+    async def execute(self, statement: Any, parameters: dict[str, Any]) -> SimpleNamespace:
         if not isinstance(statement, Insert):
             raise RuntimeError(f"the preload sends inserts only, and add() now runs: {statement}")
-        table = cast(Table, statement.table)
-        if table not in self.rows:
-            # Only a plain insert can be sent in bulk unchanged (compiled once a table: it is slow).
-            if str(statement) != str(insert(table)):
-                raise RuntimeError(f"the preload sends plain inserts only, and add() now runs: {statement}")
-            self.rows[table] = []
-        self.rows[table].append(parameters)
+        # Sent in bulk as plain inserts: the store is empty of these ids (add()'s "only if the id is
+        # free" has nothing to find), and one row inserted is what add() is told.
+        self.rows.setdefault(cast(Table, statement.table), []).append(parameters)
+        return SimpleNamespace(rowcount=1)
 
     async def rollback(self) -> None:
         pass
@@ -81,7 +84,7 @@ async def preload(engine: AsyncEngine, keyring: KeyRing, count: int, *, first_da
     ]
     now = dt.datetime.now().replace(microsecond=0)
     for start in range(0, count, _BATCH):
-        kept = _KeptRows()
+        kept = _KeptRows(engine)
         async with SqlUnitOfWork(cast(Any, kept.session), keyring) as uow:
             for index in range(start, min(start + _BATCH, count)):
                 patient = index // PER_PATIENT
