@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Response
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics, store
 from service.config import Settings
@@ -31,7 +31,7 @@ from service.soap.endpoint import SoapEndpoint
 from service.store import audit_key
 from service.store.audit_sealer import Sealer
 from service.store.repositories import store_statistics
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import TelemetryMiddleware, configure_logging
 
 log = logging.getLogger("service")
@@ -41,16 +41,14 @@ log = logging.getLogger("service")
 _BACKGROUND_STOP_SECONDS = 5.0
 
 
-async def _refresh_store_gauges(
-    sessions: async_sessionmaker[AsyncSession], every: float, stop: asyncio.Event
-) -> None:
+async def _refresh_store_gauges(engine: AsyncEngine, every: float, stop: asyncio.Event) -> None:
     """Keep the stored-state gauges current, off the request path (a scrape never queries the store).
     Stops at ``stop``, between two rounds, never inside a transaction."""
     while not stop.is_set():
         try:
-            async with sessions() as session:
+            async with engine.connect() as connection:
                 with store.background():
-                    stats = await store_statistics(session)
+                    stats = await store_statistics(connection)
             for care in (True, False):
                 for citizen in (True, False):
                     metrics.STORED.labels(
@@ -112,13 +110,12 @@ def create_app(settings: Settings) -> FastAPI:
     engine = create_engine(
         settings.database_url, pool_size=settings.db_pool_size, timeouts=settings.database_timeouts()
     )
-    sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
     recipients = settings.recipients()
     signer = audit_key.signer(settings)
 
     def unit_of_work() -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, keyring, deadline=settings.db_deadline_seconds)
+        return SqlUnitOfWork(engine, keyring, deadline=settings.db_deadline_seconds)
 
     def clock() -> dt.datetime:
         # The contracts' timestamps are local wall-clock times without a zone (rivta/README.md).
@@ -152,7 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
             every=settings.audit_seal_seconds,
         )
         background = [
-            asyncio.create_task(_refresh_store_gauges(sessions, settings.metrics_refresh_seconds, stop)),
+            asyncio.create_task(_refresh_store_gauges(engine, settings.metrics_refresh_seconds, stop)),
             # The sealer seals what is left and signs the head once stopped: the last records served
             # get their checkpoint before the process goes.
             asyncio.create_task(sealer.run(stop)),

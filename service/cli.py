@@ -27,7 +27,7 @@ from service.errors import StoredDataUnreadable
 from service.model import Caller, CallerKind, Channel
 from service.store import audit_key, migration, rotation
 from service.store.crypto import KeyRing
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine
 from service.telemetry import configure_logging
 
 
@@ -58,7 +58,7 @@ def _keyring(settings: Settings) -> KeyRing | None:
 async def _rotate(settings: Settings, keyring: KeyRing, batch_size: int) -> rotation.Rotation:
     engine = create_engine(settings.database_url, pool_size=1, timeouts=settings.database_timeouts())
     try:
-        return await rotation.rotate(sessions_for(engine), keyring, batch_size=batch_size)
+        return await rotation.rotate(engine, keyring, batch_size=batch_size)
     finally:
         await engine.dispose()
 
@@ -88,12 +88,11 @@ async def _erase(
 ) -> operations.Erasure | int:
     """The erasure, or (not confirmed) how many care copies it would remove."""
     engine = create_engine(settings.database_url, pool_size=1, timeouts=settings.database_timeouts())
-    sessions = sessions_for(engine)
     zone = ZoneInfo(settings.timezone)
 
     def units() -> SqlUnitOfWork:
         # Its audit records are written unsealed, as a request's are: the service's sealer chains them.
-        return SqlUnitOfWork(sessions, keyring, deadline=settings.db_deadline_seconds)
+        return SqlUnitOfWork(engine, keyring, deadline=settings.db_deadline_seconds)
 
     try:
         if not confirmed:

@@ -100,8 +100,8 @@ POOL_SIZE = Gauge("intyg_db_pool_size", "Database connections the pool keeps", m
 DB_STATEMENTS = Counter(
     "intyg_db_statements",
     "SQL statements executed through a database cursor, by source (request or background). "
-    "Not counted: BEGIN, COMMIT and ROLLBACK that the driver issues itself, and the pool's "
-    "connection check (pre-ping). Counted: SQLite's BEGIN IMMEDIATE, which the service issues.",
+    "Not counted: BEGIN, COMMIT and ROLLBACK that the driver issues itself. Counted: SQLite's "
+    "BEGIN IMMEDIATE, which the service issues.",
     ["source"],
 )
 BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multiprocess_mode="max")

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Insert, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -173,10 +173,10 @@ def _unreadable(exc: errors.StoredDataUnreadable) -> errors.StoredDataUnreadable
 
 
 class SqlCertificateRepository:
-    def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
-        self.session = session
+    def __init__(self, connection: AsyncConnection, keyring: KeyRing) -> None:
+        self.connection = connection
         self.keyring = keyring
-        self._add_if_new = _ADD_IF_NEW[session.get_bind().dialect.name]
+        self._add_if_new = _ADD_IF_NEW[connection.dialect.name]
 
     def _data_key(self, certificate_id: str, row: Row[*tuple[Any, ...]]) -> bytes:
         return self.keyring.unwrap(certificate_id, WrappedKey(row.kek_id, row.wrapped_data_key))
@@ -187,7 +187,7 @@ class SqlCertificateRepository:
 
     async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
         query = _GET_FOR_UPDATE if for_update else _GET
-        row = (await self.session.execute(query, {"certificate_id": certificate_id})).first()
+        row = (await self.connection.execute(query, {"certificate_id": certificate_id})).first()
         if row is None:
             return None
         try:
@@ -196,7 +196,7 @@ class SqlCertificateRepository:
             raise _unreadable(exc) from None
 
     async def get_with_document(self, certificate_id: str) -> CertificateWithDocument | None:
-        row = (await self.session.execute(_GET_WITH_DOCUMENT, {"certificate_id": certificate_id})).first()
+        row = (await self.connection.execute(_GET_WITH_DOCUMENT, {"certificate_id": certificate_id})).first()
         if row is None:
             return None
         try:
@@ -214,7 +214,7 @@ class SqlCertificateRepository:
         unit = certificate.care_unit
         data_key = new_data_key()
         wrapped = self.keyring.wrap(certificate.id, data_key)
-        added = await self.session.execute(
+        added = await self.connection.execute(
             self._add_if_new,
             {
                 "id": certificate.id,
@@ -243,9 +243,9 @@ class SqlCertificateRepository:
                 "revoked": certificate.revoked,
             },
         )
-        if added.rowcount == 0:  # type: ignore[attr-defined]
+        if added.rowcount == 0:
             return False
-        await self.session.execute(
+        await self.connection.execute(
             _ADD_DOCUMENT,
             {
                 "certificate_id": certificate.id,
@@ -259,7 +259,7 @@ class SqlCertificateRepository:
         if not events:
             return
         # One statement for them all (executemany), in order: their ids order the history.
-        await self.session.execute(
+        await self.connection.execute(
             _ADD_EVENT,
             [
                 {"certificate_id": certificate_id, "code": e.code.value, "party": e.party.value, "at": e.at}
@@ -282,7 +282,7 @@ class SqlCertificateRepository:
             query = query.where(certificates.c.care_unit_id.in_(care_unit_ids))
         if care_giver_id is not None:
             query = query.where(certificates.c.care_giver_id == care_giver_id)
-        rows = await self.session.execute(
+        rows = await self.connection.execute(
             query.order_by(certificates.c.signed_at.desc().nulls_last(), certificates.c.id)
         )
         return [_certificate(row, patient) for row in rows]
@@ -292,7 +292,7 @@ class SqlCertificateRepository:
         only where they change, so that recording a status that leaves them (SENTTO, a recipient's
         RECEIV) is one insert; and its event."""
         if decision.changes_flags(certificate):
-            await self.session.execute(
+            await self.connection.execute(
                 _SET_FLAGS,
                 {
                     "certificate_id": certificate.id,
@@ -317,12 +317,12 @@ class SqlCertificateRepository:
             (status_events, status_events.c.certificate_id),
             (certificates, certificates.c.id),
         ):
-            await self.session.execute(delete(table).where(column.in_(certificate_ids)))
+            await self.connection.execute(delete(table).where(column.in_(certificate_ids)))
 
     async def care_copies_of(self, care_giver_id: str, *, after: str, limit: int) -> list[str]:
         """Ids of the care giver's certificates its care provider still keeps, in id order after
         ``after`` (the operator's erasure pages through them; indexed by care giver)."""
-        rows = await self.session.scalars(
+        rows = await self.connection.scalars(
             select(certificates.c.id)
             .where(
                 certificates.c.care_giver_id == care_giver_id,
@@ -336,8 +336,8 @@ class SqlCertificateRepository:
 
 
 class SqlConsentRepository:
-    def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
-        self.session = session
+    def __init__(self, connection: AsyncConnection, keyring: KeyRing) -> None:
+        self.connection = connection
         self.keyring = keyring
 
     async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent:
@@ -346,7 +346,7 @@ class SqlConsentRepository:
         )
         if for_update:
             query = query.with_for_update()
-        row = (await self.session.execute(query)).first()
+        row = (await self.connection.execute(query)).first()
         if row is None:
             return Consent(patient, given=False, changed_at=None)
         return Consent(patient, given=row.given, changed_at=row.changed_at)
@@ -356,13 +356,13 @@ class SqlConsentRepository:
         # committed after our read found none), the insert below fails on the key, the unit of work
         # reports ConcurrentChange, and the operation runs again and sees the row.
         key = self.keyring.lookup(patient.value)
-        changed = await self.session.execute(
+        changed = await self.connection.execute(
             update(consents)
             .where(consents.c.patient_key == key, consents.c.given != given)
             .values(given=given, changed_at=at)
         )
-        if changed.rowcount == 0:  # type: ignore[attr-defined]
-            await self.session.execute(
+        if changed.rowcount == 0:
+            await self.connection.execute(
                 insert(consents),
                 {
                     "patient_key": key,
@@ -370,7 +370,7 @@ class SqlConsentRepository:
                     "changed_at": at,
                 },
             )
-        await self.session.execute(
+        await self.connection.execute(
             insert(consent_changes),
             {
                 "patient_key": key,
@@ -406,8 +406,8 @@ class SqlAuditLog:
     lock another transaction needs (issue 9): the sealer (``audit_sealer``) gives it its place in the
     hash chain after commit."""
 
-    def __init__(self, session: AsyncSession, keyring: KeyRing) -> None:
-        self.session = session
+    def __init__(self, connection: AsyncConnection, keyring: KeyRing) -> None:
+        self.connection = connection
         self.keyring = keyring
         # Records of the open transaction, for the metrics once it has committed.
         self.pending: list[AuditRecord] = []
@@ -417,7 +417,7 @@ class SqlAuditLog:
             # The column keeps no zone: an aware time would read back as another value than the one
             # hashed, and the chain would look tampered with.
             raise ValueError("audit times are local wall-clock times without a zone")
-        await self.session.execute(
+        await self.connection.execute(
             insert(audit_records),
             {
                 "at": record.at,
@@ -454,8 +454,8 @@ class SqlAuditLog:
             where.append(audit_records.c.at >= start)
         if end is not None:
             where.append(audit_records.c.at < end)
-        total = await self.session.scalar(select(func.count()).select_from(audit_records).where(*where))
-        rows = await self.session.execute(
+        total = await self.connection.scalar(select(func.count()).select_from(audit_records).where(*where))
+        rows = await self.connection.execute(
             select(audit_records)
             .where(*where)
             .order_by(audit_records.c.at.desc(), audit_records.c.id.desc())
@@ -498,17 +498,17 @@ class StoreStatistics:
     audit_records: int
 
 
-async def store_statistics(session: AsyncSession) -> StoreStatistics:
+async def store_statistics(connection: AsyncConnection) -> StoreStatistics:
     """Counts for the operators' gauges. The audit count is the chain's head and the unsealed tail: the
     log is append-only and its seq gapless, so that is exact without counting the largest table."""
-    by_state = await session.execute(
+    by_state = await connection.execute(
         select(certificates.c.care_available, certificates.c.citizen_available, func.count()).group_by(
             certificates.c.care_available, certificates.c.citizen_available
         )
     )
-    consenting = await session.scalar(select(func.count()).select_from(consents).where(consents.c.given))
-    sealed = await session.scalar(select(audit_head.c.seq))
-    unsealed = await session.scalar(
+    consenting = await connection.scalar(select(func.count()).select_from(consents).where(consents.c.given))
+    sealed = await connection.scalar(select(audit_head.c.seq))
+    unsealed = await connection.scalar(
         select(func.count()).select_from(audit_records).where(audit_records.c.seq.is_(None))
     )
     return StoreStatistics(

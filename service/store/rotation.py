@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.errors import KekMissing
 from service.store.crypto import KeyRing, WrappedKey
@@ -35,10 +35,10 @@ class Rotation:
     remaining: int  # data keys still under another KEK (written meanwhile by an instance not yet rolled)
 
 
-async def under_other_keks(sessions: async_sessionmaker[AsyncSession], keyring: KeyRing) -> dict[str, int]:
+async def under_other_keks(engine: AsyncEngine, keyring: KeyRing) -> dict[str, int]:
     """How many data keys each KEK other than the current one wraps."""
-    async with sessions() as session:
-        rows = await session.execute(
+    async with engine.connect() as connection:
+        rows = await connection.execute(
             select(certificates.c.kek_id, func.count())
             .where(certificates.c.kek_id != keyring.current)
             .group_by(certificates.c.kek_id)
@@ -47,13 +47,13 @@ async def under_other_keks(sessions: async_sessionmaker[AsyncSession], keyring: 
 
 
 async def rewrap_batch(
-    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, *, after: str, limit: int = BATCH
+    engine: AsyncEngine, keyring: KeyRing, *, after: str, limit: int = BATCH
 ) -> tuple[int, str] | None:
     """Re-wrap the next ``limit`` data keys (by certificate id, after ``after``) that are not under the
     current KEK, in one transaction. Returns how many and the last id, or None when there were none."""
-    async with sessions() as session, session.begin():
+    async with engine.begin() as connection:
         rows = (
-            await session.execute(
+            await connection.execute(
                 select(certificates.c.id, certificates.c.kek_id, certificates.c.wrapped_data_key)
                 .where(certificates.c.id > after, certificates.c.kek_id != keyring.current)
                 .order_by(certificates.c.id)
@@ -70,17 +70,17 @@ async def rewrap_batch(
             rewrapped.append(
                 {"row_id": row.id, "kek_id": wrapped.kek_id, "wrapped_data_key": wrapped.wrapped}
             )
-        await session.execute(update(certificates).where(certificates.c.id == bindparam("row_id")), rewrapped)
+        await connection.execute(
+            update(certificates).where(certificates.c.id == bindparam("row_id")), rewrapped
+        )
         last: str = rows[-1].id
         return len(rows), last
 
 
-async def rotate(
-    sessions: async_sessionmaker[AsyncSession], keyring: KeyRing, *, batch_size: int = BATCH
-) -> Rotation:
+async def rotate(engine: AsyncEngine, keyring: KeyRing, *, batch_size: int = BATCH) -> Rotation:
     """Re-wrap every data key under the current KEK. Refuses before changing anything where a data
     key is under a KEK the key ring lacks (``KekMissing``, naming the KEK and how many)."""
-    missing = {k: n for k, n in (await under_other_keks(sessions, keyring)).items() if k not in keyring.keks}
+    missing = {k: n for k, n in (await under_other_keks(engine, keyring)).items() if k not in keyring.keks}
     if missing:
         named = ", ".join(f"{n} under {k!r}" for k, n in sorted(missing.items()))
         raise KekMissing(
@@ -89,10 +89,10 @@ async def rotate(
         )
     rewrapped = 0
     after = ""
-    while (batch := await rewrap_batch(sessions, keyring, after=after, limit=batch_size)) is not None:
+    while (batch := await rewrap_batch(engine, keyring, after=after, limit=batch_size)) is not None:
         count, after = batch
         rewrapped += count
-    remaining = sum((await under_other_keks(sessions, keyring)).values())
+    remaining = sum((await under_other_keks(engine, keyring)).values())
     log.info(
         "data keys re-wrapped under the current KEK: %d; under other KEKs still: %d", rewrapped, remaining
     )

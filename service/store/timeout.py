@@ -17,7 +17,7 @@ waits makes it close the connection at once (0.8 s): so the deadline cancels onc
 server ``GRACE`` to stop the statement politely, and then cancels again.
 
 The connection interrupted is never reused: SQLAlchemy treats a cancellation inside a statement,
-commit, rollback or pool pre-ping as a disconnect and invalidates the connection
+commit or rollback as a disconnect and invalidates the connection
 (``Connection._handle_dbapi_exception``, ``is_exit_exception``); the pool opens a new one on a later
 checkout. ``tests/integration/test_bounded_waits.py`` pauses a real PostgreSQL to prove both.
 """

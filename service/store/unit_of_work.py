@@ -1,6 +1,6 @@
 """The SQL unit of work, and the engine it runs on (embedded SQLite or PostgreSQL).
 
-One ``async with`` block is one transaction: repositories stage work in the session, ``commit()``
+One ``async with`` block is one transaction: repositories stage work on its connection, ``commit()``
 ends it, and leaving the block rolls back whatever was not committed. A failure that means "a
 concurrent transaction won" becomes ``errors.ConcurrentChange`` so that ``operations`` can retry; one
 that means "the database cannot serve now" (its deadline passed, a server-side timeout, no
@@ -16,7 +16,7 @@ from typing import Any, Self
 from sqlalchemy import event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service import errors, metrics, store
 from service.store.crypto import KeyRing
@@ -59,15 +59,16 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT
         _serialise_sqlite_writers(engine, busy_seconds=timeouts.lock)
     else:
         # The server-side timeouts go in the startup packet, after any ``options`` of the URL, so that
-        # INTYG_DB_… is where they are set. The pre-ping on checkout is a statement like any other,
-        # bounded by the unit of work's deadline (store/timeout.py).
+        # INTYG_DB_… is where they are set. No pre-ping on checkout: it was one more round trip on
+        # every request (a tenth of a get's time, issue 9). A connection the server dropped (a restart)
+        # fails its first statement instead; SQLAlchemy then invalidates every pooled connection, so
+        # one request per pool answers "unavailable" and the next ones connect anew.
         engine = create_async_engine(
             url,
             connect_args={"options": _startup_options(url, timeouts), "connect_timeout": timeouts.connect},
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=timeouts.pool,
-            pool_pre_ping=True,
         )
     _count_pool(engine)
     _count_statements(engine)
@@ -163,49 +164,56 @@ def _lost_a_race(exc: BaseException) -> bool:
 
 class SqlUnitOfWork:
     """``keyring``: the keys of encryption at rest; ``deadline``: seconds from entering the block to
-    having left it, rollback included (``INTYG_DB_DEADLINE_SECONDS``; store/timeout.py)."""
+    having left it, taking the connection and the rollback included (``INTYG_DB_DEADLINE_SECONDS``;
+    store/timeout.py).
+
+    The repositories work on a Core connection, not an ORM session: the store maps no classes, and the
+    session's bookkeeping cost about a tenth of a get's time (issue 9, measured with ``tests/benchmark``).
+    """
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         keyring: KeyRing,
         *,
         deadline: float | None = DEFAULT_DEADLINE,
     ) -> None:
         self._deadline_seconds = deadline
         self._deadline: Deadline | None = None
-        self._sessions = sessions
+        self._engine = engine
         self._keyring = keyring
-        self._session: AsyncSession | None = None
+        self._connection: AsyncConnection | None = None
 
     async def __aenter__(self) -> Self:
-        self._session = self._sessions()
-        self.certificates = SqlCertificateRepository(self._session, self._keyring)
-        self.consents = SqlConsentRepository(self._session, self._keyring)
-        self.audit = SqlAuditLog(self._session, self._keyring)
-        # Started last: nothing before it can fail and leave the clock running with no __aexit__.
-        self._deadline = Deadline(self._deadline_seconds).start()
+        deadline = Deadline(self._deadline_seconds).start()
+        try:
+            connection = await self._engine.connect().start()
+        except BaseException as exc:
+            # No __aexit__ follows a failed __aenter__: the clock stops here, and the failure is told
+            # as the block's would be.
+            _unless_unavailable(deadline, exc)
+            raise
+        self._connection, self._deadline = connection, deadline
+        self.certificates = SqlCertificateRepository(connection, self._keyring)
+        self.consents = SqlConsentRepository(connection, self._keyring)
+        self.audit = SqlAuditLog(connection, self._keyring)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        session, self._session = self._session, None
+        connection, self._connection = self._connection, None
         deadline, self._deadline = self._deadline, None
-        assert session is not None and deadline is not None
+        assert connection is not None and deadline is not None
         failure = exc
         try:
             try:
-                await session.rollback()
+                await connection.rollback()
             finally:
-                await session.close()
+                await connection.close()
         except BaseException as cleanup:
             failure = cleanup
-        unavailable = "deadline passed" if deadline.end(failure) else _unavailable(failure)
-        if unavailable:
-            # Named by kind only: the exception's text may carry SQL and the values of the request.
-            log.warning("store unavailable: %s", unavailable)
-            raise errors.StoreUnavailable("the store did not answer in time; try again later") from failure
+        _unless_unavailable(deadline, failure)
         if failure is not exc:
             assert failure is not None
             raise failure
@@ -213,10 +221,10 @@ class SqlUnitOfWork:
             raise errors.ConcurrentChange("a concurrent change won; try again") from exc
 
     async def commit(self) -> None:
-        assert self._session is not None
+        assert self._connection is not None
         pending, self.audit.pending = self.audit.pending, []
         try:
-            await self._session.commit()
+            await self._connection.commit()
         except Exception:
             if pending:
                 metrics.AUDIT_WRITE_FAILURES.inc()
@@ -225,10 +233,16 @@ class SqlUnitOfWork:
             metrics.observe(record)
 
     async def rollback(self) -> None:
-        assert self._session is not None
+        assert self._connection is not None
         self.audit.pending.clear()
-        await self._session.rollback()
+        await self._connection.rollback()
 
 
-def sessions_for(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def _unless_unavailable(deadline: Deadline, failure: BaseException | None) -> None:
+    """Stop the deadline's clock; raise ``StoreUnavailable`` where ``failure`` means the store could not
+    serve in time."""
+    unavailable = "deadline passed" if deadline.end(failure) else _unavailable(failure)
+    if unavailable:
+        # Named by kind only: the exception's text may carry SQL and the values of the request.
+        log.warning("store unavailable: %s", unavailable)
+        raise errors.StoreUnavailable("the store did not answer in time; try again later") from failure

@@ -36,19 +36,23 @@ _INTYG = f"{{{s.CP}:RegisterCertificateResponder:3}}intyg"
 
 
 class _KeptRows:
-    """Stands in for the session of a unit of work: keeps the rows the repository inserts."""
+    """Stands in for the engine and connection of a unit of work: keeps the rows the repository inserts."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.rows: dict[Table, list[dict[str, Any]]] = {}
         self._engine = engine
 
-    def session(self) -> Any:
-        """What the unit of work calls for its session."""
+    def connect(self) -> Any:
+        """What the unit of work takes its connection from."""
         return self
 
-    def get_bind(self) -> AsyncEngine:
+    async def start(self) -> Any:
+        return self
+
+    @property
+    def dialect(self) -> Any:
         """The repository picks its dialect's statements by it."""
-        return self._engine
+        return self._engine.dialect
 
     async def execute(self, statement: Any, parameters: dict[str, Any]) -> SimpleNamespace:
         if not isinstance(statement, Insert):
@@ -85,7 +89,7 @@ async def preload(engine: AsyncEngine, keyring: KeyRing, count: int, *, first_da
     now = dt.datetime.now().replace(microsecond=0)
     for start in range(0, count, _BATCH):
         kept = _KeptRows(engine)
-        async with SqlUnitOfWork(cast(Any, kept.session), keyring) as uow:
+        async with SqlUnitOfWork(cast(Any, kept), keyring) as uow:
             for index in range(start, min(start + _BATCH, count)):
                 patient = index // PER_PATIENT
                 envelope = templates[index % CARE_GIVERS].replace(_ID, certificate_id(index))

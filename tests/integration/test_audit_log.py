@@ -42,7 +42,7 @@ from service.model import AuditRecord, Caller, CallerKind, Channel, Outcome, Per
 from service.store import audit_chain, audit_key, audit_sealer, migration
 from service.store.audit_chain import Checkpoint, Head, Signer
 from service.store.tables import audit_checkpoints, audit_head, audit_records, certificates
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine
 from service.telemetry import json_formatter
 from tests import audit_benchmark, tampering
 from tests.fakes import a_certificate, document_of
@@ -170,7 +170,7 @@ async def workload(uow: SqlUnitOfWork, rounds: int, *, prefix: str = "cert", sta
 async def test_every_operations_record_success_and_refusal_is_chained_without_gaps(
     engine: AsyncEngine, signer: Signer
 ) -> None:
-    uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+    uow = SqlUnitOfWork(engine, KEYRING)
 
     written = await workload(uow, 4)
     unsealed = await stored_chain(engine)
@@ -193,7 +193,7 @@ async def test_every_operations_record_success_and_refusal_is_chained_without_ga
 async def test_a_refused_write_leaves_neither_the_effect_nor_a_record_nor_a_moved_head(
     engine: AsyncEngine, signer: Signer
 ) -> None:
-    uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+    uow = SqlUnitOfWork(engine, KEYRING)
     await workload(uow, 1, start=1)  # cert-1, whose citizen has withdrawn consent
     await seal(engine, signer)
     before = await stored_chain(engine)
@@ -210,7 +210,7 @@ async def test_a_refused_write_leaves_neither_the_effect_nor_a_record_nor_a_move
 
 async def test_an_audit_write_the_store_refuses_undoes_the_operation(engine: AsyncEngine) -> None:
     # The effect and its audit record commit together or not at all (STYLE.md, Audit).
-    uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+    uow = SqlUnitOfWork(engine, KEYRING)
     await refuse(engine, "BEFORE INSERT", audit_records)
     new = a_certificate("cert-refused", signed_at=SIGNED, registered_at=SIGNED)
 
@@ -228,7 +228,7 @@ async def test_an_audit_write_the_store_refuses_undoes_the_operation(engine: Asy
 async def test_an_aware_time_is_refused_before_it_could_read_back_as_another_value(
     engine: AsyncEngine,
 ) -> None:
-    uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+    uow = SqlUnitOfWork(engine, KEYRING)
 
     with pytest.raises(ValueError, match="without a zone"):
         await operations.list_certificates_for_care(
@@ -247,7 +247,7 @@ async def test_an_aware_time_is_refused_before_it_could_read_back_as_another_val
 async def test_a_seal_the_store_refuses_places_nothing_and_the_next_pass_places_everything(
     engine: AsyncEngine, signer: Signer, table: sqlalchemy.Table, when: str
 ) -> None:
-    written = await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1)
+    written = await workload(SqlUnitOfWork(engine, KEYRING), 1)
     await refuse(engine, when, table)
 
     with pytest.raises(DBAPIError):
@@ -289,10 +289,9 @@ async def test_a_record_that_took_its_id_early_and_committed_late_is_placed_afte
         pytest.skip(
             "two writers are open at once on PostgreSQL only: SQLite serialises them at BEGIN IMMEDIATE"
         )
-    sessions = sessions_for(engine)
-    async with SqlUnitOfWork(sessions, KEYRING) as late:
+    async with SqlUnitOfWork(engine, KEYRING) as late:
         await late.audit.add(_a_record(1))  # inserted at once: the record has its id now
-        async with SqlUnitOfWork(sessions, KEYRING) as early:
+        async with SqlUnitOfWork(engine, KEYRING) as early:
             await early.audit.add(_a_record(2))
             await early.commit()
         await seal(engine, signer, every=1)  # seals the committed record, signs place 1
@@ -359,7 +358,7 @@ def test_writers_and_two_sealers_on_postgresql_keep_one_gapless_chain_through_a_
 
     def writer(index: int) -> Callable[[AsyncEngine], Any]:
         async def work(engine: AsyncEngine) -> None:
-            uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+            uow = SqlUnitOfWork(engine, KEYRING)
             started.wait(timeout=30)
             await workload(uow, rounds, prefix=f"writer{index}", start=index * 100)
 
@@ -426,7 +425,7 @@ async def test_a_committed_checkpoint_is_logged_with_places_and_hashes_only(
     engine: AsyncEngine, signer: Signer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="service.audit")
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1)
+    await workload(SqlUnitOfWork(engine, KEYRING), 1)
     sealer = audit_sealer.Sealer(
         engine, signer=signer, clock=lambda: NOW, checkpoint_every=4, checkpoint_seconds=3600, every=1
     )
@@ -455,7 +454,7 @@ async def test_a_pass_signing_the_head_signs_it_once_the_chain_grew_and_not_agai
         return sealed.checkpoints
 
     assert await seal_and_sign() == ()  # an empty chain has nothing to sign
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1)
+    await workload(SqlUnitOfWork(engine, KEYRING), 1)
     sealed = await seal_and_sign()
     again = await seal_and_sign()
 
@@ -628,7 +627,7 @@ def test_the_migration_chains_the_records_stored_before_it_in_the_order_of_their
     async def after() -> Chain:
         engine = create_engine(database_url)
         try:
-            await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1)
+            await workload(SqlUnitOfWork(engine, KEYRING), 1)
             await seal(engine)
             return await stored_chain(engine)
         finally:
@@ -678,9 +677,9 @@ async def test_verify_audit_finds_an_intact_chain_and_says_how_much_it_checked(
 ) -> None:
     # Keys rotate: checkpoints of an old and a new key both verify with the verify keys file.
     rotated = Signer(Ed25519PrivateKey.generate())
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1)
+    await workload(SqlUnitOfWork(engine, KEYRING), 1)
     await seal(engine, rotated, every=5)
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1, start=1)
+    await workload(SqlUnitOfWork(engine, KEYRING), 1, start=1)
     await seal(engine, signer, every=5)
 
     code, out, _ = verify_audit(database_url, rotated, signer)
@@ -693,9 +692,9 @@ async def test_verify_audit_finds_an_intact_chain_and_says_how_much_it_checked(
 async def test_verify_audit_reports_the_unsealed_tail_and_finds_a_record_not_written_by_the_service(
     engine: AsyncEngine, database_url: str, signer: Signer, verify_audit: Run
 ) -> None:
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1)
+    await workload(SqlUnitOfWork(engine, KEYRING), 1)
     await seal(engine, signer, every=5)
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 1, start=1)  # written, not sealed yet
+    await workload(SqlUnitOfWork(engine, KEYRING), 1, start=1)  # written, not sealed yet
 
     code, out, _ = verify_audit(database_url, signer)
 
@@ -723,7 +722,7 @@ async def test_verify_audit_reports_the_unsealed_tail_and_finds_a_record_not_wri
 async def test_verify_audit_names_the_first_bad_record_and_never_its_content(
     engine: AsyncEngine, database_url: str, signer: Signer, verify_audit: Run
 ) -> None:
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 2)
+    await workload(SqlUnitOfWork(engine, KEYRING), 2)
     await seal(engine, signer, every=5)
     async with engine.begin() as connection:
         await connection.execute(
@@ -803,7 +802,7 @@ def test_verify_audit_on_a_database_without_the_chain_says_so_without_sql(
 async def test_verify_audit_finds_a_cut_only_the_logged_checkpoints_remember(
     engine: AsyncEngine, database_url: str, signer: Signer, verify_audit: Run, tmp_path: Path
 ) -> None:
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 2)
+    await workload(SqlUnitOfWork(engine, KEYRING), 2)
     await seal(engine, signer, every=5)
     chain = await stored_chain(engine)
     log = tmp_path / "service.log"
@@ -846,7 +845,7 @@ async def test_every_tampering_of_a_real_chain_is_found_at_its_place(
     """A few hundred records of real operations, checkpoints every 50. Every trial (seeded, so a
     failure can be replayed) must be found, at the place ``tests/tampering.py`` says; one of each kind
     is then written into the database and found by ``verify-audit`` with the same words."""
-    await workload(SqlUnitOfWork(sessions_for(engine), KEYRING), 50)
+    await workload(SqlUnitOfWork(engine, KEYRING), 50)
     await seal(engine, signer, every=50)
     chain = await stored_chain(engine)
     assert len(chain.records) == 300 and chain.verdict(keys_of(signer)).intact

@@ -42,7 +42,7 @@ from service.app import create_app
 from service.config import Settings
 from service.store import migration
 from service.store.timeout import GRACE
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine
 from tests import postgres, server
 from tests.conftest import SUITE_LOG
 from tests.integration import soap as s
@@ -291,7 +291,7 @@ async def test_a_connection_cut_off_in_the_middle_of_a_transaction_is_closed_not
         lambda dbapi, *_: backends.append(dbapi.driver_connection.info.backend_pid),
     )
     event.listen(engine.sync_engine, "invalidate", lambda *args: invalidated.append(args))
-    uow = SqlUnitOfWork(sessions_for(engine), KEYRING, deadline=1.0)
+    uow = SqlUnitOfWork(engine, KEYRING, deadline=1.0)
     try:
         began = time.monotonic()
         with pytest.raises(errors.StoreUnavailable):

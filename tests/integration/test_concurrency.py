@@ -31,7 +31,7 @@ from sqlalchemy import Engine, or_, select, text
 from service import errors, operations, rules
 from service.model import Caller, CallerKind, Certificate, Channel, Party, PersonId, StatusCode, StatusEvent
 from service.store.tables import audit_records, certificates, consent_changes, consents
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine
 from tests.fakes import a_certificate, document_of
 from tests.keys import KEYRING, key_of
 
@@ -91,7 +91,7 @@ def seed(url: str, *certificates_: Certificate, consent_given: Sequence[PersonId
     async def run() -> None:
         engine = create_engine(url, pool_size=1)
         try:
-            uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+            uow = SqlUnitOfWork(engine, KEYRING)
             async with uow:
                 for item in certificates_:
                     await uow.certificates.add(item, document_of(item.id))
@@ -124,7 +124,7 @@ def race(url: str, *calls: Call, ready: Callable[[], None] | None = None) -> lis
             try:
                 async with engine.connect():
                     pass  # connected before the start line, so that the calls start together
-                uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+                uow = SqlUnitOfWork(engine, KEYRING)
                 barrier.wait(timeout=30)
                 results[index].value = await call(uow)
             finally:
@@ -347,11 +347,10 @@ async def test_a_first_consent_given_between_another_ones_read_and_write_is_reco
     patient = person(1)
     engine = create_engine(postgres_url)
     try:
-        sessions = sessions_for(engine)
-        slow = FakePausingUnitOfWork(sessions, KEYRING)
+        slow = FakePausingUnitOfWork(engine, KEYRING)
         late = asyncio.create_task(give(patient)(slow))
         await asyncio.wait_for(slow.paused.wait(), timeout=10)
-        first = await give(patient)(SqlUnitOfWork(sessions, KEYRING))
+        first = await give(patient)(SqlUnitOfWork(engine, KEYRING))
         slow.resume.set()
         second = await asyncio.wait_for(late, timeout=10)
     finally:
@@ -373,14 +372,13 @@ async def test_a_certificate_deleted_between_a_registers_insert_and_its_read_is_
     old, new = certificate("cert-1", person(1)), certificate("cert-1", person(2))
     engine = create_engine(postgres_url)
     try:
-        sessions = sessions_for(engine)
-        async with SqlUnitOfWork(sessions, KEYRING) as uow:
+        async with SqlUnitOfWork(engine, KEYRING) as uow:
             await uow.certificates.add(old, document_of(old.id))
             await uow.commit()
-        slow = FakePausingUnitOfWork(sessions, KEYRING)
+        slow = FakePausingUnitOfWork(engine, KEYRING)
         late = asyncio.create_task(register(new)(slow))
         await asyncio.wait_for(slow.paused.wait(), timeout=10)
-        removed = await remove("cert-1")(SqlUnitOfWork(sessions, KEYRING))
+        removed = await remove("cert-1")(SqlUnitOfWork(engine, KEYRING))
         slow.resume.set()
         registration = await asyncio.wait_for(late, timeout=10)
     finally:

@@ -37,7 +37,7 @@ from service.soap.messages import document_of
 from service.store import migration, rotation
 from service.store.crypto import KeyRing, Purpose, WrappedKey, open_sealed
 from service.store.tables import audit_records, certificates, consent_changes, consents, documents, metadata
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine
 from tests.fakes import a_certificate
 from tests.fakes import document_of as fake_document
 from tests.integration import soap as s
@@ -358,7 +358,7 @@ def test_sqlite_overwrites_a_permanently_deleted_certificate_in_the_file(tmp_pat
     async def add() -> tuple[bytes, bytes]:
         engine = create_engine(url)
         try:
-            uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+            uow = SqlUnitOfWork(engine, KEYRING)
             async with uow:
                 for certificate_id in ("c-1", "c-2"):
                     await uow.certificates.add(
@@ -379,7 +379,7 @@ def test_sqlite_overwrites_a_permanently_deleted_certificate_in_the_file(tmp_pat
     async def delete() -> None:
         engine = create_engine(url)
         try:
-            uow = SqlUnitOfWork(sessions_for(engine), KEYRING)
+            uow = SqlUnitOfWork(engine, KEYRING)
             async with uow:
                 await uow.certificates.delete(["c-1"])
                 await uow.commit()
@@ -434,7 +434,7 @@ def test_every_read_succeeds_between_any_two_batches_of_a_rotation_and_after_it(
     async def batch(after: str) -> tuple[int, str] | None:
         engine = create_engine(database_url)
         try:
-            return await rotation.rewrap_batch(sessions_for(engine), rolled, after=after, limit=3)
+            return await rotation.rewrap_batch(engine, rolled, after=after, limit=3)
         finally:
             await engine.dispose()
 
@@ -490,7 +490,7 @@ def test_reads_through_the_service_all_succeed_while_rotate_kek_runs(
                     read_during.wait(30)
 
             try:
-                return await rotation.rotate(sessions_for(engine), rolled, batch_size=1)
+                return await rotation.rotate(engine, rolled, batch_size=1)
             finally:
                 await engine.dispose()
 
@@ -528,7 +528,7 @@ def test_a_key_ring_without_the_kek_of_a_row_fails_clearly(
     async def rotate() -> None:
         engine = create_engine(database_url)
         try:
-            await rotation.rotate(sessions_for(engine), keyring(NEW_KEK))
+            await rotation.rotate(engine, keyring(NEW_KEK))
         finally:
             await engine.dispose()
 

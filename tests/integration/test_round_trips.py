@@ -9,7 +9,7 @@ Every statement the engine executes is seen by an event listener beside the serv
 - ``audit``: the audit log's tables (``audit_*``): exactly the record's insert. No head is locked or
   moved in the request's transaction; the sealer chains the record after commit (store/audit_sealer.py).
 - SQLite's ``BEGIN IMMEDIATE``, which the service issues, one per transaction. PostgreSQL's BEGIN and
-  every COMMIT are the driver's own, and so is the pool's pre-ping: no cursor executes, not counted.
+  every COMMIT are the driver's own: no cursor executes, not counted.
 
 The counter's ``request`` series must grow by exactly what the listener saw; the background loops
 (gauges, sealer), which may run meanwhile, count as ``background``.

@@ -42,7 +42,7 @@ from service.store.tables import (
     metadata,
     status_events,
 )
-from service.store.unit_of_work import SqlUnitOfWork, create_engine, sessions_for
+from service.store.unit_of_work import SqlUnitOfWork, create_engine
 from tests.fakes import FakeUnitOfWork, a_certificate, document_of
 from tests.keys import KEYRING, key_of
 
@@ -79,7 +79,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def uow(engine: AsyncEngine) -> SqlUnitOfWork:
-    return SqlUnitOfWork(sessions_for(engine), KEYRING)
+    return SqlUnitOfWork(engine, KEYRING)
 
 
 async def seed(
