@@ -54,12 +54,15 @@ class _KeptRows:
         """The repository picks its dialect's statements by it."""
         return self._engine.dialect
 
-    async def execute(self, statement: Any, parameters: dict[str, Any]) -> SimpleNamespace:
+    async def execute(
+        self, statement: Any, parameters: dict[str, Any] | list[dict[str, Any]]
+    ) -> SimpleNamespace:
         if not isinstance(statement, Insert):
             raise RuntimeError(f"the preload sends inserts only, and add() now runs: {statement}")
         # Sent in bulk as plain inserts: the store is empty of these ids (add()'s "only if the id is
         # free" has nothing to find), and one row inserted is what add() is told.
-        self.rows.setdefault(cast(Table, statement.table), []).append(parameters)
+        rows = self.rows.setdefault(cast(Table, statement.table), [])
+        rows.extend(parameters if isinstance(parameters, list) else [parameters])
         return SimpleNamespace(rowcount=1)
 
     async def rollback(self) -> None:
