@@ -278,6 +278,28 @@ def test_a_frozen_database_gets_the_contracts_error_in_time_and_the_service_reco
 
 
 @pytest.mark.postgres
+def test_after_a_database_restart_at_most_one_request_fails_and_the_service_serves_again(
+    service: Service,
+) -> None:
+    """The pool does not ping a connection before each use (a round trip on every request, issue 9):
+    a connection the restart ended fails its first statement instead, which makes SQLAlchemy drop every
+    pooled connection, so the requests after it connect anew. No restart of the service is needed."""
+    certificate = "bounded-restart-1"
+    _register(service, certificate)
+    get = s.get_certificate(certificate, "HSVARD")
+    assert not service.soap.call("GetCertificate", 2, get).is_fault  # pooled connections to end
+
+    postgres.restart(service.data)
+    replies = [service.soap.call("GetCertificate", 2, get) for _ in range(5)]
+
+    failed = [reply for reply in replies if reply.is_fault]
+    assert len(failed) <= 1, [reply.fault_string for reply in failed]
+    assert all(reply.fault_code == "soap:Server" for reply in failed)
+    assert not replies[-1].is_fault
+    assert service.rest.get("/readyz").status_code == 200
+
+
+@pytest.mark.postgres
 async def test_a_connection_cut_off_in_the_middle_of_a_transaction_is_closed_not_pooled(
     cluster: tuple[str, Path],
 ) -> None:
