@@ -3,10 +3,16 @@ structured view: its answers (``svar``) and their parts (``delsvar``).
 
 Read only by a get of one certificate, never on a list path. The document was checked against the
 contract when it was registered; it is parsed here with the same hardened settings.
+
+What the store seals is a frame holding the document's ``Layout``, then the document's bytes. The layout
+says where GetCertificate splices in the current status history; it is found once, at registration, so
+that a get never parses the document ("never parse stored XML on a hot path"). Documents stored before
+layouts are the bare bytes; ``unframed`` tells them apart.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Final
 
@@ -49,9 +55,46 @@ def _value(element: etree._Element) -> Value:
     return {etree.QName(c).localname: _value(c) for c in children}
 
 
-def parse(document: bytes) -> etree._Element:
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The document's root as a get renames it, and the byte ranges of its content around the status
+    history: ``before`` it and ``after`` it, without the document's own ``status`` elements."""
+
+    prefix: str  # a prefix the document does not declare, for the root's new name
+    declarations: str  # the root's namespace declarations, as attributes (its children use them)
+    before: tuple[Range, ...]
+    after: tuple[Range, ...]
+
+
+# XML cannot begin with NUL (it is no XML character), so no bare document starts like a frame.
+_FRAME: Final = b"\x00layout:1\n"
+
+
+def framed(content: bytes, layout: Layout) -> bytes:
+    header = [layout.prefix, layout.declarations, layout.before, layout.after]
+    return _FRAME + json.dumps(header).encode("ascii") + b"\n" + content
+
+
+def unframed(stored: bytes) -> tuple[bytes, Layout | None]:
+    """The document as registered, and its layout unless it was stored before layouts were."""
+    if not stored.startswith(_FRAME):
+        return stored, None
+    end = stored.index(b"\n", len(_FRAME))
+    prefix, declarations, before, after = json.loads(stored[len(_FRAME) : end])
+    layout = Layout(prefix, declarations, tuple((a, b) for a, b in before), tuple((a, b) for a, b in after))
+    return stored[end + 1 :], layout
+
+
+def content(stored: bytes) -> bytes:
+    return unframed(stored)[0]
+
+
+def parse(stored: bytes) -> etree._Element:
     """A stored certificate document, for a get (never on a list path)."""
-    return etree.fromstring(document, PARSER)
+    return etree.fromstring(content(stored), PARSER)
 
 
 def answers(document: bytes) -> tuple[Answer, ...]:

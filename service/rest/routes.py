@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
-from service import errors, operations
+from service import document, errors, operations
 from service.model import Caller, CallerKind, Channel, PersonId, Recipient
 from service.rest import schemas
 from service.rest.auth import TokenVerifier
@@ -129,7 +129,7 @@ def citizen_router(
         found = await operations.get_certificate_for_citizen(
             unit_of_work(), certificate_id=certificate_id, citizen=who, caller=caller(who), now=clock()
         )
-        return Response(found.document, media_type="application/xml")
+        return Response(document.content(found.document), media_type="application/xml")
 
     @router.post(
         "/certificates/{certificate_id}/archive", responses=_problems(403, 404), summary="Archive (rule 4)"

@@ -54,7 +54,8 @@ class Call:
         )
 
 
-Handler = Callable[[Call, etree._Element], Awaitable["etree._Element | Answer"]]
+# A handler answers with a response element, an ``Answer``, or a whole envelope it wrote as bytes.
+Handler = Callable[[Call, etree._Element], Awaitable["etree._Element | Answer | bytes"]]
 
 
 class ResultKind(enum.Enum):
@@ -152,7 +153,7 @@ async def register_certificate(call: Call, body: etree._Element) -> Answer:
 # --- GetCertificate 2: HSVARD is the care read (rule 3), INVANA the citizen read (rule 2) ------------------
 
 
-async def get_certificate(call: Call, body: etree._Element) -> etree._Element:
+async def get_certificate(call: Call, body: etree._Element) -> bytes:
     ns = etree.QName(body).namespace or ""
     certificate_id = _ext(body, q(ns, "intygs-id"))
     part_element = body.find(q(ns, "part"))
@@ -172,9 +173,7 @@ async def get_certificate(call: Call, body: etree._Element) -> etree._Element:
         )
     else:
         raise errors.InvalidInput("GetCertificate serves the parts HSVARD and INVANA")
-    response = GET_CERTIFICATE_2.response()
-    response.append(m.intyg_from_document(found.document, q(ns, "intyg"), found.certificate.status_events))
-    return response
+    return m.intyg_envelope(GET_CERTIFICATE_2.response(), ns, found.document, found.certificate.status_events)
 
 
 # --- ListCertificatesForCare 3 and 1 (rule 3) --------------------------------------------------------------

@@ -161,6 +161,8 @@ class SoapEndpoint:
             return self._answer(contract, faults.INTERNAL.answer), faults.INTERNAL.error_id.lower()
         if isinstance(produced, m.Answer):
             return self._answer(contract, produced), (produced.error_id or produced.code).lower()
+        if isinstance(produced, bytes):
+            return _xml(produced), "ok"
         return _xml(m.envelope(produced)), "ok"
 
     def _invalid(self, contract: Contract, body: etree._Element) -> tuple[Response, str] | None:

@@ -7,10 +7,13 @@ Parsing is hardened (no DTD, no entities, no network, no huge trees) and every b
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
@@ -225,11 +228,6 @@ def certificate_from_intyg(intyg: etree._Element) -> Certificate:
     )
 
 
-def document_of(intyg: etree._Element) -> bytes:
-    """The certificate as received: the ``intyg`` element with its namespaces and comments."""
-    return etree.tostring(intyg, encoding="UTF-8")
-
-
 # ---------------------------------------------------------------------------------------------------
 # Writing values
 
@@ -308,8 +306,74 @@ _AFTER_STATUS: Final = frozenset(
 )
 
 
+def document_of(intyg: etree._Element) -> bytes:
+    """The certificate as received (the ``intyg`` element with its namespaces and comments), framed with
+    the layout that lets a get answer without parsing it (``document.Layout``, ``intyg_envelope``)."""
+    # Parsed again, so that every namespace the element has in scope is declared on the root.
+    root = etree.fromstring(etree.tostring(intyg, encoding="UTF-8"), _PARSER)
+    children = list(root)
+    # Serialised with a marker after the start tag, before each child and before the end tag; the parser
+    # removed every processing instruction, and the target is random, so no content can hold a marker.
+    target = "splice" + secrets.token_hex(16)
+    for child in children:
+        child.addprevious(etree.ProcessingInstruction(target))
+    first = etree.ProcessingInstruction(target)
+    first.tail, root.text = root.text, None
+    root.insert(0, first)
+    root.append(etree.ProcessingInstruction(target))
+    marker = etree.tostring(etree.ProcessingInstruction(target))
+    # The start tag, the root's text, each child with its tail, the end tag.
+    pieces = etree.tostring(root, encoding="UTF-8").split(marker)
+    ends = list(itertools.accumulate(map(len, pieces)))
+    before: list[document.Range] = [(ends[0], ends[1])]
+    after: list[document.Range] = []
+    ranges = before
+    for child, start, end in zip(children, ends[1:], ends[2:], strict=False):
+        if child.tag == q(CORE3, "status"):
+            continue
+        if ranges is before and child.tag in _AFTER_STATUS:
+            ranges = after
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    prefix = "ns"
+    while prefix in root.nsmap:
+        prefix += "x"
+    declarations = "".join(f" xmlns{':' + p if p else ''}={quoteattr(uri)}" for p, uri in root.nsmap.items())
+    layout = document.Layout(prefix, declarations, tuple(before), tuple(after))
+    return document.framed(b"".join(pieces), layout)
+
+
+def intyg_envelope(
+    response: etree._Element, namespace: str, stored: bytes, events: Iterable[StatusEvent]
+) -> bytes:
+    """``envelope(response)`` with the stored certificate as the response's last child, an ``intyg`` of
+    ``namespace`` holding the status history now: written as bytes around the stored ones."""
+    content, layout = document.unframed(stored)
+    if layout is None:
+        # Registered before documents had a layout: rebuilt as a tree.
+        response.append(intyg_from_document(content, q(namespace, "intyg"), events))
+        return envelope(response)
+    marker = etree.ProcessingInstruction("intyg")
+    response.append(marker)
+    head, tail = envelope(response).split(etree.tostring(marker))
+    tag = f"{layout.prefix}:intyg"
+    return b"".join(
+        (
+            head,
+            f"<{tag} xmlns:{layout.prefix}={quoteattr(namespace)}{layout.declarations}>".encode(),
+            *(content[start:end] for start, end in layout.before),
+            *(etree.tostring(status_element(e), encoding="UTF-8") for e in events),
+            *(content[start:end] for start, end in layout.after),
+            f"</{tag}>".encode(),
+            tail,
+        )
+    )
+
+
 def intyg_from_document(content: bytes, name: str, events: Iterable[StatusEvent]) -> etree._Element:
-    """The stored certificate under a response's element name, with its status history now."""
+    """The stored certificate under a response's element name, with its status history now, as a tree."""
     stored = document.parse(content)
     intyg = etree.Element(name, nsmap={k: v for k, v in stored.nsmap.items() if k is not None} or None)
     intyg.text = stored.text

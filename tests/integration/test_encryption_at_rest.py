@@ -33,7 +33,6 @@ from sqlalchemy import Column, Engine, Table, func, select, text, update
 from service.app import create_app
 from service.errors import KekMissing
 from service.model import PersonId
-from service.soap.messages import document_of
 from service.store import migration, rotation
 from service.store.crypto import KeyRing, Purpose, WrappedKey, open_sealed
 from service.store.tables import audit_records, certificates, consent_changes, consents, documents, metadata
@@ -566,7 +565,9 @@ def rows_before_encryption(url: str) -> None:
     engine = sqlalchemy.create_engine(sync_url(url))
     envelope = etree.fromstring(s.register_envelope("m-1", ANNA, kind="luse").encode(), parser())
     [intyg] = [e for e in envelope.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "intyg"]
-    document = document_of(intyg)
+    # The bare document, as RegisterCertificate stored it before documents had a layout: GetCertificate
+    # 2 answers it by building the tree (messages.intyg_envelope).
+    document = etree.tostring(intyg, encoding="UTF-8")
     with engine.begin() as connection:
         connection.execute(
             text(

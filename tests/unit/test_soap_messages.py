@@ -1,0 +1,147 @@
+"""GetCertificate 2 answers by splicing bytes: ``messages.document_of`` frames the registered document
+with its layout, and ``messages.intyg_envelope`` writes the response around the stored bytes without
+parsing them. Every peer certificate is answered as the tree built from the parsed document answers it
+(``intyg_from_document``, still used for documents stored before layouts), compared as canonical XML.
+
+The same answers through SOAP, checked against the reference XSDs, are in
+tests/integration/test_peer_requests.py and test_soap_operations.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from copy import deepcopy
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from service import document
+from service.model import Party, StatusCode, StatusEvent
+from service.soap import messages as m
+from service.soap.contracts import GET_CERTIFICATE_2
+from tests.reference import assert_valid_everywhere, need_shared, parser, peer_requests
+
+pytestmark = pytest.mark.shared
+
+RECEIVED = StatusEvent(StatusCode.RECEIV, Party.HSVARD, dt.datetime(2024, 5, 2, 10, 1))
+SENT = StatusEvent(StatusCode.SENTTO, Party.FKASSA, dt.datetime(2024, 5, 3, 8, 0))
+ARCHIVED = StatusEvent(StatusCode.DELETE, Party.INVANA, dt.datetime(2024, 5, 4, 9, 30))
+HISTORIES = {"none": [], "one": [RECEIVED], "several": [RECEIVED, SENT, ARCHIVED]}
+
+
+def registered() -> list[Any]:
+    """The ``intyg`` of every RegisterCertificate peer request, by its template's label."""
+    chosen = [p for p in peer_requests() if p.id is not None and p.id.startswith("register/")]
+    return chosen or [pytest.param(None, None, id="peer-requests-absent")]
+
+
+def intyg_of(envelope: str) -> etree._Element:
+    body = m.parse_envelope(envelope.encode()).body
+    intyg = body.find(m.q(etree.QName(body).namespace or "", "intyg"))
+    assert intyg is not None
+    return intyg
+
+
+def answer(stored: bytes, events: list[StatusEvent]) -> etree._Element:
+    """The GetCertificateResponse element of the envelope the service writes for a stored document."""
+    contract = GET_CERTIFICATE_2
+    data = m.intyg_envelope(contract.response(), contract.namespace, stored, events)
+    body = etree.fromstring(data, parser()).find(m.q(m.SOAP_ENV, "Body"))
+    assert body is not None
+    return body[0]
+
+
+def tree_built(stored: bytes, events: list[StatusEvent]) -> etree._Element:
+    """The response as GetCertificate built it before layouts: the parsed document, rebuilt."""
+    response = GET_CERTIFICATE_2.response()
+    name = m.q(GET_CERTIFICATE_2.namespace, "intyg")
+    response.append(m.intyg_from_document(document.content(stored), name, events))
+    return etree.fromstring(m.envelope(response), parser())[1][0]
+
+
+def canonical(element: etree._Element) -> str:
+    # C14N 2.0 with prefixes rewritten: the tree path declares the core 3 namespace under generated
+    # prefixes on each child, the splice keeps the document's own declarations; the names, attributes,
+    # text and comments are what must not differ.
+    text = etree.tostring(element).decode()
+    return str(etree.canonicalize(text, with_comments=True, rewrite_prefixes=True))
+
+
+def status_codes(response: etree._Element) -> list[str]:
+    """The status codes of the answered certificate's history, in order."""
+    own = response[0].iterchildren(m.q(m.CORE3, "status"))
+    return [m.text(s, m.q(m.CORE3, "status"), m.q(m.TYPES3, "code")) for s in own]
+
+
+@pytest.mark.parametrize("history", HISTORIES)
+@pytest.mark.parametrize(("path", "envelope"), registered())
+def test_a_get_splices_the_certificate_the_tree_path_built_for_every_peer_certificate(
+    path: Any, envelope: str | None, history: str
+) -> None:
+    need_shared()
+    assert envelope is not None
+    events = HISTORIES[history]
+    stored = m.document_of(intyg_of(envelope))
+
+    spliced = answer(stored, events)
+
+    assert document.unframed(stored)[1] is not None
+    assert canonical(spliced) == canonical(tree_built(stored, events))
+    assert_valid_everywhere(spliced)
+    assert status_codes(spliced) == [e.code.value for e in events]
+
+
+def test_a_documents_own_status_elements_give_way_to_the_status_history_now() -> None:
+    need_shared()
+    [template] = [p.values[1] for p in registered() if p.id == "register/request_lisjp:request"]
+    intyg = intyg_of(template)
+    first_answer = intyg.find(m.q(m.CORE3, "svar"))
+    assert first_answer is not None
+    for event in (SENT, ARCHIVED):
+        own = m.status_element(event)
+        own.tail = "\n    "
+        first_answer.addprevious(own)
+    first_answer.addprevious(etree.Comment(" kept, as the tree path keeps it "))
+    stored = m.document_of(intyg)
+
+    spliced = answer(stored, [RECEIVED])
+
+    assert canonical(spliced) == canonical(tree_built(stored, [RECEIVED]))
+    assert_valid_everywhere(spliced)
+    assert status_codes(spliced) == ["RECEIV"]
+
+
+def test_a_document_declaring_the_responses_prefix_is_answered_under_another() -> None:
+    need_shared()
+    [template] = [p.values[1] for p in registered() if p.id == "register/request_luse:request"]
+    original = intyg_of(template)
+    # The same certificate, its core 3 elements under the prefix ``ns`` the response element uses.
+    intyg = etree.Element(original.tag, nsmap={"ns": m.CORE3, "t": m.TYPES3})
+    intyg.text = original.text
+    intyg.extend(deepcopy(list(original)))
+    stored = m.document_of(intyg)
+    assert b"<ns:intygs-id>" in document.content(stored)
+
+    spliced = answer(stored, [RECEIVED, SENT])
+
+    # The tree path is no reference here: lxml writes its intyg as ``ns:intyg`` beside the document's
+    # own ``xmlns:ns``, which names another element. The answer is the one for the usual prefixes.
+    assert spliced[0].tag == m.q(GET_CERTIFICATE_2.namespace, "intyg")
+    assert canonical(spliced) == canonical(answer(m.document_of(original), [RECEIVED, SENT]))
+    assert_valid_everywhere(spliced)
+
+
+def test_the_stored_document_is_the_registered_intyg_and_a_bare_one_is_still_answered() -> None:
+    need_shared()
+    [template] = [p.values[1] for p in registered() if p.id == "register/request_luaena:request"]
+    intyg = intyg_of(template)
+    bare = etree.tostring(intyg, encoding="UTF-8")
+
+    stored = m.document_of(intyg)
+
+    # As registered, but for the whitespace after the element, which is no part of it.
+    assert document.content(stored) == bare.rstrip()
+    assert document.unframed(bare) == (bare, None)
+    assert etree.QName(document.parse(stored)).localname == "intyg"
+    assert canonical(answer(bare, [RECEIVED])) == canonical(answer(stored, [RECEIVED]))
