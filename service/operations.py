@@ -15,7 +15,6 @@ its short transactions and never waited on by a request: the audit log's sealer
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import enum
 import re
@@ -249,14 +248,7 @@ async def register_certificate(
         async with uow, _Attempt(uow, caller, "register", now) as attempt:
             attempt.about(certificate)
             rules.require_may_register(certificate, caller.care_giver_scope)
-            stored = dataclasses.replace(
-                certificate,
-                registered_at=now,
-                care_available=True,
-                citizen_available=True,
-                revoked=False,
-                status_events=(rules.received(now=now),),
-            )
+            stored = rules.registered(certificate, now=now)
             # Rule 1 asks whether the id is taken; the insert answers in the same statement, storing
             # nothing where it is. Only a taken id is read, for the rule to tell "already exists" from
             # another patient's certificate.

@@ -77,6 +77,18 @@ def received(*, now: dt.datetime) -> StatusEvent:
     return StatusEvent(StatusCode.RECEIV, Party.HSVARD, now)
 
 
+def registered(certificate: Certificate, *, now: dt.datetime) -> Certificate:
+    """Rule 1: a certificate as it is stored when registered: both flags true, not revoked, RECEIV."""
+    return dataclasses.replace(
+        certificate,
+        registered_at=now,
+        care_available=True,
+        citizen_available=True,
+        revoked=False,
+        status_events=(received(now=now),),
+    )
+
+
 # Rule 2
 def require_consent(consent: Consent) -> None:
     if not consent.given:

@@ -11,7 +11,6 @@ ones, so the 100k store is large where reads look (certificates, documents, stat
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from types import SimpleNamespace
 from typing import Any, cast
@@ -100,15 +99,9 @@ async def preload(engine: AsyncEngine, keyring: KeyRing, count: int, *, first_da
                 intyg = next(etree.fromstring(envelope.encode(), parser()).iter(_INTYG))
                 certificate = messages.certificate_from_intyg(intyg)
                 # As register_certificate stores a new certificate (rule 1).
-                stored = dataclasses.replace(
-                    certificate,
-                    registered_at=now,
-                    care_available=True,
-                    citizen_available=True,
-                    revoked=False,
-                    status_events=(rules.received(now=now),),
+                await uow.certificates.add(
+                    rules.registered(certificate, now=now), messages.document_of(intyg)
                 )
-                await uow.certificates.add(stored, messages.document_of(intyg))
         async with engine.begin() as connection:
             for table, rows in kept.rows.items():
                 await connection.execute(insert(table), rows)

@@ -116,6 +116,15 @@ async def stored_chain(engine: AsyncEngine) -> Chain:
     return Chain(records, checkpoints, Head(head.seq, head.hash), logged=list(checkpoints))
 
 
+async def chain_at(database_url: str) -> Chain:
+    """``stored_chain`` of the database at ``database_url``, through an engine of its own."""
+    engine = create_engine(database_url)
+    try:
+        return await stored_chain(engine)
+    finally:
+        await engine.dispose()
+
+
 async def store_chain(engine: AsyncEngine, chain: Chain) -> None:
     """Replace what the database holds of the chain: the tamperer's write."""
     async with engine.begin() as connection:
@@ -491,14 +500,7 @@ def test_the_app_signs_with_its_key_and_seals_its_last_records_when_it_stops(
         )
         assert response.status_code == 200
 
-    async def chain() -> Chain:
-        engine = create_engine(database_url)
-        try:
-            return await stored_chain(engine)
-        finally:
-            await engine.dispose()
-
-    stored = asyncio.run(chain())
+    stored = asyncio.run(chain_at(database_url))
     [checkpoint] = stored.checkpoints
     assert (
         (checkpoint.seq, checkpoint.hash)
@@ -536,14 +538,7 @@ def test_the_app_stops_its_sealer_between_passes_and_leaves_every_record_sealed_
             stopping = time.monotonic()
         stops.append(time.monotonic() - stopping)
 
-    async def chain() -> Chain:
-        engine = create_engine(database_url)
-        try:
-            return await stored_chain(engine)
-        finally:
-            await engine.dispose()
-
-    stored = asyncio.run(chain())
+    stored = asyncio.run(chain_at(database_url))
     assert max(stops) < settings.shutdown_grace_seconds / 4, stops
     assert [row["seq"] for row in stored.records] == list(range(1, 13))
     assert stored.checkpoints[-1].seq == stored.head.seq == 12

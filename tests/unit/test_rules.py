@@ -79,6 +79,16 @@ def test_the_first_event_of_every_certificate_is_received_from_health_care() -> 
     assert rules.received(now=NOW) == StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW)
 
 
+@pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
+def test_a_registered_certificate_starts_with_both_flags_true_unrevoked_and_received(
+    care_available: bool, citizen_available: bool, revoked: bool
+) -> None:
+    stored = rules.registered(certificate(care_available, citizen_available, revoked), now=NOW)
+
+    assert (stored.care_available, stored.citizen_available, stored.revoked) == (True, True, False)
+    assert (stored.registered_at, stored.status_events) == (NOW, (rules.received(now=NOW),))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Rule 2: citizen access. Only the citizen's own certificates, only while consent is given.
 
