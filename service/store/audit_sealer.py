@@ -153,9 +153,9 @@ def _connected(target: _Target) -> contextlib.AbstractAsyncContextManager[AsyncC
 
 
 class Sealer:
-    """The background job that keeps the chain sealed (``run``), and seals once for a command
-    (``seal_once``). ``every``: seconds between passes; ``checkpoint_seconds``: the longest a sealed
-    head waits for a signed checkpoint while records keep coming."""
+    """The background job that keeps the chain sealed (``run``); ``seal_once`` seals what is left, as
+    ``run`` does when it stops. ``every``: seconds between passes; ``checkpoint_seconds``: the longest a
+    sealed head waits for a signed checkpoint while records keep coming."""
 
     def __init__(
         self,
