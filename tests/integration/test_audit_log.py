@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
+from alembic import command
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
@@ -635,6 +636,50 @@ def test_the_migration_chains_the_records_stored_before_it_in_the_order_of_their
         (3, "cert-9"),
     ]
     assert chain.verdict({}) == audit_chain.Verdict(records=9, checkpoints=0, problem=None)
+
+
+def test_downgrading_below_the_sealer_chains_the_unsealed_tail_as_revision_0004_knows_none(
+    database_url: str, signer: Signer
+) -> None:
+    """Migration 0005's way back: records written but not sealed yet get their places in the order of
+    their ids (no checkpoint: signing needs the service's key), so the schema of 0004, where every
+    record has its place, holds a chain that verifies."""
+
+    async def written() -> None:
+        engine = create_engine(database_url)
+        try:
+            await workload(SqlUnitOfWork(engine, KEYRING), 1)
+            await seal(engine, signer, every=4)
+            await workload(SqlUnitOfWork(engine, KEYRING), 1, start=1)  # left unsealed
+        finally:
+            await engine.dispose()
+
+    asyncio.run(written())
+    command.downgrade(migration.alembic_config(database_url), "0004")
+
+    plain = sqlalchemy.create_engine(sync_url(database_url))
+    try:
+        with plain.connect() as connection:
+            # The tables as revision 0004 left them, read with their column types (times as times).
+            old = sqlalchemy.MetaData()
+            records_, head_, checkpoints_ = (
+                sqlalchemy.Table(name, old, autoload_with=connection)
+                for name in ("audit_records", "audit_head", "audit_checkpoints")
+            )
+            records = [row._mapping for row in connection.execute(select(records_).order_by(records_.c.seq))]
+            head = connection.execute(select(head_.c.seq, head_.c.hash)).one()
+            stored = [
+                Checkpoint(r.seq, r.hash, r.at, r.key_id, r.signature)
+                for r in connection.execute(select(checkpoints_).order_by(checkpoints_.c.seq))
+            ]
+    finally:
+        plain.dispose()
+    assert "id" not in records[0]
+    assert [r["seq"] for r in records] == list(range(1, 13))
+    verdict = audit_chain.verify(records, stored, Head(head.seq, head.hash), keys_of(signer))
+    assert verdict == audit_chain.Verdict(records=12, checkpoints=1, problem=None)  # at 4: 7-12 unsigned
+    migration.upgrade(database_url)  # and up again, the records keeping their places
+    assert asyncio.run(chain_at(database_url)).verdict(keys_of(signer)).intact
 
 
 # --- verify-audit ----------------------------------------------------------------------------------------
