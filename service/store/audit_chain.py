@@ -34,6 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from service.store.tables import audit_records
+
 # The hash before the first record.
 GENESIS: Final = "0" * 64
 # The columns that place a record in the chain; every other stored column is hashed. ``id`` only
@@ -99,18 +101,8 @@ def link(seq: int, last: str, rows: Iterable[Mapping[Any, Any]]) -> Iterator[Lin
         last = digest
 
 
-# What an unsealed record must hold to be one the service wrote (the store's NOT NULL columns).
-_REQUIRED: Final = (
-    "id",
-    "at",
-    "action",
-    "outcome",
-    "actor_kind",
-    "actor_id",
-    "channel",
-    "certificate_ids",
-    "detail",
-)
+# What an unsealed record must hold to be one the service wrote: the store's NOT NULL columns.
+_REQUIRED: Final = tuple(column.name for column in audit_records.c if not column.nullable)
 
 
 def unsealed_problem(row: Mapping[str, Any]) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import ColumnElement, Connection, CursorResult, Engine, Select, create_engine, event, select
 from sqlalchemy.engine import make_url
 
 from service.store import audit_chain
@@ -48,6 +48,11 @@ def _engine(url: str) -> Engine:
     return create_engine(
         parsed, execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
     )
+
+
+def _streamed(connection: Connection, query: Select[Any], order: ColumnElement[Any]) -> CursorResult[Any]:
+    """``query`` in ``order``, fetched ``_BATCH`` rows a round trip."""
+    return connection.execute(query.order_by(order).execution_options(yield_per=_BATCH))
 
 
 def _checkpoints(rows: Iterable[Any]) -> Iterator[audit_chain.Checkpoint]:
@@ -83,22 +88,14 @@ def verify_database(
             head = None if found is None else audit_chain.Head(found.seq, found.hash)
             # Closed when left, also where the verdict came before their end (server-side cursors).
             with (
-                connection.execute(
-                    select(audit_records)
-                    .where(audit_records.c.seq.is_not(None))
-                    .order_by(audit_records.c.seq)
-                    .execution_options(yield_per=_BATCH)
+                _streamed(
+                    connection,
+                    select(audit_records).where(audit_records.c.seq.is_not(None)),
+                    audit_records.c.seq,
                 ) as records,
-                connection.execute(
-                    select(audit_checkpoints)
-                    .order_by(audit_checkpoints.c.seq)
-                    .execution_options(yield_per=_BATCH)
-                ) as stored,
-                connection.execute(
-                    select(audit_records)
-                    .where(audit_records.c.seq.is_(None))
-                    .order_by(audit_records.c.id)
-                    .execution_options(yield_per=_BATCH)
+                _streamed(connection, select(audit_checkpoints), audit_checkpoints.c.seq) as stored,
+                _streamed(
+                    connection, select(audit_records).where(audit_records.c.seq.is_(None)), audit_records.c.id
                 ) as unsealed,
             ):
                 checkpoints = heapq.merge(_checkpoints(stored), logged, key=lambda checkpoint: checkpoint.seq)
