@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -117,9 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     def unit_of_work() -> SqlUnitOfWork:
         return SqlUnitOfWork(engine, keyring, deadline=settings.db_deadline_seconds)
 
-    def clock() -> dt.datetime:
-        # The contracts' timestamps are local wall-clock times without a zone (rivta/README.md).
-        return dt.datetime.now(zone).replace(tzinfo=None)
+    clock = settings.clock()
 
     soap = SoapEndpoint(
         schema=messages.load_schema(),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import logging
 import os
@@ -16,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -88,7 +86,6 @@ async def _erase(
 ) -> operations.Erasure | int:
     """The erasure, or (not confirmed) how many care copies it would remove."""
     engine = create_engine(settings.database_url, pool_size=1, timeouts=settings.database_timeouts())
-    zone = ZoneInfo(settings.timezone)
 
     def units() -> SqlUnitOfWork:
         # Its audit records are written unsealed, as a request's are: the service's sealer chains them.
@@ -109,7 +106,7 @@ async def _erase(
             units,
             care_giver_id=care_giver_id,
             caller=caller,
-            clock=lambda: dt.datetime.now(zone).replace(tzinfo=None),
+            clock=settings.clock(),
         )
     finally:
         await engine.dispose()
@@ -182,7 +179,7 @@ def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
     # long the oldest has waited (the sealer's lag), on the same line.
     tail = f"unsealed tail: {verdict.unsealed} records"
     if verdict.oldest_unsealed is not None:
-        now = dt.datetime.now(ZoneInfo(settings.timezone)).replace(tzinfo=None)
+        now = settings.clock()()
         tail += f", the oldest {max(0.0, (now - verdict.oldest_unsealed).total_seconds()):.1f} s old, each well-formed"
     print(
         f"audit log intact: {verdict.records} records, {verdict.checkpoints} checkpoints, "

@@ -6,12 +6,15 @@ Only this module reads the environment; ``create_app(settings)`` and the CLI tak
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import ipaddress
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -432,6 +435,12 @@ class Settings(BaseSettings):
                 "of the development profile"
             )
         return problems
+
+    def clock(self) -> Callable[[], dt.datetime]:
+        """The clock of the contracts' timestamps: local wall-clock time in ``timezone``, without a zone
+        (rivta/README.md)."""
+        zone = ZoneInfo(self.timezone)
+        return lambda: dt.datetime.now(zone).replace(tzinfo=None)
 
     def keyring(self) -> KeyRing:
         """The keys of encryption at rest: configured, or the generated development keys. Raises
