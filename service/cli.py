@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -25,7 +26,7 @@ from service.errors import StoredDataUnreadable
 from service.model import Caller, CallerKind, Channel
 from service.store import audit_key, migration, rotation
 from service.store.crypto import KeyRing
-from service.store.unit_of_work import SqlUnitOfWork, create_engine
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import configure_logging
 
 
@@ -58,7 +59,7 @@ async def _rotate(settings: Settings, keyring: KeyRing, batch_size: int) -> rota
     try:
         return await rotation.rotate(engine, keyring, batch_size=batch_size)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 def _rotate_kek(settings: Settings, batch_size: int) -> int:
@@ -109,7 +110,7 @@ async def _erase(
             clock=settings.clock(),
         )
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 def _erase_care_giver(settings: Settings, care_giver_id: str, operator: str, confirmed: bool) -> int:
@@ -123,7 +124,7 @@ def _erase_care_giver(settings: Settings, care_giver_id: str, operator: str, con
         return 2
     try:
         done = asyncio.run(_erase(settings, keyring, care_giver_id, operator, confirmed))
-    except DBAPIError as exc:
+    except (DBAPIError, psycopg.Error) as exc:  # psycopg's own: the units of work on PostgreSQL
         print(f"cannot reach the store: {_first_line(exc)}", file=sys.stderr)
         return 2
     except StoredDataUnreadable as exc:
@@ -139,10 +140,11 @@ def _erase_care_giver(settings: Settings, care_giver_id: str, operator: str, con
     return 0
 
 
-def _first_line(exc: DBAPIError) -> str:
+def _first_line(exc: DBAPIError | psycopg.Error) -> str:
     # The driver's first line names the cause; PostgreSQL's next lines would quote the SQL.
-    reason = str(exc.orig).strip()
-    return reason.splitlines()[0] if reason else type(exc.orig).__name__
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    reason = str(cause).strip()
+    return reason.splitlines()[0] if reason else type(cause).__name__
 
 
 def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:

@@ -56,6 +56,9 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # The access log would print paths, which hold certificate ids; the request event replaces it.
     logging.getLogger("uvicorn.access").disabled = True
+    # psycopg's pool tells every checkout and return at INFO; what it warns of (a connection discarded,
+    # a failed reconnect) is kept.
+    logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

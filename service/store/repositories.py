@@ -17,6 +17,7 @@ Lists take the patient from their argument and decrypt nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -24,7 +25,20 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Insert, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    BindParameter,
+    Insert,
+    Row,
+    Select,
+    String,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
@@ -55,6 +69,7 @@ from service.store.crypto import (
     open_sealed,
     seal,
 )
+from service.store.statements import PsycopgStatements
 from service.store.tables import (
     audit_head,
     audit_records,
@@ -66,6 +81,11 @@ from service.store.tables import (
 )
 
 log = logging.getLogger("service.store")
+
+
+# What the repositories run statements on: SQLAlchemy's connection (SQLite, and what the command line
+# and the tests open themselves), or psycopg's (PostgreSQL's request path, statements.py).
+Connection = AsyncConnection | PsycopgStatements
 
 
 class _rows_as_json(FunctionElement[Any]):
@@ -112,6 +132,32 @@ _GET_WITH_DOCUMENT = _GET.add_columns(documents.c.ciphertext).join_from(
 _ADD_DOCUMENT = insert(documents)
 _ADD_EVENT = insert(status_events)
 _SET_FLAGS = update(certificates).where(_BY_ID)
+_BY_PATIENT: BindParameter[str] = bindparam("patient_key")
+_CONSENT = select(consents.c.given, consents.c.changed_at).where(consents.c.patient_key == _BY_PATIENT)
+_CONSENT_FOR_UPDATE = _CONSENT.with_for_update()
+# The record's id is the table's own: not returned, nothing reads it back.
+_ADD_AUDIT_RECORD = insert(audit_records).inline()
+
+
+@functools.cache
+def _list_query(dialect: str, types: bool, care_units: bool, care_giver: bool) -> Select[Any]:
+    """A patient's certificates, filtered by what is given; one statement per combination, so each is
+    compiled once. A filter by several values is ``= ANY(array)`` on PostgreSQL, where a list is one
+    parameter; SQLite has no arrays, and SQLAlchemy expands ``IN`` there."""
+
+    def among(column: Any, name: str) -> Any:
+        if dialect == "postgresql":
+            return column == func.any(bindparam(name, type_=postgresql.ARRAY(String())))
+        return column.in_(bindparam(name, expanding=True))
+
+    query = select(*_LISTED).where(certificates.c.patient_key == _BY_PATIENT)
+    if types:
+        query = query.where(among(certificates.c.type_code, "types"))
+    if care_units:
+        query = query.where(among(certificates.c.care_unit_id, "care_unit_ids"))
+    if care_giver:
+        query = query.where(certificates.c.care_giver_id == bindparam("care_giver_id"))
+    return query.order_by(certificates.c.signed_at.desc().nulls_last(), certificates.c.id)
 
 
 # Rule 1's "is the id taken?" and the insert are one statement: a taken id stores nothing, and a
@@ -173,7 +219,7 @@ def _unreadable(exc: errors.StoredDataUnreadable) -> errors.StoredDataUnreadable
 
 
 class SqlCertificateRepository:
-    def __init__(self, connection: AsyncConnection, keyring: KeyRing) -> None:
+    def __init__(self, connection: Connection, keyring: KeyRing) -> None:
         self.connection = connection
         self.keyring = keyring
         self._add_if_new = _ADD_IF_NEW[connection.dialect.name]
@@ -275,16 +321,17 @@ class SqlCertificateRepository:
         care_unit_ids: Sequence[str] = (),
         care_giver_id: str | None = None,
     ) -> list[Certificate]:
-        query = select(*_LISTED).where(certificates.c.patient_key == self.keyring.lookup(patient.value))
-        if types:
-            query = query.where(certificates.c.type_code.in_(types))
-        if care_unit_ids:
-            query = query.where(certificates.c.care_unit_id.in_(care_unit_ids))
-        if care_giver_id is not None:
-            query = query.where(certificates.c.care_giver_id == care_giver_id)
-        rows = await self.connection.execute(
-            query.order_by(certificates.c.signed_at.desc().nulls_last(), certificates.c.id)
+        query = _list_query(
+            self.connection.dialect.name, bool(types), bool(care_unit_ids), care_giver_id is not None
         )
+        params: dict[str, Any] = {"patient_key": self.keyring.lookup(patient.value)}
+        if types:
+            params["types"] = list(types)
+        if care_unit_ids:
+            params["care_unit_ids"] = list(care_unit_ids)
+        if care_giver_id is not None:
+            params["care_giver_id"] = care_giver_id
+        rows = await self.connection.execute(query, params)
         return [_certificate(row, patient) for row in rows]
 
     async def update(self, certificate: Certificate, decision: rules.Decision) -> None:
@@ -322,7 +369,7 @@ class SqlCertificateRepository:
     async def care_copies_of(self, care_giver_id: str, *, after: str, limit: int) -> list[str]:
         """Ids of the care giver's certificates its care provider still keeps, in id order after
         ``after`` (the operator's erasure pages through them; indexed by care giver)."""
-        rows = await self.connection.scalars(
+        rows = await self.connection.execute(
             select(certificates.c.id)
             .where(
                 certificates.c.care_giver_id == care_giver_id,
@@ -332,21 +379,19 @@ class SqlCertificateRepository:
             .order_by(certificates.c.id)
             .limit(limit)
         )
-        return list(rows)
+        return [row.id for row in rows]
 
 
 class SqlConsentRepository:
-    def __init__(self, connection: AsyncConnection, keyring: KeyRing) -> None:
+    def __init__(self, connection: Connection, keyring: KeyRing) -> None:
         self.connection = connection
         self.keyring = keyring
 
     async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent:
-        query = select(consents.c.given, consents.c.changed_at).where(
-            consents.c.patient_key == self.keyring.lookup(patient.value)
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self.connection.execute(query)).first()
+        query = _CONSENT_FOR_UPDATE if for_update else _CONSENT
+        row = (
+            await self.connection.execute(query, {"patient_key": self.keyring.lookup(patient.value)})
+        ).first()
         if row is None:
             return Consent(patient, given=False, changed_at=None)
         return Consent(patient, given=row.given, changed_at=row.changed_at)
@@ -406,7 +451,7 @@ class SqlAuditLog:
     lock another transaction needs (issue 9): the sealer (``audit_sealer``) gives it its place in the
     hash chain after commit."""
 
-    def __init__(self, connection: AsyncConnection, keyring: KeyRing) -> None:
+    def __init__(self, connection: Connection, keyring: KeyRing) -> None:
         self.connection = connection
         self.keyring = keyring
         # Records of the open transaction, for the metrics once it has committed.
@@ -418,7 +463,7 @@ class SqlAuditLog:
             # hashed, and the chain would look tampered with.
             raise ValueError("audit times are local wall-clock times without a zone")
         await self.connection.execute(
-            insert(audit_records),
+            _ADD_AUDIT_RECORD,
             {
                 "at": record.at,
                 "action": record.action,
@@ -454,7 +499,9 @@ class SqlAuditLog:
             where.append(audit_records.c.at >= start)
         if end is not None:
             where.append(audit_records.c.at < end)
-        total = await self.connection.scalar(select(func.count()).select_from(audit_records).where(*where))
+        total = (
+            await self.connection.execute(select(func.count()).select_from(audit_records).where(*where))
+        ).scalar()
         rows = await self.connection.execute(
             select(audit_records)
             .where(*where)

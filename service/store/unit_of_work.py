@@ -10,15 +10,20 @@ connection) becomes ``errors.StoreUnavailable``.
 from __future__ import annotations
 
 import logging
+import weakref
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import event, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+import psycopg
+import psycopg_pool
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Engine, event, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service import errors, metrics, store
+from service.store import statements
 from service.store.crypto import KeyRing
 from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
 from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Deadline, Timeouts
@@ -41,6 +46,16 @@ _UNAVAILABLE_SQLSTATES = {
     "57P03": "server not accepting connections yet",
     "53300": "too many connections",
 }
+# Failures after which the pooled connections may no longer reach the server (it restarted or went away).
+_DISCONNECTS = ("server shutting down", "server crashed", "no connection")
+
+# On PostgreSQL, the pool of psycopg connections the units of work run on (statements.py says why),
+# beside the engine's pool, which the sealer, the gauges and the command line use. Tied to the engine,
+# so that whoever has the engine (the app, the command line, a test) runs requests the same way;
+# ``dispose`` closes both.
+_REQUEST_POOLS: weakref.WeakKeyDictionary[Engine, psycopg_pool.AsyncConnectionPool[Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> AsyncEngine:
@@ -63,13 +78,25 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT
         # every request (a tenth of a get's time, issue 9). A connection the server dropped (a restart)
         # fails its first statement instead; SQLAlchemy then invalidates every pooled connection, so
         # one request per pool answers "unavailable" and the next ones connect anew.
+        connect_args = {"options": _startup_options(url, timeouts), "connect_timeout": timeouts.connect}
         engine = create_async_engine(
             url,
-            connect_args={"options": _startup_options(url, timeouts), "connect_timeout": timeouts.connect},
+            connect_args=connect_args,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=timeouts.pool,
         )
+        # The same bounds: pool_size kept, as many again when busy, and the same wait for one.
+        _REQUEST_POOLS[engine.sync_engine] = psycopg_pool.AsyncConnectionPool(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+            kwargs={**connect_args, "row_factory": namedtuple_row},
+            min_size=pool_size,
+            max_size=2 * pool_size,
+            timeout=timeouts.pool,
+            name="requests",
+            open=False,
+        )
+        metrics.POOL_SIZE.inc(pool_size)
     _count_pool(engine)
     _count_statements(engine)
     return engine
@@ -80,8 +107,16 @@ def _startup_options(url: str, timeouts: Timeouts) -> str:
     return " ".join([*((given,) if isinstance(given, str) else given), timeouts.postgres_options()])
 
 
+def request_pool(engine: AsyncEngine) -> psycopg_pool.AsyncConnectionPool[Any] | None:
+    """The pool the units of work on ``engine`` draw from, where it is not the engine's own."""
+    return _REQUEST_POOLS.get(engine.sync_engine)
+
+
 async def dispose(engine: AsyncEngine) -> None:
     metrics.POOL_SIZE.dec(engine.pool.size())  # type: ignore[attr-defined]
+    if (pool := _REQUEST_POOLS.pop(engine.sync_engine, None)) is not None:
+        metrics.POOL_SIZE.dec(pool.min_size)
+        await pool.close()
     await engine.dispose()
 
 
@@ -132,33 +167,43 @@ def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_seconds: float) -> No
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _driver_error(exc: BaseException | None) -> BaseException | None:
+    """The driver's exception: as SQLAlchemy wrapped it (SQLite, the engine's pool), or psycopg's own
+    (the request path on PostgreSQL)."""
+    if isinstance(exc, DBAPIError):
+        return exc.orig
+    return exc if isinstance(exc, psycopg.Error) else None
+
+
 def _unavailable(exc: BaseException | None) -> str | None:
     """What kind of failure means the store cannot serve now (a retry later may succeed), or None."""
-    if isinstance(exc, PoolTimeout):
+    if isinstance(exc, PoolTimeout | psycopg_pool.PoolTimeout):
         return "pool timeout"
-    if not isinstance(exc, DBAPIError):
+    error = _driver_error(exc)
+    if error is None:
         return None
-    sqlstate = getattr(exc.orig, "sqlstate", "")
+    sqlstate = getattr(error, "sqlstate", "")
     if sqlstate in _UNAVAILABLE_SQLSTATES:
         return _UNAVAILABLE_SQLSTATES[sqlstate]
     # psycopg's own failures carry no SQLSTATE (sqlite3's errors have no such attribute): the
     # connection could not be made, timed out, or broke.
     if (
         (sqlstate or "").startswith("08")
-        or exc.connection_invalidated
-        or (sqlstate is None and isinstance(exc, OperationalError))
+        or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+        or (sqlstate is None and isinstance(error, psycopg.OperationalError))
     ):
-        return f"no connection ({type(exc.orig).__name__})"
+        return f"no connection ({type(error).__name__})"
     return None
 
 
 def _lost_a_race(exc: BaseException) -> bool:
     """Only a lost race is worth running the operation again; any other failure is a fault."""
-    if not isinstance(exc, DBAPIError):
+    error = _driver_error(exc)
+    if error is None:
         return False
-    if getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES:
+    if getattr(error, "sqlstate", None) in _RACE_SQLSTATES:
         return True
-    message = str(exc.orig)
+    message = str(error)
     return any(words in message for words in _RACE_MESSAGES)
 
 
@@ -181,13 +226,19 @@ class SqlUnitOfWork:
         self._deadline_seconds = deadline
         self._deadline: Deadline | None = None
         self._engine = engine
+        self._pool = request_pool(engine)
         self._keyring = keyring
-        self._connection: AsyncConnection | None = None
+        self._connection: AsyncConnection | statements.PsycopgStatements | None = None
 
     async def __aenter__(self) -> Self:
         deadline = Deadline(self._deadline_seconds).start()
         try:
-            connection = await self._engine.connect().start()
+            if self._pool is not None:
+                connection: AsyncConnection | statements.PsycopgStatements = await statements.connect(
+                    self._pool
+                )
+            else:
+                connection = await self._engine.connect().start()
         except BaseException as exc:
             # No __aexit__ follows a failed __aenter__: the clock stops here, and the failure is told
             # as the block's would be.
@@ -213,7 +264,13 @@ class SqlUnitOfWork:
                 await connection.close()
         except BaseException as cleanup:
             failure = cleanup
-        _unless_unavailable(deadline, failure)
+        try:
+            _unless_unavailable(deadline, failure)
+        finally:
+            if self._pool is not None and (_unavailable(failure) or "").startswith(_DISCONNECTS):
+                # The idle connections went with the server: replaced now, rather than each failing a
+                # request of its own (SQLAlchemy likewise invalidates its whole pool on a disconnect).
+                await self._pool.drain()
         if failure is not exc:
             assert failure is not None
             raise failure

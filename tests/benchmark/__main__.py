@@ -29,7 +29,7 @@ from service.model import PersonId
 from service.rest.auth import dev_token
 from service.rest.routes import PREFIX
 from service.store.crypto import KeyRing, encode_key
-from service.store.unit_of_work import create_engine
+from service.store.unit_of_work import create_engine, dispose
 from tests import server
 from tests.benchmark import load, preload
 from tests.benchmark.load import UNIQUE, Result, Workload, http_request
@@ -271,7 +271,7 @@ async def _query(url: str, statement: str) -> str:
         async with engine.connect() as connection:
             return str((await connection.execute(text(statement))).scalar())
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 def stored(url: str) -> int:
@@ -318,7 +318,7 @@ async def _preload(url: str, keyring: KeyRing, count: int) -> None:
     try:
         await preload.preload(engine, keyring, count)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 def _loop_and_http(pid: int) -> tuple[str, str]:

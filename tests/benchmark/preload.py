@@ -49,6 +49,11 @@ class _KeptRows:
         return self
 
     @property
+    def sync_engine(self) -> Any:
+        """Where the unit of work looks for a pool of its own (it has none): runs on this fake."""
+        return self
+
+    @property
     def dialect(self) -> Any:
         """The repository picks its dialect's statements by it."""
         return self._engine.dialect

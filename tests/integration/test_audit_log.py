@@ -43,7 +43,7 @@ from service.model import AuditRecord, Caller, CallerKind, Channel, Outcome, Per
 from service.store import audit_chain, audit_key, audit_sealer, migration
 from service.store.audit_chain import Checkpoint, Head, Signer
 from service.store.tables import audit_checkpoints, audit_head, audit_records, certificates
-from service.store.unit_of_work import SqlUnitOfWork, create_engine
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import json_formatter
 from tests import audit_benchmark, tampering
 from tests.fakes import a_certificate, document_of
@@ -80,7 +80,7 @@ def signer() -> Signer:
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     yield engine
-    await engine.dispose()
+    await dispose(engine)
 
 
 def keys_of(*signers: Signer) -> dict[str, Any]:
@@ -123,7 +123,7 @@ async def chain_at(database_url: str) -> Chain:
     try:
         return await stored_chain(engine)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 async def store_chain(engine: AsyncEngine, chain: Chain) -> None:
@@ -354,7 +354,7 @@ def test_writers_and_two_sealers_on_postgresql_keep_one_gapless_chain_through_a_
             try:
                 await work(engine)
             finally:
-                await engine.dispose()
+                await dispose(engine)
 
         def target() -> None:
             try:
@@ -410,7 +410,7 @@ def test_writers_and_two_sealers_on_postgresql_keep_one_gapless_chain_through_a_
         try:
             chain = await stored_chain(engine)
         finally:
-            await engine.dispose()
+            await dispose(engine)
         written = writers * rounds * 6
         assert [row["seq"] for row in chain.records] == list(range(1, written + 1))
         assert {c.seq for c in chain.checkpoints} >= set(range(7, written + 1, 7))
@@ -627,7 +627,7 @@ def test_the_migration_chains_the_records_stored_before_it_in_the_order_of_their
             await seal(engine)
             return await stored_chain(engine)
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     chain = asyncio.run(after())
     assert [(row["seq"], row["certificate_ids"]) for row in chain.records[:3]] == [
@@ -652,7 +652,7 @@ def test_downgrading_below_the_sealer_chains_the_unsealed_tail_as_revision_0004_
             await seal(engine, signer, every=4)
             await workload(SqlUnitOfWork(engine, KEYRING), 1, start=1)  # left unsealed
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     asyncio.run(written())
     command.downgrade(migration.alembic_config(database_url), "0004")

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, or_, select, text
 from service import errors, operations, rules
 from service.model import Caller, CallerKind, Certificate, Channel, Party, PersonId, StatusCode, StatusEvent
 from service.store.tables import audit_records, certificates, consent_changes, consents
-from service.store.unit_of_work import SqlUnitOfWork, create_engine
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from tests.fakes import a_certificate, document_of
 from tests.keys import KEYRING, key_of
 
@@ -99,7 +99,7 @@ def seed(url: str, *certificates_: Certificate, consent_given: Sequence[PersonId
                     await uow.consents.set(patient, given=True, at=SIGNED, caller=citizen(patient))
                 await uow.commit()
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     asyncio.run(run())
 
@@ -128,7 +128,7 @@ def race(url: str, *calls: Call, ready: Callable[[], None] | None = None) -> lis
                 barrier.wait(timeout=30)
                 results[index].value = await call(uow)
             finally:
-                await engine.dispose()
+                await dispose(engine)
 
         try:
             asyncio.run(run())
@@ -354,7 +354,7 @@ async def test_a_first_consent_given_between_another_ones_read_and_write_is_reco
         slow.resume.set()
         second = await asyncio.wait_for(late, timeout=10)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
     assert (first.changed, second.changed) == (True, False)
     assert consent_of(db, patient) == [True]
@@ -382,7 +382,7 @@ async def test_a_certificate_deleted_between_a_registers_insert_and_its_read_is_
         slow.resume.set()
         registration = await asyncio.wait_for(late, timeout=10)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
     assert (removed, registration) == (operations.Removal.DELETED, rules.Registration.CREATE)
     assert scalars(db, select(certificates.c.patient_key)) == [key_of(new.patient.value)]

@@ -36,7 +36,7 @@ from service.model import PersonId
 from service.store import migration, rotation
 from service.store.crypto import KeyRing, Purpose, WrappedKey, open_sealed
 from service.store.tables import audit_records, certificates, consent_changes, consents, documents, metadata
-from service.store.unit_of_work import SqlUnitOfWork, create_engine
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from tests.fakes import a_certificate
 from tests.fakes import document_of as fake_document
 from tests.integration import soap as s
@@ -373,7 +373,7 @@ def test_sqlite_overwrites_a_permanently_deleted_certificate_in_the_file(tmp_pat
                 ).scalar_one()
             return sealed, wrapped
         finally:
-            await engine.dispose()  # checkpoints the WAL into the file
+            await dispose(engine)  # checkpoints the WAL into the file
 
     async def delete() -> None:
         engine = create_engine(url)
@@ -383,7 +383,7 @@ def test_sqlite_overwrites_a_permanently_deleted_certificate_in_the_file(tmp_pat
                 await uow.certificates.delete(["c-1"])
                 await uow.commit()
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     sealed, wrapped = asyncio.run(add())
     assert sealed[100:164] in path.read_bytes() and wrapped in path.read_bytes()
@@ -435,7 +435,7 @@ def test_every_read_succeeds_between_any_two_batches_of_a_rotation_and_after_it(
         try:
             return await rotation.rewrap_batch(engine, rolled, after=after, limit=3)
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     with service(database_url, tmp_path / "rolled", rolled) as (soap, client):
         all_readable(soap, client, ids)
@@ -491,7 +491,7 @@ def test_reads_through_the_service_all_succeed_while_rotate_kek_runs(
             try:
                 return await rotation.rotate(engine, rolled, batch_size=1)
             finally:
-                await engine.dispose()
+                await dispose(engine)
 
         thread = threading.Thread(target=reader)
         thread.start()
@@ -529,7 +529,7 @@ def test_a_key_ring_without_the_kek_of_a_row_fails_clearly(
         try:
             await rotation.rotate(engine, keyring(NEW_KEK))
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     with pytest.raises(KekMissing, match=rf"2 under '{OLD_KEK[0]}'"):
         asyncio.run(rotate())

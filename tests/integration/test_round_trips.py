@@ -1,8 +1,9 @@
 """Statements per request, counted (issue 9): each operation's database statements through the app, on
 SQLite and PostgreSQL, so that a change that adds a round trip shows here.
 
-Every statement the engine executes is seen by an event listener beside the service's own counter
-(``intyg_db_statements_total``, store/unit_of_work.py), and sorted by what it touches:
+Every statement a request runs is seen beside the service's own counter (``intyg_db_statements_total``):
+by SQLAlchemy's event on SQLite, and where psycopg is given its SQL on PostgreSQL (store/statements.py).
+Each is sorted by what it touches:
 
 - ``store``: certificates, documents, status events, consents. Asserted exactly, the same on both
   engines: these are the repositories' statements.
@@ -30,6 +31,7 @@ from sqlalchemy import event, select
 
 from service import store
 from service.config import Settings
+from service.store import statements as sql_statements
 from service.store.unit_of_work import create_engine, dispose
 from tests.integration import soap as s
 from tests.integration.rest import ANNA, CitizenApi, portal_settings
@@ -86,10 +88,20 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def statements(client: TestClient) -> Iterator[Statements]:
+def statements(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[Statements]:
     listener = Statements()
     engine = client.app.state.engine.sync_engine  # type: ignore[attr-defined]
     event.listen(engine, "before_cursor_execute", listener)
+    # PostgreSQL's request path runs its statements on psycopg (store/statements.py), past SQLAlchemy's
+    # events: seen where each gets its SQL.
+    sql_of = sql_statements.sql_of
+
+    def seen(statement: Any, params: Any) -> Any:
+        sql, values = sql_of(statement, params)
+        listener(None, None, sql)
+        return sql, values
+
+    monkeypatch.setattr(sql_statements, "sql_of", seen)
     yield listener
     event.remove(engine, "before_cursor_execute", listener)
 

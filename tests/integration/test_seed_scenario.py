@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service.store.tables import audit_records, certificates, documents, status_events
-from service.store.unit_of_work import create_engine
+from service.store.unit_of_work import create_engine, dispose
 from tests.integration import soap as s
 from tests.integration.soap import SoapClient, listed_ids
 
@@ -34,7 +34,7 @@ def _rows(database_url: str, table, **where) -> int:
                     query = query.where(table.c[column] == value)
                 return int((await connection.execute(query)).scalar_one())
         finally:
-            await engine.dispose()
+            await dispose(engine)
 
     return asyncio.run(count())
 

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -42,7 +43,7 @@ from service.store.tables import (
     metadata,
     status_events,
 )
-from service.store.unit_of_work import SqlUnitOfWork, create_engine
+from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from tests.fakes import FakeUnitOfWork, a_certificate, document_of
 from tests.keys import KEYRING, key_of
 
@@ -74,7 +75,7 @@ def stored(certificate_id: str = "cert-1", **changes: Any) -> Certificate:
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     yield engine
-    await engine.dispose()
+    await dispose(engine)
 
 
 @pytest.fixture
@@ -139,7 +140,8 @@ async def refuse(engine: AsyncEngine, when: str, table: Table, condition: str = 
 
 # The store refuses the write: PostgreSQL's error comes through as it is; SQLite reports a trigger's
 # RAISE as a constraint failure, which the unit of work takes for a lost race and the operation retries.
-STORE_FAILURE = (DBAPIError, errors.ConcurrentChange)
+# The driver's error as SQLAlchemy wraps it (SQLite), or psycopg's own (PostgreSQL's request path).
+STORE_FAILURE = (DBAPIError, psycopg.Error, errors.ConcurrentChange)
 
 
 # ---------------------------------------------------------------------------------------------------

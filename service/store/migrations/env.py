@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from service.store.tables import metadata
 from service.store.timeout import MIGRATION_TIMEOUTS
-from service.store.unit_of_work import create_engine
+from service.store.unit_of_work import create_engine, dispose
 
 
 def _run(connection: Connection) -> None:
@@ -43,7 +43,7 @@ async def _migrate(url: str) -> None:
             await connection.run_sync(_run)
             await connection.commit()
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 connection = context.config.attributes.get("connection")
