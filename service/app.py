@@ -26,7 +26,7 @@ from service.rest.routes import PREFIX as CITIZEN_API
 from service.rest.routes import citizen_router
 from service.soap import messages
 from service.soap.caller import Callers, ClientCertificates
-from service.soap.endpoint import SoapEndpoint
+from service.soap.endpoint import ContractPosts, SoapEndpoint
 from service.store import audit_key
 from service.store.audit_sealer import Sealer
 from service.store.repositories import store_statistics
@@ -180,7 +180,6 @@ def create_app(settings: Settings) -> FastAPI:
             deadline=settings.db_ready_deadline_seconds,
         )
     )
-    app.include_router(soap.router())
     app.include_router(
         citizen_router(
             verifier=verifier,
@@ -190,6 +189,7 @@ def create_app(settings: Settings) -> FastAPI:
             zone=zone,
         )
     )
+    app.include_router(soap.router())
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
@@ -197,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(body, media_type=content_type)
 
     app.mount("/contracts", StaticFiles(directory=messages.CONTRACTS), name="contracts")
+    app.add_middleware(ContractPosts, endpoint=soap)
     app.add_middleware(BodyLimit, prefix=CITIZEN_API, max_bytes=settings.max_json_bytes)
     app.add_middleware(TelemetryMiddleware, soap_operations=soap.operations())
     return app

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from typing import Any, Final
 
+from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -76,6 +77,11 @@ class TelemetryMiddleware:
     def __init__(self, app: ASGIApp, *, soap_operations: dict[str, str]) -> None:
         self.app = app
         self.soap_operations = soap_operations
+        # The metrics' labelled children, found once: ``labels()`` checks and looks up its values on
+        # every call. The label values are closed sets, as metrics.py requires.
+        self._in_flight = {channel: metrics.IN_FLIGHT.labels(channel=channel) for channel in ("soap", "rest")}
+        self._requests: dict[tuple[str, str, str], Counter] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _UNMEASURED:
@@ -83,7 +89,8 @@ class TelemetryMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         given = (headers.get(b"x-request-id") or headers.get(b"x-correlation-id") or b"").decode("latin-1")
-        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        # 32 random hex digits, as uuid4().hex but for its fixed version digits, at a quarter of the cost.
+        request_id = given if _SAFE_ID.match(given) else os.urandom(16).hex()
         token = REQUEST_ID.set(request_id)
         path: str = scope["path"]
         soap = self.soap_operations.get(path)
@@ -98,11 +105,12 @@ class TelemetryMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
-        metrics.IN_FLIGHT.labels(channel=channel).inc()
+        in_flight = self._in_flight[channel]
+        in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            metrics.IN_FLIGHT.labels(channel=channel).dec()
+            in_flight.dec()
             self._record(scope, soap, channel, status, time.perf_counter() - started)
             REQUEST_ID.reset(token)
 
@@ -110,8 +118,16 @@ class TelemetryMiddleware:
         operation = soap or self._route(scope)
         state: dict[str, Any] = scope.get("state") or {}
         outcome = (state.get("soap_outcome") if soap else None) or _outcome_of_status(status)
-        metrics.REQUESTS.labels(operation=operation, channel=channel, outcome=outcome).inc()
-        metrics.DURATION.labels(operation=operation, channel=channel).observe(elapsed)
+        requests = self._requests.get((operation, channel, outcome))
+        if requests is None:
+            requests = metrics.REQUESTS.labels(operation=operation, channel=channel, outcome=outcome)
+            self._requests[operation, channel, outcome] = requests
+        duration = self._durations.get((operation, channel))
+        if duration is None:
+            duration = metrics.DURATION.labels(operation=operation, channel=channel)
+            self._durations[operation, channel] = duration
+        requests.inc()
+        duration.observe(elapsed)
         log.info(
             "request",
             extra={

@@ -97,7 +97,11 @@ def citizen_router(
     # Declared as the OpenAPI bearer scheme; a missing or malformed header is the verifier's 401.
     bearer = HTTPBearer(auto_error=False, bearerFormat="JWT", description="signed by the citizen portal")
 
-    def citizen(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> PersonId:
+    # Async, though it awaits nothing: a plain ``def`` dependency is sent to the thread pool, whose
+    # hand-off costs more than the verification itself.
+    async def citizen(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> PersonId:
         return verifier.citizen(f"{credentials.scheme} {credentials.credentials}" if credentials else None)
 
     Citizen = Annotated[PersonId, Depends(citizen)]

@@ -173,7 +173,7 @@ async def get_certificate(call: Call, body: etree._Element) -> bytes:
         )
     else:
         raise errors.InvalidInput("GetCertificate serves the parts HSVARD and INVANA")
-    return m.intyg_envelope(GET_CERTIFICATE_2.response(), ns, found.document, found.certificate.status_events)
+    return m.intyg_envelope(GET_CERTIFICATE_2.response, ns, found.document, found.certificate.status_events)
 
 
 # --- ListCertificatesForCare 3 and 1 (rule 3) --------------------------------------------------------------

@@ -46,7 +46,7 @@ def intyg_of(envelope: str) -> etree._Element:
 def answer(stored: bytes, events: list[StatusEvent]) -> etree._Element:
     """The GetCertificateResponse element of the envelope the service writes for a stored document."""
     contract = GET_CERTIFICATE_2
-    data = m.intyg_envelope(contract.response(), contract.namespace, stored, events)
+    data = m.intyg_envelope(contract.response, contract.namespace, stored, events)
     body = etree.fromstring(data, parser()).find(m.q(m.SOAP_ENV, "Body"))
     assert body is not None
     return body[0]
@@ -145,3 +145,11 @@ def test_the_stored_document_is_the_registered_intyg_and_a_bare_one_is_still_ans
     assert document.unframed(bare) == (bare, None)
     assert etree.QName(document.parse(stored)).localname == "intyg"
     assert canonical(answer(bare, [RECEIVED])) == canonical(answer(stored, [RECEIVED]))
+
+
+@pytest.mark.parametrize("party", Party)
+@pytest.mark.parametrize("code", StatusCode)
+def test_an_events_spliced_bytes_are_its_status_element_serialised(party: Party, code: StatusCode) -> None:
+    event = StatusEvent(code, party, dt.datetime(2024, 12, 31, 23, 59, 58))
+
+    assert m.status_bytes(event) == etree.tostring(m.status_element(event), encoding="UTF-8")
