@@ -105,7 +105,9 @@ class PsycopgStatements:
                 return Rows([], cursor.rowcount)
             sql, values = sql_of(statement, params or {})
             await cursor.execute(sql, values)
-            return Rows(await cursor.fetchall() if cursor.description else [], cursor.rowcount)
+            # rownumber: None where the statement returned no rows to fetch; cheaper to ask than
+            # description, which builds the columns' descriptions.
+            return Rows(await cursor.fetchall() if cursor.rownumber is not None else [], cursor.rowcount)
 
     async def commit(self) -> None:
         await self.connection.commit()
