@@ -65,10 +65,9 @@ class ContractPosts:
     def __init__(self, app: ASGIApp, *, endpoint: SoapEndpoint) -> None:
         self.app = app
         self.endpoint = endpoint
-        self.by_path = {c.path: c for c in CONTRACTS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        contract = self.by_path.get(scope["path"]) if scope["type"] == "http" else None
+        contract = self.endpoint.by_path.get(scope["path"]) if scope["type"] == "http" else None
         if contract is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -96,6 +95,7 @@ class SoapEndpoint:
         self.max_request_bytes = max_request_bytes
         self.recipients = recipients
         self.by_request = {c.request: c for c in CONTRACTS}
+        self.by_path = {c.path: c for c in CONTRACTS}
         self.wsdl = {c.path: self._load_wsdl(c) for c in CONTRACTS}
 
     @staticmethod
@@ -126,7 +126,7 @@ class SoapEndpoint:
 
     def operations(self) -> dict[str, str]:
         """Each contract path and the operation name telemetry gives its requests."""
-        return {c.path: f"{c.operation}:{c.major}" for c in CONTRACTS}
+        return {path: f"{c.operation}:{c.major}" for path, c in self.by_path.items()}
 
     async def handle(self, contract: Contract, request: Request) -> tuple[Response, str]:
         data = await _read_limited(request, self.max_request_bytes)
