@@ -4,10 +4,12 @@ structured view: its answers (``svar``) and their parts (``delsvar``).
 Read only by a get of one certificate, never on a list path. The document was checked against the
 contract when it was registered; it is parsed here with the same hardened settings.
 
-What the store seals is a frame holding the document's ``Layout``, then the document's bytes. The layout
-says where GetCertificate splices in the current status history; it is found once, at registration, so
-that a get never parses the document ("never parse stored XML on a hot path"). Documents stored before
-layouts are the bare bytes; ``unframed`` tells them apart.
+What the store seals is a frame holding the document's ``Layout`` and its answers, then the document's
+bytes. The layout says where GetCertificate splices in the current status history, the answers are the
+REST get's structured view; both are found once, at registration, so that a get never parses the
+document ("never parse stored XML on a hot path"). Documents stored before frames are the bare bytes,
+and those stored before answers were framed have a layout only; ``unframed`` tells them apart, and
+their answers are read from the document itself.
 """
 
 from __future__ import annotations
@@ -69,23 +71,38 @@ class Layout:
     after: tuple[Range, ...]
 
 
-# XML cannot begin with NUL (it is no XML character), so no bare document starts like a frame.
-_FRAME: Final = b"\x00layout:1\n"
+# XML cannot begin with NUL (it is no XML character), so no bare document starts like a frame. Version 1
+# holds the layout, version 2 the layout and the answers; both have the same length.
+_FRAME: Final = b"\x00layout:2\n"
+_FRAME_WITHOUT_ANSWERS: Final = b"\x00layout:1\n"
 
 
-def framed(content: bytes, layout: Layout) -> bytes:
-    header = [layout.prefix, layout.declarations, layout.before, layout.after]
-    return _FRAME + json.dumps(header).encode("ascii") + b"\n" + content
+@dataclass(frozen=True, slots=True)
+class Frame:
+    layout: Layout
+    answers: tuple[Answer, ...] | None  # None: framed before answers were
 
 
-def unframed(stored: bytes) -> tuple[bytes, Layout | None]:
-    """The document as registered, and its layout unless it was stored before layouts were."""
-    if not stored.startswith(_FRAME):
+def framed(intyg: etree._Element, content: bytes, layout: Layout) -> bytes:
+    """``content``, the serialised ``intyg``, behind the frame that lets a get answer without parsing it."""
+    answers = [[a.id, a.instance, [[p.id, p.value] for p in a.parts]] for a in _answers(intyg)]
+    header = [layout.prefix, layout.declarations, layout.before, layout.after, answers]
+    return _FRAME + json.dumps(header, ensure_ascii=True).encode("ascii") + b"\n" + content
+
+
+def unframed(stored: bytes) -> tuple[bytes, Frame | None]:
+    """The document as registered, and its frame unless it was stored before frames were."""
+    if not stored.startswith((_FRAME, _FRAME_WITHOUT_ANSWERS)):
         return stored, None
     end = stored.index(b"\n", len(_FRAME))
-    prefix, declarations, before, after = json.loads(stored[len(_FRAME) : end])
+    prefix, declarations, before, after, *rest = json.loads(stored[len(_FRAME) : end])
     layout = Layout(prefix, declarations, tuple((a, b) for a, b in before), tuple((a, b) for a, b in after))
-    return stored[end + 1 :], layout
+    answers = (
+        tuple(Answer(i, instance, tuple(Part(p, value) for p, value in parts)) for i, instance, parts in rest[0])
+        if rest
+        else None
+    )
+    return stored[end + 1 :], Frame(layout, answers)
 
 
 def content(stored: bytes) -> bytes:
@@ -97,8 +114,15 @@ def parse(stored: bytes) -> etree._Element:
     return etree.fromstring(content(stored), PARSER)
 
 
-def answers(document: bytes) -> tuple[Answer, ...]:
-    intyg = parse(document)
+def answers(stored: bytes) -> tuple[Answer, ...]:
+    """The stored certificate's answers, from its frame; parsed from the document if stored before."""
+    content, frame = unframed(stored)
+    if frame is not None and frame.answers is not None:
+        return frame.answers
+    return _answers(etree.fromstring(content, PARSER))
+
+
+def _answers(intyg: etree._Element) -> tuple[Answer, ...]:
     found = []
     for answer in intyg.iterfind(f"{CORE3}svar"):
         instance = answer.findtext(f"{CORE3}instans")

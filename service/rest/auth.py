@@ -10,10 +10,12 @@ new user can mint a token with ``intygstjanst dev-token`` and try the API at onc
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
-from typing import Final
+from types import MappingProxyType
+from typing import Any, Final
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -70,9 +72,15 @@ def dev_token(settings: Settings, citizen: PersonId, *, now: float | None = None
     return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
 
 
+# A portal session presents its token with every request; its signature is checked once per process
+# while the token is among the last this many seen. Its claims (exp, nbf...) are checked on every use.
+VERIFIED_TOKENS: Final = 4096
+
+
 class TokenVerifier:
     def __init__(self, keys: KeySet, *, issuer: str, audience: str, leeway: int) -> None:
         self.keys = keys
+        self._signed_claims = functools.lru_cache(maxsize=VERIFIED_TOKENS)(self._verify_signature)
         self.claims = jwt.JWTClaimsRegistry(
             leeway=leeway,
             iss={"essential": True, "value": issuer},
@@ -87,14 +95,19 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise errors.Unauthenticated("a bearer token is required")
         try:
-            decoded = jwt.decode(token.strip(), self.keys, algorithms=ALGORITHMS)
-            self.claims.validate(decoded.claims)
+            claims = self._signed_claims(token.strip())
+            self.claims.validate(dict(claims))
         except (JoseError, ValueError, TypeError):
             raise errors.Unauthenticated("the token is not valid") from None
-        subject = decoded.claims.get("sub")
+        subject = claims.get("sub")
         if not isinstance(subject, str):
             raise errors.Unauthenticated("the token names no citizen")
         try:
             return PersonId.parse(subject)
         except errors.InvalidPersonId:
             raise errors.Unauthenticated("the token names no valid citizen") from None
+
+    def _verify_signature(self, token: str) -> MappingProxyType[str, Any]:
+        """The claims of a token whose signature one of the keys verifies; raises otherwise (and a
+        failure is never cached). Read-only, as the cache hands the same claims to every use."""
+        return MappingProxyType(jwt.decode(token, self.keys, algorithms=ALGORITHMS).claims)

@@ -360,7 +360,7 @@ def document_of(intyg: etree._Element) -> bytes:
         prefix += "x"
     declarations = "".join(f" xmlns{':' + p if p else ''}={quoteattr(uri)}" for p, uri in root.nsmap.items())
     layout = document.Layout(prefix, declarations, tuple(before), tuple(after))
-    return document.framed(b"".join(pieces), layout)
+    return document.framed(root, b"".join(pieces), layout)
 
 
 @functools.cache
@@ -379,12 +379,13 @@ def intyg_envelope(
 ) -> bytes:
     """``envelope(response())`` with the stored certificate as the response's last child, an ``intyg``
     of ``namespace`` holding the status history now: written as bytes around the stored ones."""
-    content, layout = document.unframed(stored)
-    if layout is None:
+    content, frame = document.unframed(stored)
+    if frame is None:
         # Registered before documents had a layout: rebuilt as a tree.
         element = response()
         element.append(intyg_from_document(content, q(namespace, "intyg"), events))
         return envelope(element)
+    layout = frame.layout
     head, tail = _around_last_child(response)
     tag = f"{layout.prefix}:intyg"
     return b"".join(

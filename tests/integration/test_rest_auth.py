@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from httpx2 import Response
+from joserfc.jwk import ECKey, KeySet
 
+from service import errors
 from service.app import create_app
 from service.config import Settings
 from service.model import PersonId
-from service.rest.auth import dev_token
+from service.rest.auth import TokenVerifier, dev_token
 from service.store import migration
 from tests.integration.rest import (
     ANNA,
@@ -98,6 +100,22 @@ def test_a_samordningsnummer_is_a_citizen_too(client: TestClient) -> None:
 def test_a_token_expired_within_the_leeway_is_still_accepted(client: TestClient) -> None:
     now = time.time()
     assert consent_with(client, bearer(token(ANNA, now=now - 400, exp=int(now) - 10))).status_code == 200
+
+
+def test_a_token_whose_signature_was_verified_before_is_refused_once_it_expires() -> None:
+    # The signature is checked once per token (auth.VERIFIED_TOKENS), its claims at every use.
+    verifier = TokenVerifier(
+        KeySet([ECKey.import_key(ec_key().as_dict(private=False))]), issuer=ISSUER, audience=AUDIENCE, leeway=0
+    )
+    expires = int(time.time()) + 1
+    presented = f"Bearer {token(ANNA, exp=expires)}"
+    assert verifier.citizen(presented) == PersonId.parse(ANNA)
+    assert verifier.citizen(presented) == PersonId.parse(ANNA)
+
+    time.sleep(max(0.0, expires + 1 - time.time()))
+
+    with pytest.raises(errors.Unauthenticated):
+        verifier.citizen(presented)
 
 
 def test_an_ec_public_key_in_a_pem_file_verifies_es256(database_url: str, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ tests/integration/test_peer_requests.py and test_soap_operations.py.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from copy import deepcopy
 from typing import Any
 
@@ -145,6 +146,40 @@ def test_the_stored_document_is_the_registered_intyg_and_a_bare_one_is_still_ans
     assert document.unframed(bare) == (bare, None)
     assert etree.QName(document.parse(stored)).localname == "intyg"
     assert canonical(answer(bare, [RECEIVED])) == canonical(answer(stored, [RECEIVED]))
+
+
+@pytest.mark.parametrize(("path", "envelope"), registered())
+def test_the_framed_answers_are_those_of_the_document_for_every_peer_certificate(
+    path: Any, envelope: str | None
+) -> None:
+    need_shared()
+    assert envelope is not None
+    intyg = intyg_of(envelope)
+    stored = m.document_of(intyg)
+    frame = document.unframed(stored)[1]
+    assert frame is not None
+
+    from_document = document.answers(etree.tostring(intyg))
+
+    assert frame.answers == from_document
+    assert document.answers(stored) == from_document
+    assert from_document, "every peer certificate has answers"
+
+
+def test_a_document_framed_before_answers_were_is_answered_from_the_document() -> None:
+    need_shared()
+    [template] = [p.values[1] for p in registered() if p.id == "register/request_lisjp:request"]
+    stored = m.document_of(intyg_of(template))
+    content, frame = document.unframed(stored)
+    assert frame is not None
+    layout = frame.layout
+    # A version 1 frame, as stored before answers were framed: the layout alone.
+    header = [layout.prefix, layout.declarations, layout.before, layout.after]
+    version_1 = b"\x00layout:1\n" + json.dumps(header).encode() + b"\n" + content
+
+    assert document.unframed(version_1) == (content, document.Frame(layout, None))
+    assert document.answers(version_1) == document.answers(stored)
+    assert canonical(answer(version_1, [RECEIVED])) == canonical(answer(stored, [RECEIVED]))
 
 
 @pytest.mark.parametrize("party", Party)
