@@ -98,7 +98,9 @@ def unframed(stored: bytes) -> tuple[bytes, Frame | None]:
     prefix, declarations, before, after, *rest = json.loads(stored[len(_FRAME) : end])
     layout = Layout(prefix, declarations, tuple((a, b) for a, b in before), tuple((a, b) for a, b in after))
     answers = (
-        tuple(Answer(i, instance, tuple(Part(p, value) for p, value in parts)) for i, instance, parts in rest[0])
+        tuple(
+            Answer(i, instance, tuple(Part(p, value) for p, value in parts)) for i, instance, parts in rest[0]
+        )
         if rest
         else None
     )

@@ -105,7 +105,10 @@ def test_a_token_expired_within_the_leeway_is_still_accepted(client: TestClient)
 def test_a_token_whose_signature_was_verified_before_is_refused_once_it_expires() -> None:
     # The signature is checked once per token (auth.VERIFIED_TOKENS), its claims at every use.
     verifier = TokenVerifier(
-        KeySet([ECKey.import_key(ec_key().as_dict(private=False))]), issuer=ISSUER, audience=AUDIENCE, leeway=0
+        KeySet([ECKey.import_key(ec_key().as_dict(private=False))]),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        leeway=0,
     )
     expires = int(time.time()) + 1
     presented = f"Bearer {token(ANNA, exp=expires)}"
