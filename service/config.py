@@ -94,6 +94,19 @@ class _ConsumerEntry(BaseModel):
             raise ValueError("an entry is blank")
         return values
 
+    @model_validator(mode="after")
+    def _citizen_contracts_for_every_care_giver(self) -> Self:
+        # A citizen's consent, lists and reads reach every care giver's certificates, and withdrawing
+        # consent deletes them (DOMAIN.md rule 6): a system limited to some care givers may not.
+        granted = _citizen_contracts(_all_or_listed(self.operations))
+        if granted and self.care_givers != ["*"]:
+            raise ValueError(
+                f"{self.hsa_id} is limited to some care givers but is granted {', '.join(granted)}, which "
+                'act for a citizen across every care giver: only a consumer with "care_givers": ["*"] '
+                "may call them (list this consumer's operations without them)"
+            )
+        return self
+
     def consumer(self) -> Consumer:
         return Consumer(
             hsa_id=self.hsa_id,
@@ -102,6 +115,16 @@ class _ConsumerEntry(BaseModel):
             care_givers=_all_or_listed(self.care_givers),
             logical_addresses=_all_or_listed(self.logical_addresses),
         )
+
+
+def _citizen_contracts(operations: frozenset[str] | None) -> list[str]:
+    """The contracts acting only for a citizen that ``operations`` grants (``None``: all)."""
+    return [
+        f"{c.operation}:{c.major}"
+        for c in CONTRACTS
+        if c.for_citizen
+        and (operations is None or not operations.isdisjoint({c.operation, f"{c.operation}:{c.major}"}))
+    ]
 
 
 class _PermissionsFile(BaseModel):

@@ -169,6 +169,11 @@ class _Attempt:
         )
 
     async def __aenter__(self) -> Self:
+        try:
+            rules.require_may_act_for(self.caller)
+        except errors.ServiceError as refusal:
+            await self.__aexit__(type(refusal), refusal, refusal.__traceback__)
+            raise
         return self
 
     async def __aexit__(
@@ -338,9 +343,7 @@ async def list_certificates_for_citizen(
         visible = [
             c
             for c in found
-            if rules.citizen_sees(c, archived=archived)
-            and _signed_within(c, signed_from, signed_to)
-            and rules.care_giver_permitted(c, caller.care_giver_scope)
+            if rules.citizen_sees(c, archived=archived) and _signed_within(c, signed_from, signed_to)
         ]
         attempt.about(*visible, patient=citizen)
         await attempt.succeed()

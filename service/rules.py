@@ -13,7 +13,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service import errors
-from service.model import Certificate, Consent, Party, PersonId, Recipient, StatusCode, StatusEvent
+from service.model import (
+    Caller,
+    CallerKind,
+    Certificate,
+    Consent,
+    Party,
+    PersonId,
+    Recipient,
+    StatusCode,
+    StatusEvent,
+)
 
 
 class Registration(enum.Enum):
@@ -124,6 +134,14 @@ def care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None)
     """Whether a certificate is within the care givers a calling system's permissions name
     (``None``: every care giver, as for the citizen's own channels)."""
     return scope is None or certificate.care_unit.care_giver_id in scope
+
+
+def require_may_act_for(caller: Caller) -> None:
+    """Acting for a citizen (their consent, lists, reads, sends and archive) reaches every care giver's
+    certificates, and withdrawing consent deletes some (rule 6): a system limited to some care givers
+    may not, whatever contract it calls (issue 10)."""
+    if caller.kind is CallerKind.CITIZEN and caller.care_giver_scope is not None:
+        raise errors.CallerNotPermitted("a system limited to some care givers may not act for a citizen")
 
 
 def require_care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None) -> None:

@@ -72,6 +72,9 @@ class Contract:
     result: ResultKind
     handler: Handler = field(repr=False)
     insurance: bool = False
+    # Only ever acts for a citizen, across every care giver: never granted to a system limited to some
+    # care givers (``config``'s permission table; the mixed contracts are refused at the call, by rules).
+    for_citizen: bool = False
 
     @property
     def namespace(self) -> str:
@@ -464,7 +467,7 @@ REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3, registe
 GET_CERTIFICATE_2: Final = Contract("GetCertificate", 2, ResultKind.NONE, get_certificate)
 LIST_FOR_CARE_3: Final = Contract("ListCertificatesForCare", 3, ResultKind.NONE, list_certificates_for_care)
 LIST_FOR_CITIZEN_4: Final = Contract(
-    "ListCertificatesForCitizen", 4, ResultKind.NONE, list_certificates_for_citizen
+    "ListCertificatesForCitizen", 4, ResultKind.NONE, list_certificates_for_citizen, for_citizen=True
 )
 SET_STATUS_2: Final = Contract("SetCertificateStatus", 2, ResultKind.CORE3, set_certificate_status)
 REVOKE_2: Final = Contract("RevokeCertificate", 2, ResultKind.CORE3, revoke_certificate)
@@ -475,13 +478,17 @@ GET_FOR_CARE_1: Final = Contract("GetCertificateForCare", 1, ResultKind.CORE1, g
 REMOVE_FOR_CARE_1: Final = Contract(
     "RemoveCertificateForCare", 1, ResultKind.CORE3, remove_certificate_for_care
 )
-SET_CONSENT_1: Final = Contract("SetConsent", 1, ResultKind.RESULT_OF_CALL, set_consent, insurance=True)
-GET_CONSENT_1: Final = Contract("GetConsent", 1, ResultKind.RESULT_OF_CALL, get_consent, insurance=True)
+SET_CONSENT_1: Final = Contract(
+    "SetConsent", 1, ResultKind.RESULT_OF_CALL, set_consent, insurance=True, for_citizen=True
+)
+GET_CONSENT_1: Final = Contract(
+    "GetConsent", 1, ResultKind.RESULT_OF_CALL, get_consent, insurance=True, for_citizen=True
+)
 GET_CERTIFICATE_1: Final = Contract(
-    "GetCertificate", 1, ResultKind.RESULT_OF_CALL, get_certificate_1, insurance=True
+    "GetCertificate", 1, ResultKind.RESULT_OF_CALL, get_certificate_1, insurance=True, for_citizen=True
 )
 LIST_CERTIFICATES_1: Final = Contract(
-    "ListCertificates", 1, ResultKind.RESULT_OF_CALL, list_certificates_1, insurance=True
+    "ListCertificates", 1, ResultKind.RESULT_OF_CALL, list_certificates_1, insurance=True, for_citizen=True
 )
 SET_STATUS_1: Final = Contract(
     "SetCertificateStatus", 1, ResultKind.RESULT_OF_CALL, set_certificate_status_1, insurance=True

@@ -29,6 +29,7 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    Recipient,
     StatusCode,
     StatusEvent,
 )
@@ -986,13 +987,61 @@ async def test_another_care_givers_certificate_is_refused_as_unknown_audited_and
     )
 
 
-async def test_the_citizen_read_through_a_scoped_portal_is_refused_for_another_care_giver() -> None:
-    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+# Each operation that acts for a citizen, as a system limited to one care giver would call it (issue 10).
+FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
+    "withdraw_consent": lambda uow: operations.withdraw_consent(
+        uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+    ),
+    "give_consent": lambda uow: operations.give_consent(uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW),
+    "read_consent": lambda uow: operations.get_consent(uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW),
+    "read": lambda uow: operations.get_certificate_for_citizen(
+        uow, certificate_id="cert-1", citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+    ),
+    "list": lambda uow: operations.list_certificates_for_citizen(
+        uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+    ),
+    "archive": lambda uow: operations.archive_certificate(
+        uow, certificate_id="cert-1", citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+    ),
+    "send": lambda uow: operations.send_certificate(
+        uow,
+        certificate_id="cert-1",
+        citizen=PATIENT,
+        recipient=Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"})),
+        caller=SCOPED_PORTAL,
+        now=NOW,
+    ),
+    "status": lambda uow: operations.set_certificate_status(
+        uow,
+        certificate_id="cert-1",
+        party=Party.INVANA,
+        code=StatusCode.DELETE,
+        at=NOW,
+        caller=SCOPED_PORTAL,
+        now=NOW,
+    ),
+}
 
-    with pytest.raises(errors.NotPermitted):
-        await operations.get_certificate_for_citizen(
-            uow, certificate_id="cert-1", citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
-        )
+
+@pytest.mark.parametrize("operation", FOR_CITIZEN)
+async def test_a_system_limited_to_some_care_givers_may_not_act_for_a_citizen(operation: str) -> None:
+    # The attack of issue 10: the certificate of another care giver, kept only for the citizen's
+    # consent (its care copy removed), which withdrawing consent would delete (rule 6).
+    kept_for_citizen = stored(care_available=False)
+    uow = FakeUnitOfWork(certificates=[kept_for_citizen], consent_given=[PATIENT])
+
+    with pytest.raises(errors.CallerNotPermitted):
+        await FOR_CITIZEN[operation](uow)
+
+    assert uow.certificate("cert-1") == kept_for_citizen
+    assert uow.stored.consents[PATIENT].given
+    [record] = uow.audit.records
+    assert (record.outcome, record.actor_id, record.actor_kind) == (
+        Outcome.DENIED,
+        SCOPED_PORTAL.system_id,
+        CallerKind.CITIZEN,
+    )
+    assert uow.committed == 1
 
 
 async def test_a_care_system_cannot_register_for_a_care_giver_outside_its_permissions() -> None:
@@ -1019,16 +1068,12 @@ async def test_lists_leave_out_the_certificates_of_care_givers_outside_the_calle
     uow = FakeUnitOfWork(certificates=[mine, theirs], consent_given=[PATIENT])
 
     for_care = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=SCOPED, now=NOW)
-    for_citizen = await operations.list_certificates_for_citizen(
-        uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
-    )
     unscoped = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=CARE, now=NOW)
 
     assert [c.id for c in for_care] == ["mine"]
-    assert [c.id for c in for_citizen] == ["mine"]
     assert sorted(c.id for c in unscoped) == ["mine", "theirs"]
     # The audit record names what was shown, not what was left out.
-    assert [r.certificate_ids for r in uow.audit.records[:2]] == [("mine",), ("mine",)]
+    assert uow.audit.records[0].certificate_ids == ("mine",)
 
 
 async def test_a_refused_call_is_audited_as_denied_and_committed_before_it_is_raised() -> None:
