@@ -195,7 +195,15 @@ PERMISSIONS: dict[str, Any] = {
         {
             "hsa_id": JOURNAL,
             "name": "A journal system of care giver B",
-            "operations": ["*"],
+            "operations": [
+                "RegisterCertificate",
+                "GetCertificate:2",
+                "ListCertificatesForCare",
+                "SetCertificateStatus:2",
+                "RevokeCertificate",
+                "RemoveCertificateForCare",
+                "GetCertificateForCare",
+            ],
             "care_givers": [GIVER_B],
             "logical_addresses": [GIVER_B],
         },

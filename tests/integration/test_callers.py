@@ -237,11 +237,38 @@ def test_a_system_may_not_call_an_operation_its_entry_does_not_name(callers: Cal
 
 def test_a_system_may_not_call_a_logical_address_its_entry_does_not_name(callers: Callers) -> None:
     journal = callers.as_("journal")
+    body = s.list_for_care(PATIENT, care_giver=GIVER_B)
 
-    assert_refused(journal.call("GetConsent", 1, s.get_consent(PATIENT), address=GIVER_A))
-    assert journal.call("GetConsent", 1, s.get_consent(PATIENT), address=GIVER_B).result()[0] == "OK"
+    assert_refused(journal.call("ListCertificatesForCare", 3, body, address=GIVER_A))
+    assert not journal.call("ListCertificatesForCare", 3, body, address=GIVER_B).is_fault
 
-    assert callers.audit() == [("call:GetConsent:1", "denied", JOURNAL), ("read_consent", "ok", JOURNAL)]
+    assert callers.audit() == [("call:ListCertificatesForCare:3", "denied", JOURNAL), ("list", "ok", JOURNAL)]
+
+
+@pytest.mark.shared
+def test_a_system_limited_to_one_care_giver_cannot_act_for_a_citizen_of_another(callers: Callers) -> None:
+    # Issue 10: a certificate of care giver A kept only for the citizen's consent (rule 5), which a
+    # withdrawal would delete (rule 6). The journal system of care giver B is granted no consent
+    # contract (the table allows none to it), and acting as the citizen through the mixed contracts
+    # (part INVANA) is refused and audited.
+    assert register_for(callers.as_("webcert"), "c-a").result()[0] == "OK"
+    portal = callers.as_("portal")
+    assert portal.call("SetConsent", 1, s.set_consent(PATIENT, True)).result()[0] == "OK"
+    webcert = callers.as_("webcert")
+    removed = webcert.call("RemoveCertificateForCare", 1, s.remove_for_care("c-a", care_giver=GIVER_A))
+    assert removed.result()[0] == "OK"
+    journal = callers.as_("journal")
+
+    assert_refused(journal.call("SetConsent", 1, s.set_consent(PATIENT, False), address=GIVER_B))
+    assert_refused(journal.call("GetCertificate", 2, s.get_certificate("c-a", "INVANA"), address=GIVER_B))
+    assert_refused(
+        journal.call("SetCertificateStatus", 2, s.set_status("c-a", "INVANA", "DELETE"), address=GIVER_B)
+    )
+
+    denied = [(action, actor) for action, outcome, actor in callers.audit() if outcome == "denied"]
+    assert denied == [("call:SetConsent:1", JOURNAL), ("read", JOURNAL), ("archive", JOURNAL)]
+    read = callers.as_("portal").call("GetCertificate", 2, s.get_certificate("c-a", "INVANA"))
+    assert s.statuses(read) == [("HSVARD", "RECEIV")], "kept for the citizen, unarchived"
 
 
 # --- Care givers: a system never reads, lists or removes another care giver's certificates ------------------

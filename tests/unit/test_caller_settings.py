@@ -131,6 +131,30 @@ def test_the_permission_table_is_read_into_consumers(tmp_path: Path) -> None:
     assert (portal.operations, portal.care_givers) == (None, None)
 
 
+def test_only_a_system_allowed_every_care_giver_may_be_granted_the_contracts_acting_for_a_citizen(
+    tmp_path: Path,
+) -> None:
+    # Issue 10: consent, the citizen's lists and reads reach every care giver (withdrawal deletes, rule 6).
+    citizen_contracts = [
+        "SetConsent",
+        "GetConsent",
+        "ListCertificatesForCitizen",
+        "GetCertificate",
+        "ListCertificates",
+    ]
+    consumers = [
+        entry(operations=["GetCertificate:2", "SetCertificateStatus"]),
+        entry(hsa_id="SE1", name="Portal", operations=citizen_contracts, care_givers=["*"]),
+    ]
+
+    table = settings(
+        **TLS, tls_client_ca_file="ca.pem", permissions_file=table_file(tmp_path, consumers)
+    ).permissions()
+
+    assert table is not None
+    assert table.consumers["SE1"].operations == frozenset(citizen_contracts)
+
+
 def test_without_a_table_there_is_none() -> None:
     assert settings().permissions() is None
 
@@ -146,6 +170,10 @@ def test_without_a_table_there_is_none() -> None:
         ([entry(role="admin")], "Extra inputs"),
         ([{k: v for k, v in entry().items() if k != "care_givers"}], "care_givers"),
         ([entry(), entry()], "twice"),
+        ([entry(operations=["RegisterCertificate", "SetConsent"])], "granted SetConsent:1"),
+        ([entry(operations=["*"])], "ListCertificatesForCitizen:4, SetConsent:1, GetConsent:1"),
+        ([entry(operations=["GetCertificate"])], "granted GetCertificate:1, which act for a citizen"),
+        ([entry(operations=["ListCertificates:1"], care_givers=["SE1", "SE2"])], "ListCertificates:1"),
     ],
     ids=[
         "unknown operation",
@@ -156,6 +184,10 @@ def test_without_a_table_there_is_none() -> None:
         "unknown field",
         "care givers left out",
         "a system twice",
+        "a scoped system granted SetConsent",
+        "a scoped system granted every operation",
+        "a scoped system granted both GetCertificates",
+        "a scoped system granted a 2013 citizen contract",
     ],
 )
 def test_a_malformed_permission_table_is_refused_with_its_reason(
