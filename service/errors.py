@@ -17,6 +17,7 @@ keeps those tables complete.
     ├── Denied                       a refusal that is audited with outcome "denied"
     │   ├── ConsentRequired          rule 2: the citizen has not given consent
     │   ├── NotPermitted             the caller may not act on this certificate
+    │   ├── CertificateIdTaken       rule 1: the id is held by another care giver's certificate
     │   └── CallerNotPermitted       the calling system is unidentified, or its permissions do not cover the call
     ├── Unauthenticated              the caller did not prove who it is (no or bad credentials)
     ├── ConcurrentChange             a concurrent transaction won; the operation may be retried
@@ -77,6 +78,10 @@ class ConsentRequired(Denied):
 
 
 class NotPermitted(Denied):
+    pass
+
+
+class CertificateIdTaken(Denied):
     pass
 
 

@@ -256,13 +256,13 @@ async def register_certificate(
             stored = rules.registered(certificate, now=now)
             # Rule 1 asks whether the id is taken; the insert answers in the same statement, storing
             # nothing where it is. Only a taken id is read, for the rule to tell "already exists" from
-            # another patient's certificate.
+            # another patient's or another care giver's certificate.
             existing = None
             if not await uow.certificates.add(stored, new.document):
                 existing = await uow.certificates.get(certificate.id)
                 if existing is None:  # taken, and deleted before we read it (rule 5 or 6): run again
                     raise errors.ConcurrentChange("the certificate was deleted meanwhile")
-            registration = rules.register(existing, patient=certificate.patient)
+            registration = rules.register(existing, certificate)
             if registration is rules.Registration.CREATE:
                 # The type names the certificate's kind in the metrics (a short code, never an id).
                 await attempt.succeed(detail=_type_label(certificate.type_code))

@@ -73,11 +73,15 @@ def _keep(certificate: Certificate, event: StatusEvent | None = None, **flags: b
 
 
 # Rule 1
-def register(existing: Certificate | None, *, patient: PersonId) -> Registration:
-    """A new id is stored with both flags true; the same id again changes nothing."""
+def register(existing: Certificate | None, new: Certificate) -> Registration:
+    """A new id is stored with both flags true; the same id again changes nothing. An id that another
+    care giver's certificate holds is refused, and audited as denied, with one answer whichever patient
+    ``new`` names: neither that it is stored nor whose it is is told (issue 10)."""
     if existing is None:
         return Registration.CREATE
-    if existing.patient != patient:
+    if existing.care_unit.care_giver_id != new.care_unit.care_giver_id:
+        raise errors.CertificateIdTaken("the id is held by another care giver's certificate")
+    if existing.patient != new.patient:
         raise errors.CertificateIdConflict("a certificate with this id exists for another patient")
     return Registration.ALREADY_EXISTS
 

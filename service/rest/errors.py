@@ -48,6 +48,7 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     errors.Denied: RestError(403, "denied", "The caller may not do this"),
     errors.ConsentRequired: RestError(403, "consent_required", "Consent is required to use this service"),
     errors.NotPermitted: RestError(404, "not_found", "Certificate not found"),
+    errors.CertificateIdTaken: RestError(409, "certificate_id_conflict", "Certificate id already used"),
     errors.CallerNotPermitted: RestError(403, "caller_not_permitted", "The calling system may not do this"),
     errors.Unauthenticated: RestError(401, "unauthenticated", "A valid bearer token is required"),
     errors.ConcurrentChange: RestError(

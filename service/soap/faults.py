@@ -55,6 +55,10 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     # A call the permission table does not cover (or from an unidentified system) is the caller's to fix:
     # soap:Client, and APPLICATION_ERROR where the contract has a result. The answer does not say which
     # check failed; the service's log and audit trail do.
+    # One answer whichever patient the request names: nothing of the other care giver's certificate.
+    errors.CertificateIdTaken: SoapError(
+        "VALIDATION_ERROR", "Client", "Certificate id already used by another care giver"
+    ),
     errors.CallerNotPermitted: SoapError(
         "APPLICATION_ERROR", "Client", "The calling system is not permitted to make this call"
     ),

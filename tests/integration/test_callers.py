@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from lxml import etree
 from sqlalchemy import create_engine, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -120,8 +121,10 @@ def at_address(envelope: str, address: str) -> str:
     return re.sub(r"<urn:LogicalAddress>[^<]*<", f"<urn:LogicalAddress>{address}<", envelope)
 
 
-def register_for(soap: SoapClient, certificate_id: str, care_giver: str = GIVER_A) -> Reply:
-    envelope = s.register_envelope(certificate_id, PATIENT, care_giver=care_giver)
+def register_for(
+    soap: SoapClient, certificate_id: str, care_giver: str = GIVER_A, patient: str = PATIENT
+) -> Reply:
+    envelope = s.register_envelope(certificate_id, patient, care_giver=care_giver)
     return soap.post(s.path_of("RegisterCertificate", 3), at_address(envelope, care_giver))
 
 
@@ -331,6 +334,28 @@ def test_another_care_givers_certificate_is_answered_as_unknown_and_left_out_of_
         ("remove_care_copy", JOURNAL),
         ("revoke", JOURNAL),
     ]
+
+
+@pytest.mark.shared
+def test_registering_an_id_another_care_giver_holds_is_denied_with_one_answer_whichever_patient(
+    callers: Callers,
+) -> None:
+    assert register_for(callers.as_("webcert"), "c-a").result()[0] == "OK"
+    before = etree.tostring(
+        callers.as_("webcert").call("GetCertificate", 2, s.get_certificate("c-a", "HSVARD")).body
+    )
+    journal = callers.as_("journal")
+
+    same_patient = register_for(journal, "c-a", care_giver=GIVER_B)
+    other_patient = register_for(journal, "c-a", care_giver=GIVER_B, patient="194404041230")
+
+    expected = ("ERROR", "Certificate id already used by another care giver", "VALIDATION_ERROR")
+    assert same_patient.result() == other_patient.result() == expected
+    assert callers.audit()[2:] == [("register", "denied", JOURNAL), ("register", "denied", JOURNAL)]
+    after = etree.tostring(
+        callers.as_("webcert").call("GetCertificate", 2, s.get_certificate("c-a", "HSVARD")).body
+    )
+    assert after == before
 
 
 @pytest.mark.shared

@@ -58,7 +58,7 @@ def flags(decision: rules.Decision) -> tuple[bool, bool, bool]:
 
 
 def test_registering_a_new_id_creates_the_certificate() -> None:
-    assert rules.register(None, patient=PATIENT) is rules.Registration.CREATE
+    assert rules.register(None, certificate()) is rules.Registration.CREATE
 
 
 @pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
@@ -67,12 +67,22 @@ def test_registering_the_same_id_for_the_same_patient_again_changes_nothing(
 ) -> None:
     existing = certificate(care_available, citizen_available, revoked)
 
-    assert rules.register(existing, patient=PATIENT) is rules.Registration.ALREADY_EXISTS
+    assert rules.register(existing, certificate()) is rules.Registration.ALREADY_EXISTS
 
 
 def test_registering_the_same_id_for_another_patient_is_a_conflict() -> None:
     with pytest.raises(errors.CertificateIdConflict):
-        rules.register(certificate(), patient=OTHER_PATIENT)
+        rules.register(certificate(), certificate(patient=OTHER_PATIENT))
+
+
+@pytest.mark.parametrize("patient", [PATIENT, OTHER_PATIENT], ids=["same patient", "another patient"])
+def test_registering_an_id_another_care_giver_holds_is_denied_whichever_patient_is_named(
+    patient: PersonId,
+) -> None:
+    held = certificate(care_giver_id="SE2321000016-GIVER2")
+
+    with pytest.raises(errors.CertificateIdTaken):
+        rules.register(held, certificate(patient=patient))
 
 
 def test_the_first_event_of_every_certificate_is_received_from_health_care() -> None:
