@@ -199,5 +199,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/contracts", StaticFiles(directory=messages.CONTRACTS), name="contracts")
     app.add_middleware(ContractPosts, endpoint=soap)
     app.add_middleware(BodyLimit, prefix=CITIZEN_API, max_bytes=settings.max_json_bytes)
+    app.add_middleware(rest_errors.Unforeseen)
     app.add_middleware(TelemetryMiddleware, soap_operations=soap.operations())
     return app

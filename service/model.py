@@ -73,6 +73,19 @@ class Outcome(enum.StrEnum):
     ERROR = "error"
 
 
+# A certificate id as the store keeps it (certificates.id, 128 characters): no control characters, NUL
+# among them, which PostgreSQL's text cannot hold and no XML document can carry (issue 10).
+CERTIFICATE_ID_LENGTH = 128
+_CONTROL_CHARACTERS = frozenset(map(chr, (*range(0x20), 0x7F)))
+
+
+def require_certificate_id(value: str) -> str:
+    """``value``, if it can be a certificate id; else ``InvalidInput`` before it reaches the store."""
+    if not 0 < len(value) <= CERTIFICATE_ID_LENGTH or not _CONTROL_CHARACTERS.isdisjoint(value):
+        raise errors.InvalidInput(f"a certificate id has 1 to {CERTIFICATE_ID_LENGTH} printable characters")
+    return value
+
+
 def _luhn_ok(digits: str) -> bool:
     total = 0
     for index, char in enumerate(digits):

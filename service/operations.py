@@ -15,6 +15,7 @@ its short transactions and never waited on by a request: the audit log's sealer
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import re
@@ -37,6 +38,7 @@ from service.model import (
     Recipient,
     StatusCode,
     StatusEvent,
+    require_certificate_id,
 )
 
 T = TypeVar("T")
@@ -44,6 +46,8 @@ T = TypeVar("T")
 # A concurrent transaction on the same certificate or citizen makes ours fail at commit; running
 # the whole operation again sees the winner's result (e.g. rule 1's "already exists").
 RETRIES = 3
+# The audited reason of a fault that is no ``ServiceError``.
+UNEXPECTED = "UnexpectedError"
 _TYPE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 
@@ -111,6 +115,11 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
+
+    def reports_itself(self, failure: Exception) -> bool:
+        """Whether leaving the block turns ``failure`` into an error of its own: a lost race
+        (``ConcurrentChange``) or a store that cannot serve now (``StoreUnavailable``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +195,24 @@ class _Attempt:
         if isinstance(exc, errors.ServiceError) and not isinstance(
             exc, (errors.ConcurrentChange, errors.StoreUnavailable)
         ):
-            await self.uow.rollback()
             outcome = Outcome.DENIED if isinstance(exc, errors.Denied) else Outcome.ERROR
-            await self.uow.audit.add(self._record(outcome, type(exc).__name__))
-            await self.uow.commit()
+            await self._audit_refusal(outcome, type(exc).__name__)
+        elif (
+            isinstance(exc, Exception)
+            and not isinstance(exc, errors.ServiceError)
+            and not self.uow.reports_itself(exc)
+        ):
+            # A fault nobody foresaw, where a patient's data may have been asked for: the attempt is
+            # audited as an error if the store still takes it. If it does not, the fault itself is what
+            # the caller is answered and the log tells, not this second one.
+            # Its kind is not named: the reason is a metric's label, whose values are a closed set.
+            with contextlib.suppress(Exception):
+                await self._audit_refusal(Outcome.ERROR, UNEXPECTED)
+
+    async def _audit_refusal(self, outcome: Outcome, reason: str) -> None:
+        await self.uow.rollback()
+        await self.uow.audit.add(self._record(outcome, reason))
+        await self.uow.commit()
 
 
 def _type_label(type_code: str) -> str:
@@ -211,7 +234,7 @@ async def _load(
     """Load a certificate; ``for_update`` locks its row so that a concurrent change to its flags
     waits for ours instead of writing back what it read before (a lost update). A certificate of a
     care giver outside the caller's permissions is refused as if it did not exist (audited as denied)."""
-    attempt.certificate_ids.append(certificate_id)
+    attempt.certificate_ids.append(require_certificate_id(certificate_id))
     certificate = await uow.certificates.get(certificate_id, for_update=for_update)
     if certificate is None:
         raise errors.CertificateNotFound("no such certificate")
@@ -223,7 +246,7 @@ async def _load_with_document(
     uow: UnitOfWork, attempt: _Attempt, certificate_id: str
 ) -> CertificateWithDocument:
     """``_load`` for a read that answers with the document: both come in one statement."""
-    attempt.certificate_ids.append(certificate_id)
+    attempt.certificate_ids.append(require_certificate_id(certificate_id))
     found = await uow.certificates.get_with_document(certificate_id)
     if found is None:
         raise errors.CertificateNotFound("no such certificate")
@@ -251,6 +274,7 @@ async def register_certificate(
 
     async def run() -> rules.Registration:
         async with uow, _Attempt(uow, caller, "register", now) as attempt:
+            require_certificate_id(certificate.id)
             attempt.about(certificate)
             rules.require_may_register(certificate, caller.care_giver_scope)
             stored = rules.registered(certificate, now=now)
@@ -317,6 +341,9 @@ async def get_certificate_for_citizen(
 ) -> CertificateWithDocument:
     """The citizen's read. ``citizen`` is the authenticated citizen where the channel names one."""
     async with uow, _Attempt(uow, caller, "read", now) as attempt:
+        # Whatever the read meets, it is in that citizen's access log (the certificate's own patient's,
+        # if it is another's).
+        attempt.patient = citizen
         found = await _load_with_document(uow, attempt, certificate_id)
         if citizen is not None:
             rules.require_owner(found.certificate, citizen)

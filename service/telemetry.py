@@ -14,6 +14,8 @@ import os
 import re
 import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any, Final
 
 from prometheus_client import Counter, Histogram
@@ -63,6 +65,35 @@ def configure_logging(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+# The project's folder: a fault is placed in the project's code that met it, not in a library's.
+_PROJECT: Final = Path(__file__).resolve().parent.parent
+
+
+def log_unforeseen(logger: logging.Logger, what: str, exc: BaseException, **extra: str) -> None:
+    """One line for a fault no handler foresaw: its type and where it arose (the innermost frame of
+    the project's own code), with the request id. Never its message nor its traceback: a driver's
+    message quotes the SQL and the request's values (issue 10)."""
+    logger.error(
+        "%s: %s at %s",
+        what,
+        type(exc).__name__,
+        _where(exc),
+        # The request id in the record itself too, whichever handler writes it.
+        extra={"error": type(exc).__name__, "request_id": REQUEST_ID.get(), **extra},
+    )
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if Path(f.filename).resolve().is_relative_to(_PROJECT)]
+    if not (own or frames):
+        return "unknown"
+    frame = (own or frames)[-1]
+    path = Path(frame.filename).resolve()
+    shown = path.relative_to(_PROJECT) if path.is_relative_to(_PROJECT) else Path(path.name)
+    return f"{shown}:{frame.lineno} ({frame.name})"
 
 
 def _outcome_of_status(status: int) -> str:

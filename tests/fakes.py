@@ -124,9 +124,11 @@ class FakeCertificateRepository:
         self._uow = uow
 
     async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
+        self._uow.read(certificate_id)
         return self._uow.working.certificates.get(certificate_id)
 
     async def get_with_document(self, certificate_id: str) -> CertificateWithDocument | None:
+        self._uow.read(certificate_id)
         state = self._uow.working
         certificate, document = state.certificates.get(certificate_id), state.documents.get(certificate_id)
         if certificate is None or document is None:
@@ -242,7 +244,8 @@ class FakeUnitOfWork:
     ``committed`` counts successful commits, ``commits_tried`` every attempt. ``fail_commits`` makes the
     next so many commits fail with ``failing_with``: ``ConcurrentChange``, as the SQL unit of work
     reports a lost race, so tests can drive the retries, or ``StoreUnavailable``, as it reports a
-    database that did not answer in time.
+    database that did not answer in time. ``fault_on_read``: every read of a certificate raises it, a
+    fault of the store that nobody foresaw.
     """
 
     def __init__(
@@ -252,6 +255,7 @@ class FakeUnitOfWork:
         consent_given: Iterable[PersonId] = (),
         fail_commits: int = 0,
         failing_with: type[errors.ServiceError] = errors.ConcurrentChange,
+        fault_on_read: Exception | None = None,
     ) -> None:
         self.stored = _State()
         for certificate in certificates:
@@ -264,6 +268,7 @@ class FakeUnitOfWork:
         self.commits_tried = 0
         self.fail_commits = fail_commits
         self.failing_with = failing_with
+        self.fault_on_read = fault_on_read
         self.certificates = FakeCertificateRepository(self)
         self.consents = FakeConsentRepository(self)
         self.audit = FakeAuditLog(self)
@@ -298,6 +303,18 @@ class FakeUnitOfWork:
 
     async def rollback(self) -> None:
         self._working = self.stored.copy()
+
+    def read(self, certificate_id: str) -> None:
+        """A read of a certificate by id, as the SQL store would meet it."""
+        if "\x00" in certificate_id:
+            # PostgreSQL's text cannot hold NUL: the driver refuses the parameter.
+            raise ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        if self.fault_on_read is not None:
+            raise self.fault_on_read
+
+    def reports_itself(self, failure: Exception) -> bool:
+        # Its failures are ServiceErrors already (``fail_commits``), or faults of the test's making.
+        return False
 
     # Reads of the committed state, for assertions.
 

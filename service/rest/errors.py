@@ -14,9 +14,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
 from service.rest.schemas import Problem
+from service.telemetry import log_unforeseen
 
 log = logging.getLogger("service.rest")
 
@@ -109,7 +111,32 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, code.replace("_", " ").capitalize())
 
-    @app.exception_handler(Exception)
-    async def internal(_: Request, exc: Exception) -> JSONResponse:
-        log.error("request failed: %s", type(exc).__name__)
-        return problem(500, "internal_error", "The request could not be carried out")
+
+class Unforeseen:
+    """An exception no handler answered is answered here as problem+json 500 and logged as one line.
+    Starlette's outermost ``ServerErrorMiddleware`` would answer it too, but then raises it again for
+    the server to log with its traceback, whose messages may quote SQL and the request's values, and
+    the server drops the connection (issue 10). Installed inside the telemetry middleware, which
+    counts the 500 and holds the request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            log_unforeseen(log, "request failed", exc)
+            if not started:
+                answer = ERRORS[errors.ServiceError]
+                await problem(answer.status, answer.code, answer.title)(scope, receive, send)

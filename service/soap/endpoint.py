@@ -26,6 +26,7 @@ from service.soap import faults
 from service.soap import messages as m
 from service.soap.caller import Callers
 from service.soap.contracts import CONTRACTS, Call, Contract, ResultKind
+from service.telemetry import log_unforeseen
 
 log = logging.getLogger("service.soap")
 
@@ -165,8 +166,7 @@ class SoapEndpoint:
                 return _fault(error.fault_code, error.text), outcome or "fault"
             return self._answer(contract, error.answer), outcome or error.error_id.lower()
         except Exception as exc:
-            # Logged by type only: the exception text may carry SQL or values of the request.
-            log.error("soap request failed: %s", type(exc).__name__, extra={"operation": contract.operation})
+            log_unforeseen(log, "soap request failed", exc, operation=contract.operation)
             if contract.result is ResultKind.NONE:
                 return _fault(faults.INTERNAL.fault_code, faults.INTERNAL.text), "fault"
             return self._answer(contract, faults.INTERNAL.answer), faults.INTERNAL.error_id.lower()

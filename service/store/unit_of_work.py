@@ -294,6 +294,9 @@ class SqlUnitOfWork:
         self.audit.pending.clear()
         await self._connection.rollback()
 
+    def reports_itself(self, failure: Exception) -> bool:
+        return _lost_a_race(failure) or _unavailable(failure) is not None
+
 
 def _unless_unavailable(deadline: Deadline, failure: BaseException | None) -> None:
     """Stop the deadline's clock; raise ``StoreUnavailable`` where ``failure`` means the store could not

@@ -8,6 +8,7 @@ tests/unit/test_operations.py; authentication is in test_rest_auth.py.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 from lxml import etree
 
+from service.app import create_app
 from service.config import Settings
 from service.rest.routes import PREFIX
 from tests.integration import soap as s
@@ -574,3 +576,39 @@ def test_the_openapi_document_declares_bearer_authentication_for_every_operation
         if path.startswith(PREFIX):
             for operation in item.values():
                 assert any(set(requirement) & bearer_schemes for requirement in operation.get("security", []))
+
+
+@pytest.mark.parametrize("certificate_id", ["%00", "a%00b", "a%0Ab", "a%7Fb"])
+def test_an_id_that_cannot_be_a_certificate_id_is_invalid_and_in_the_citizens_access_log(
+    anna: CitizenApi, certificate_id: str
+) -> None:
+    # Issue 10: a NUL reached PostgreSQL, which refused it with a 500 and an unaudited read.
+    assert_problem(anna.get(f"/certificates/{certificate_id}"), 422, "invalid_input")
+
+    [entry] = anna.get("/access-log").json()["entries"]
+    assert (entry["action"], entry["outcome"], entry["certificates"]) == ("read", "error", [])
+
+
+def test_a_fault_nobody_foresaw_is_a_problem_and_one_log_line_without_its_message(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+    secret = "SELECT * FROM certificates WHERE patient = '191212121212'"
+
+    @app.get("/api/citizen/v1/fault")
+    def fault() -> None:
+        raise RuntimeError(secret)
+
+    caplog.set_level(logging.INFO)
+    # TestClient raises what the app raises: a 500 answered without raising is the app's own.
+    with TestClient(app) as client:
+        response = client.get("/api/citizen/v1/fault")
+        after = client.get("/livez")
+
+    assert_problem(response, 500, "internal_error")
+    assert after.status_code == 200
+    [line] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.getMessage().startswith("request failed: RuntimeError at tests/integration/test_rest_api.py:")
+    assert line.request_id == response.headers["x-request-id"]
+    logged = " ".join(repr(r.__dict__) for r in caplog.records)
+    assert "191212121212" not in logged and "SELECT" not in logged and "Traceback" not in logged

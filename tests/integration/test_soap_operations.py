@@ -251,6 +251,24 @@ def test_revoke_is_ok_then_info_and_unknown_is_an_application_error(soap: SoapCl
     assert soap.post(path, other).result()[0::2] == ("ERROR", "VALIDATION_ERROR")
 
 
+@pytest.mark.parametrize("certificate_id", ["a&#9;b", "a&#10;b", "x" * 129])
+def test_an_id_that_cannot_be_a_certificate_id_is_a_validation_error(
+    soap: SoapClient, certificate_id: str
+) -> None:
+    # Issue 10: checked before the store, in each contract's own form of error.
+    got = soap.call("GetCertificate", 2, s.get_certificate(certificate_id, "HSVARD"))
+    assert (got.fault_code, got.fault_string) == ("soap:Client", "The request has invalid values")
+    revoke = s.peer_request(
+        "revokecertificate", **{"data.intygsId": certificate_id, "data.personId": PATIENT}
+    )
+    assert soap.post(s.path_of("RevokeCertificate", 2), revoke).result()[0::2] == (
+        "ERROR",
+        "VALIDATION_ERROR",
+    )
+    registered = soap.post(s.path_of("RegisterCertificate", 3), s.register_envelope(certificate_id, PATIENT))
+    assert registered.result()[0::2] == ("ERROR", "VALIDATION_ERROR")
+
+
 # --- SetConsent 1 / GetConsent 1 -------------------------------------------------------------------------------------
 
 

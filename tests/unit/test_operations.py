@@ -987,6 +987,62 @@ async def test_another_care_givers_certificate_is_refused_as_unknown_audited_and
     )
 
 
+# Ids that cannot be certificate ids (issue 10): refused before they reach the store, where a NUL
+# made the SQL fail and the read went unaudited.
+BAD_IDS = {"nul": "\x00", "nul inside": "a\x00b", "control": "a\nb", "empty": "", "too long": "x" * 129}
+
+# Each operation that reads one certificate by the id a caller gives.
+BY_ID: dict[str, Callable[[FakeUnitOfWork, str], Awaitable[object]]] = {
+    "read (care)": lambda uow, i: operations.get_certificate_for_care(
+        uow, certificate_id=i, caller=CARE, now=NOW
+    ),
+    "read (citizen)": lambda uow, i: operations.get_certificate_for_citizen(
+        uow, certificate_id=i, citizen=PATIENT, caller=CITIZEN, now=NOW
+    ),
+    "archive": lambda uow, i: operations.archive_certificate(
+        uow, certificate_id=i, citizen=PATIENT, caller=CITIZEN, now=NOW
+    ),
+    "revoke": lambda uow, i: operations.revoke_certificate(
+        uow, certificate_id=i, patient=PATIENT, caller=CARE, now=NOW
+    ),
+    "register": lambda uow, i: operations.register_certificate(
+        uow, new=NewCertificate(a_certificate(i), b"<intyg/>"), caller=CARE, now=NOW
+    ),
+}
+
+
+@pytest.mark.parametrize("certificate_id", BAD_IDS.values(), ids=BAD_IDS.keys())
+@pytest.mark.parametrize("operation", BY_ID)
+async def test_an_id_that_cannot_be_a_certificate_id_is_invalid_input_audited_without_it(
+    operation: str, certificate_id: str
+) -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+
+    with pytest.raises(errors.InvalidInput):
+        await BY_ID[operation](uow, certificate_id)
+
+    [record] = uow.audit.records
+    assert (record.outcome, record.certificate_ids, record.detail) == (Outcome.ERROR, (), "InvalidInput")
+    assert uow.certificate("cert-1") == stored()
+
+
+@pytest.mark.parametrize("operation", [o for o in BY_ID if o != "register"])
+async def test_a_fault_nobody_foresaw_is_audited_as_an_error_and_raised(operation: str) -> None:
+    fault = RuntimeError("a fault of the store")
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT], fault_on_read=fault)
+
+    with pytest.raises(RuntimeError) as raised:
+        await BY_ID[operation](uow, "cert-1")
+
+    assert raised.value is fault
+    [record] = uow.audit.records
+    assert (record.outcome, record.certificate_ids, record.detail) == (
+        Outcome.ERROR,
+        ("cert-1",),
+        operations.UNEXPECTED,
+    )
+
+
 # Each operation that acts for a citizen, as a system limited to one care giver would call it (issue 10).
 FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
     "withdraw_consent": lambda uow: operations.withdraw_consent(
