@@ -22,6 +22,7 @@ from urllib.parse import quote
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime.now(dt.UTC)
@@ -149,12 +150,15 @@ class Authority:
         extended_usage: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.CLIENT_AUTH,),
         not_before: dt.datetime = NOW - DAY,
         not_after: dt.datetime = NOW + 30 * DAY,
+        utf8: bool = False,
     ) -> Issued:
-        """A SITHS-style function certificate: the HSA id in serialNumber, a name in CN."""
+        """A SITHS-style function certificate: the HSA id in serialNumber (a PrintableString, or with
+        ``utf8`` a UTF8String, which may hold any character), a name in CN."""
+        kind = {"_type": _ASN1Type.UTF8String} if utf8 else {}
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
-                x509.NameAttribute(NameOID.SERIAL_NUMBER, hsa_id),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, hsa_id, **kind),
                 x509.NameAttribute(NameOID.COMMON_NAME, f"system {hsa_id}"),
             ]
         )
@@ -235,5 +239,6 @@ def make_pki(folder: Path) -> Pki:
         "other_ca": stranger.client(WEBCERT),
         "server_auth": authority.client(WEBCERT, extended_usage=[ExtendedKeyUsageOID.SERVER_AUTH]),
         "no_eku": authority.client(WEBCERT, extended_usage=None),
+        "nul_in_hsa_id": authority.client(WEBCERT + "\x00", utf8=True),
     }
     return Pki(ca_file, server_cert, server_key, permissions_file, clients, folder)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +45,21 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# An HSA id: a country code, the organisation number, a dash and the organisation's own part, 31
+# characters at most (Inera's HSA id form). Anything else from a certificate, a NUL among it, names no
+# system: it would reach the audit trail's actor (issue 10).
+_HSA_ID: Final = re.compile(r"[A-Z]{2}[0-9]{10}-[0-9A-Za-z]{1,18}")
+
+
 def system_hsa_id(certificate: x509.Certificate) -> str:
     """The calling system's HSA id: the subject's serialNumber (SITHS function certificates), else CN."""
     for oid in (NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME):
         for attribute in certificate.subject.get_attributes_for_oid(oid):
-            value = attribute.value if isinstance(attribute.value, str) else ""
-            if value.strip():
-                return value.strip()
+            value = attribute.value.strip() if isinstance(attribute.value, str) else ""
+            if value:
+                if not _HSA_ID.fullmatch(value):
+                    raise errors.CallerNotPermitted("the client certificate names no system by an HSA id")
+                return value
     raise errors.CallerNotPermitted("the client certificate names no system")
 
 

@@ -205,6 +205,22 @@ def test_a_forwarded_certificate_is_verified_again_against_the_ca_bundle(
     assert callers.audit() == [("call:GetConsent:1", "denied", "unidentified")]
 
 
+@pytest.mark.parametrize("forwarded", [False, True], ids=["in the handshake", "forwarded"])
+def test_a_certificate_of_the_ca_whose_hsa_id_holds_a_nul_identifies_nobody(
+    callers: Callers, forwarded: bool
+) -> None:
+    # Issue 10: the NUL reached the audit record's insert, which failed; every call was a server error.
+    issued = callers.pki.clients["nul_in_hsa_id"]
+    if forwarded:
+        callers.tls.peer = PROXY
+        callers.client.headers["ssl-client-cert"] = issued.forwarded
+
+    reply = callers.as_(None if forwarded else "nul_in_hsa_id").call("GetConsent", 1, s.get_consent(PATIENT))
+
+    assert_refused(reply)
+    assert callers.audit() == [("call:GetConsent:1", "denied", "unidentified")]
+
+
 def test_a_trusted_proxy_that_forwards_no_certificate_identifies_nobody(callers: Callers) -> None:
     callers.tls.peer = PROXY
 

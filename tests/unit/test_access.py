@@ -100,6 +100,28 @@ def test_without_a_serial_number_the_hsa_id_is_the_common_name() -> None:
     assert system_hsa_id(builder.sign(AUTHORITY.key, hashes.SHA256())) == "SE2321000016-CN01"
 
 
+@pytest.mark.parametrize(
+    ("serial_number", "utf8"),
+    [
+        ("SE5565594230-B8N\x00", True),
+        ("SE5565594230-B8N\x00SE2321000016-PORT", True),
+        ("development", False),
+        ("SE556559423-B8N", False),
+        ("SE5565594230-", False),
+        ("SE5565594230-B8N Webcert", True),
+    ],
+    ids=["NUL after", "NUL between", "no HSA id", "short organisation number", "no own part", "more after"],
+)
+def test_a_certificate_naming_no_hsa_id_identifies_no_system(serial_number: str, utf8: bool) -> None:
+    # Issue 10: a NUL (a UTF8String may hold one) from a certificate of the trusted CA failed the audit
+    # record's insert.
+    certificates = ClientCertificates([AUTHORITY.certificate])
+    issued = AUTHORITY.client(serial_number, utf8=utf8)
+
+    with pytest.raises(errors.CallerNotPermitted, match="HSA id"):
+        certificates.verified_in_handshake(issued.pem)
+
+
 class FakeClock:
     def __init__(self, now: dt.datetime) -> None:
         self.now = now
