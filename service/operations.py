@@ -77,7 +77,10 @@ class CertificateRepository(Protocol):
 
 
 class ConsentRepository(Protocol):
-    async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent: ...
+    async def get(self, patient: PersonId, *, for_update: bool = False, for_share: bool = False) -> Consent:
+        """``for_update`` locks the consent against every other lock on it (a change of consent);
+        ``for_share`` against a change only (an operation that depends on consent: ``_held``)."""
+        ...
 
     async def set(self, patient: PersonId, *, given: bool, at: dt.datetime, caller: Caller) -> None: ...
 
@@ -254,6 +257,14 @@ async def _load_with_document(
     return found
 
 
+async def _held(uow: UnitOfWork, patient: PersonId) -> Consent:
+    """The consent an operation depends on (rule 2), locked against a change until the operation
+    commits: a withdrawal committed before it is seen, and one that comes during it waits, so no effect
+    of the citizen's lands after their withdrawal (issue 10). A withdrawal locks consent, then the
+    certificates it deletes: operations that lock a certificate too take consent first where they can."""
+    return await uow.consents.get(patient, for_share=True)
+
+
 def _loaded(attempt: _Attempt, certificate: Certificate) -> None:
     attempt.about(certificate)
     rules.require_care_giver_permitted(certificate, attempt.caller.care_giver_scope)
@@ -347,7 +358,7 @@ async def get_certificate_for_citizen(
         found = await _load_with_document(uow, attempt, certificate_id)
         if citizen is not None:
             rules.require_owner(found.certificate, citizen)
-        rules.require_consent(await uow.consents.get(found.certificate.patient))
+        rules.require_consent(await _held(uow, found.certificate.patient))
         await attempt.succeed()
         return found
 
@@ -365,7 +376,7 @@ async def list_certificates_for_citizen(
 ) -> list[Certificate]:
     async with uow, _Attempt(uow, caller, "list", now) as attempt:
         attempt.patient = citizen
-        rules.require_consent(await uow.consents.get(citizen))
+        rules.require_consent(await _held(uow, citizen))
         found = await uow.certificates.list_for_patient(citizen, types=types)
         visible = [
             c
@@ -399,18 +410,24 @@ async def set_certificate_status(
     now: dt.datetime,
 ) -> StatusEvent | None:
     """Set a status; returns the event appended, or None where the status was already in force."""
-    async with uow, _Attempt(uow, caller, _status_action(party, code), now) as attempt:
-        certificate = await _load(uow, attempt, certificate_id, for_update=True)
-        if citizen is not None:
-            rules.require_owner(certificate, citizen)
-        # Consent first: a refusal for another reason would tell a citizen without consent about
-        # the certificate (rule 2).
-        if rules.status_needs_consent(party, by_citizen=caller.kind is CallerKind.CITIZEN):
-            rules.require_consent(await uow.consents.get(certificate.patient))
-        decision = rules.set_status(certificate, party=party, code=code, at=at)
-        await _apply(uow, certificate, decision)
-        await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
-        return decision.event
+
+    async def run() -> StatusEvent | None:
+        async with uow, _Attempt(uow, caller, _status_action(party, code), now) as attempt:
+            certificate = await _load(uow, attempt, certificate_id, for_update=True)
+            if citizen is not None:
+                rules.require_owner(certificate, citizen)
+            # Consent first: a refusal for another reason would tell a citizen without consent about
+            # the certificate (rule 2). Its patient is known only now, so consent is locked after the
+            # certificate, the other way round from a withdrawal: a deadlock between them is a lost
+            # race, run again.
+            if rules.status_needs_consent(party, by_citizen=caller.kind is CallerKind.CITIZEN):
+                rules.require_consent(await _held(uow, certificate.patient))
+            decision = rules.set_status(certificate, party=party, code=code, at=at)
+            await _apply(uow, certificate, decision)
+            await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
+            return decision.event
+
+    return await _retrying(run)
 
 
 async def _citizen_change(
@@ -425,9 +442,10 @@ async def _citizen_change(
 ) -> tuple[Certificate, rules.Decision]:
     """A change the authenticated citizen makes to their own certificate, with consent (rule 2)."""
     async with uow, _Attempt(uow, caller, action, now) as attempt:
+        consent = await _held(uow, citizen)
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         rules.require_owner(certificate, citizen)
-        rules.require_consent(await uow.consents.get(certificate.patient))
+        rules.require_consent(consent)
         decision = decide(certificate)
         await _apply(uow, certificate, decision)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)

@@ -197,7 +197,7 @@ class FakeConsentRepository:
     def __init__(self, uow: FakeUnitOfWork) -> None:
         self._uow = uow
 
-    async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent:
+    async def get(self, patient: PersonId, *, for_update: bool = False, for_share: bool = False) -> Consent:
         # A citizen never seen has not given consent (DOMAIN.md).
         return self._uow.working.consents.get(patient, Consent(patient, given=False, changed_at=None))
 

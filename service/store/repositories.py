@@ -135,6 +135,7 @@ _SET_FLAGS = update(certificates).where(_BY_ID)
 _BY_PATIENT: BindParameter[str] = bindparam("patient_key")
 _CONSENT = select(consents.c.given, consents.c.changed_at).where(consents.c.patient_key == _BY_PATIENT)
 _CONSENT_FOR_UPDATE = _CONSENT.with_for_update()
+_CONSENT_FOR_SHARE = _CONSENT.with_for_update(read=True)
 # The record's id is the table's own: not returned, nothing reads it back.
 _ADD_AUDIT_RECORD = insert(audit_records).inline()
 
@@ -387,8 +388,8 @@ class SqlConsentRepository:
         self.connection = connection
         self.keyring = keyring
 
-    async def get(self, patient: PersonId, *, for_update: bool = False) -> Consent:
-        query = _CONSENT_FOR_UPDATE if for_update else _CONSENT
+    async def get(self, patient: PersonId, *, for_update: bool = False, for_share: bool = False) -> Consent:
+        query = _CONSENT_FOR_UPDATE if for_update else _CONSENT_FOR_SHARE if for_share else _CONSENT
         row = (
             await self.connection.execute(query, {"patient_key": self.keyring.lookup(patient.value)})
         ).first()

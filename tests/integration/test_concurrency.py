@@ -29,7 +29,17 @@ import sqlalchemy
 from sqlalchemy import Engine, or_, select, text
 
 from service import errors, operations, rules
-from service.model import Caller, CallerKind, Certificate, Channel, Party, PersonId, StatusCode, StatusEvent
+from service.model import (
+    Caller,
+    CallerKind,
+    Certificate,
+    Channel,
+    Party,
+    PersonId,
+    Recipient,
+    StatusCode,
+    StatusEvent,
+)
 from service.store.tables import audit_records, certificates, consent_changes, consents
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from tests.fakes import a_certificate, document_of
@@ -297,8 +307,8 @@ class _PausingConsents:
         self.real = real
         self.uow = uow
 
-    async def get(self, patient: PersonId, *, for_update: bool = False) -> Any:
-        consent = await self.real.get(patient, for_update=for_update)
+    async def get(self, patient: PersonId, **lock: bool) -> Any:
+        consent = await self.real.get(patient, **lock)
         if not self.uow.paused.is_set():
             self.uow.paused.set()
             await self.uow.resume.wait()
@@ -517,3 +527,74 @@ def test_a_care_copy_removed_while_the_citizen_archives_it_stays_removed(
 
     # care_available is never set true again (DOMAIN.md), and the archiving holds too.
     assert flags_of(db, "cert-1") == (False, False, False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rule 2 (issue 10): a citizen's change that depends on consent never lands after a withdrawal
+
+
+def send(certificate_id: str, patient: PersonId) -> Call:
+    recipient = Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))
+    return lambda uow: operations.send_certificate(
+        uow,
+        certificate_id=certificate_id,
+        citizen=patient,
+        recipient=recipient,
+        caller=citizen(patient),
+        now=NOW,
+    )
+
+
+def archive_through_rest(certificate_id: str, patient: PersonId) -> Call:
+    return lambda uow: operations.archive_certificate(
+        uow, certificate_id=certificate_id, citizen=patient, caller=citizen(patient), now=NOW
+    )
+
+
+def lock_waits(db: Engine) -> int:
+    with db.connect() as watcher:
+        found = watcher.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return int(found or 0)
+
+
+@pytest.mark.parametrize(
+    ("action", "change"),
+    [("send:FKASSA", send), ("archive", archive_through_rest), ("archive", archive)],
+)
+async def test_a_withdrawal_during_a_citizens_change_waits_for_it_and_the_audit_trail_tells_that_order(
+    postgres_url: str, db: Engine, action: str, change: Callable[[str, PersonId], Call]
+) -> None:
+    patient = person(1)
+    kept_for_consent = certificate("cert-1", patient, care_available=False)
+    engine = create_engine(postgres_url)
+    try:
+        async with SqlUnitOfWork(engine, KEYRING) as uow:
+            await uow.certificates.add(kept_for_consent, document_of(kept_for_consent.id))
+            await uow.consents.set(patient, given=True, at=SIGNED, caller=citizen(patient))
+            await uow.commit()
+        # The change has read consent (given) and waits; the withdrawal starts meanwhile.
+        slow = FakePausingUnitOfWork(engine, KEYRING)
+        late = asyncio.create_task(change("cert-1", patient)(slow))
+        await asyncio.wait_for(slow.paused.wait(), timeout=10)
+        withdrawal = asyncio.create_task(withdraw(patient)(SqlUnitOfWork(engine, KEYRING)))
+        deadline = time.monotonic() + 10
+        while not withdrawal.done() and lock_waits(db) < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+        assert not withdrawal.done(), "the withdrawal did not wait for the change that read consent"
+        slow.resume.set()
+        await asyncio.wait_for(late, timeout=10)
+        withdrew = await asyncio.wait_for(withdrawal, timeout=10)
+    finally:
+        await dispose(engine)
+
+    # The change committed first; the withdrawal then deleted the certificate, kept only for consent.
+    assert withdrew.deleted == 1
+    trail = select(audit_records.c.action, audit_records.c.outcome).order_by(audit_records.c.id)
+    with db.connect() as connection:
+        assert [tuple(r) for r in connection.execute(trail)] == [(action, "ok"), ("withdraw_consent", "ok")]
