@@ -17,9 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics, store
+from service.audit import RefusalBudget
 from service.config import Settings
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier, portal_keys
+from service.rest.headers import SecurityHeaders
 from service.rest.health import health_router
 from service.rest.limit import BodyLimit
 from service.rest.routes import PREFIX as CITIZEN_API
@@ -117,6 +119,12 @@ def create_app(settings: Settings) -> FastAPI:
         return SqlUnitOfWork(engine, keyring, deadline=settings.db_deadline_seconds)
 
     clock = settings.clock()
+    # One budget for both channels: a flood through one leaves none for the other to add.
+    unidentified = RefusalBudget(
+        per_second=settings.audit_unidentified_per_second,
+        burst=settings.audit_unidentified_burst,
+        on_skipped=metrics.REFUSALS_NOT_AUDITED.inc,
+    )
 
     soap = SoapEndpoint(
         schema=messages.load_schema(),
@@ -125,6 +133,8 @@ def create_app(settings: Settings) -> FastAPI:
         max_request_bytes=settings.max_request_bytes,
         recipients=recipients,
         callers=soap_callers,
+        unidentified=unidentified,
+        public_base_url=settings.public_base_url,
     )
     verifier = TokenVerifier(
         portal_keys(settings),
@@ -187,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
             clock=clock,
             recipients=recipients,
             zone=zone,
+            unidentified=unidentified,
         )
     )
     app.include_router(soap.router())
@@ -200,5 +211,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(ContractPosts, endpoint=soap)
     app.add_middleware(BodyLimit, prefix=CITIZEN_API, max_bytes=settings.max_json_bytes)
     app.add_middleware(rest_errors.Unforeseen)
+    app.add_middleware(SecurityHeaders, private_prefix=CITIZEN_API, https=settings.tls_cert_file is not None)
     app.add_middleware(TelemetryMiddleware, soap_operations=soap.operations())
     return app

@@ -7,7 +7,8 @@ a refusal is recorded too, with outcome ``denied``. Records never hold document 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from service.model import AuditRecord, Caller, Certificate, Outcome, PersonId
 
@@ -51,3 +52,37 @@ def record(
         care_unit_name=units.get(unit) if unit else None,
         care_giver_name=givers.get(giver) if giver else None,
     )
+
+
+class RefusalBudget:
+    """How many refusals of callers that proved no identity (no valid client certificate, no valid
+    token) are audited one by one: a bucket of ``burst`` records, refilled at ``per_second``. Past it a
+    refusal is answered alike but only counted (``on_skipped``, a metric), so that a flood of them
+    cannot grow the audit trail without bound. Nothing is lost to the citizen's extract: such a caller
+    reached no operation and named nobody whose data it was given (issue 10)."""
+
+    def __init__(
+        self,
+        *,
+        per_second: float,
+        burst: int,
+        on_skipped: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._per_second = per_second
+        self._burst = burst
+        self._on_skipped = on_skipped
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self) -> bool:
+        """Whether this refusal is audited."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_second)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self._on_skipped()
+        return False

@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         log_config=None,
         access_log=False,
+        # No "server: uvicorn": what the service runs on is nobody's business outside it (issue 10).
+        server_header=False,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         # The client's address is the connection's: callers are identified by certificate, and a
         # forwarded certificate is honoured from INTYG_TRUSTED_PROXIES only, never from a header's

@@ -266,6 +266,11 @@ class Settings(BaseSettings):
     # it the built-in registry of the national recipients (service/recipient.py) applies.
     recipients_file: Path | None = None
     max_json_bytes: int = Field(default=65_536, ge=1_024)
+    # Refusals of callers that proved no identity (no valid token or client certificate) are audited
+    # one by one up to a burst, refilled at this rate, per worker; past it they are only counted
+    # (intyg_refusals_not_audited_total), so that a flood cannot grow the audit trail without bound.
+    audit_unidentified_burst: int = Field(default=100, ge=1, le=100_000)
+    audit_unidentified_per_second: float = Field(default=10.0, gt=0, le=10_000)
     # How often the stored-state gauges (certificates by availability, consents, audit records) are
     # recounted; a scrape never queries the database.
     metrics_refresh_seconds: float = Field(default=30.0, gt=0)
@@ -308,6 +313,12 @@ class Settings(BaseSettings):
     # auth-tls-pass-certificate-to-upstream sends it); the service verifies it again.
     trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
     client_cert_header: str = Field(default="ssl-client-cert", pattern=r"^[A-Za-z0-9-]+$")
+    # Where callers reach the service (scheme, host and any path prefix of the ingress), for the
+    # ``soap:address`` of each served WSDL. Without it, a trusted proxy's X-Forwarded-Proto, -Host and
+    # -Prefix say it, and otherwise the listening socket does; never a request's own Host header.
+    public_base_url: str | None = Field(
+        default=None, pattern=r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~/-]*)?$"
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -18,8 +18,8 @@ keeps those tables complete.
     │   ├── ConsentRequired          rule 2: the citizen has not given consent
     │   ├── NotPermitted             the caller may not act on this certificate
     │   ├── CertificateIdTaken       rule 1: the id is held by another care giver's certificate
-    │   └── CallerNotPermitted       the calling system is unidentified, or its permissions do not cover the call
-    ├── Unauthenticated              the caller did not prove who it is (no or bad credentials)
+    │   ├── CallerNotPermitted       the calling system is unidentified, or its permissions do not cover the call
+    │   └── Unauthenticated          the citizen did not prove who it is (no or bad token)
     ├── ConcurrentChange             a concurrent transaction won; the operation may be retried
     ├── StoreUnavailable             the database did not answer in time: frozen, unreachable, or a lock held too long
     └── StoredDataUnreadable         a stored ciphertext fails its check: altered, or moved from another row
@@ -89,7 +89,7 @@ class CallerNotPermitted(Denied):
     pass
 
 
-class Unauthenticated(ServiceError):
+class Unauthenticated(Denied):
     pass
 
 

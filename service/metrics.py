@@ -51,6 +51,11 @@ DELETED = Counter(
 )
 CONSENT_CHANGES = Counter("intyg_consent_changes", "Consent given or withdrawn", ["change"])
 REFUSALS = Counter("intyg_refusals", "Refused operations, by reason", ["reason"])
+REFUSALS_NOT_AUDITED = Counter(
+    "intyg_refusals_not_audited",
+    "Refusals of callers that proved no identity past the audit's budget (audit.RefusalBudget): "
+    "answered, counted here, not itemised in the audit trail",
+)
 AUDIT_WRITE_FAILURES = Counter(
     "intyg_audit_write_failures", "Transactions whose audit record failed to commit"
 )

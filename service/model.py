@@ -76,6 +76,8 @@ class Outcome(enum.StrEnum):
 # A certificate id as the store keeps it (certificates.id, 128 characters): no control characters, NUL
 # among them, which PostgreSQL's text cannot hold and no XML document can carry (issue 10).
 CERTIFICATE_ID_LENGTH = 128
+# As a regular expression too, for the REST API's published contract (OpenAPI ``pattern``).
+CERTIFICATE_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 _CONTROL_CHARACTERS = frozenset(map(chr, (*range(0x20), 0x7F)))
 
 

@@ -674,10 +674,19 @@ async def withdraw_consent(
 
 
 async def refuse_call(
-    uow: UnitOfWork, *, caller: Caller, action: str, now: dt.datetime, error: errors.Denied
+    uow: UnitOfWork,
+    *,
+    caller: Caller,
+    action: str,
+    now: dt.datetime,
+    error: errors.Denied,
+    budget: audit.RefusalBudget | None = None,
 ) -> NoReturn:
-    """A call refused before it reaches an operation (an unidentified system, or one whose
-    permissions do not cover it) is audited as denied, committed, and only then raised."""
+    """A call refused before it reaches an operation (an unidentified system or citizen, or a system
+    whose permissions do not cover it) is audited as denied, committed, and only then raised; within
+    ``budget``, for a caller that proved no identity."""
+    if budget is not None and not budget.take():
+        raise error
     async with uow, _Attempt(uow, caller, action, now):
         raise error
 

@@ -19,13 +19,25 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from service import document, errors, operations
-from service.model import Caller, CallerKind, Channel, PersonId, Recipient
+from service.access import UNIDENTIFIED
+from service.audit import RefusalBudget
+from service.model import (
+    CERTIFICATE_ID_LENGTH,
+    CERTIFICATE_ID_PATTERN,
+    Caller,
+    CallerKind,
+    Channel,
+    PersonId,
+    Recipient,
+)
 from service.rest import schemas
 from service.rest.auth import TokenVerifier
 from service.rest.errors import PROBLEM_JSON
 
 PREFIX = "/api/citizen/v1"
-CertificateId = Annotated[str, Path(min_length=1, max_length=128)]
+CertificateId = Annotated[
+    str, Path(min_length=1, max_length=CERTIFICATE_ID_LENGTH, pattern=CERTIFICATE_ID_PATTERN)
+]
 
 
 def _not_a_number(value: object) -> object:
@@ -92,6 +104,7 @@ def citizen_router(
     clock: Callable[[], dt.datetime],
     recipients: dict[str, Recipient],
     zone: ZoneInfo,
+    unidentified: RefusalBudget,
 ) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["citizen"], route_class=_StrictJsonRoute)
     # Declared as the OpenAPI bearer scheme; a missing or malformed header is the verifier's 401.
@@ -100,9 +113,22 @@ def citizen_router(
     # Async, though it awaits nothing: a plain ``def`` dependency is sent to the thread pool, whose
     # hand-off costs more than the verification itself.
     async def citizen(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> PersonId:
-        return verifier.citizen(f"{credentials.scheme} {credentials.credentials}" if credentials else None)
+        try:
+            return verifier.citizen(
+                f"{credentials.scheme} {credentials.credentials}" if credentials else None
+            )
+        except errors.Unauthenticated as refusal:
+            # Audited as SOAP's refusals are: an unidentified caller, denied, named by the route.
+            await operations.refuse_call(
+                unit_of_work(),
+                caller=Caller(CallerKind.CITIZEN, Channel.REST, UNIDENTIFIED),
+                action=f"call:{request.method} {request.scope['route'].path}",
+                now=clock(),
+                error=refusal,
+                budget=unidentified,
+            )
 
     Citizen = Annotated[PersonId, Depends(citizen)]
 

@@ -190,7 +190,7 @@ class Callers:
         if self.table is None:
             return access.DEVELOPMENT_CONSUMER.hsa_id
         assert self.certificates is not None
-        if self._from_trusted_proxy(scope):
+        if self.from_trusted_proxy(scope):
             forwarded = next((value for name, value in scope.get("headers", ()) if name == self.header), None)
             if not forwarded:
                 raise errors.CallerNotPermitted("the trusted proxy forwarded no client certificate")
@@ -205,7 +205,8 @@ class Callers:
             return access.DEVELOPMENT_CONSUMER
         return self.table.consumer(hsa_id)
 
-    def _from_trusted_proxy(self, scope: Mapping[str, Any]) -> bool:
+    def from_trusted_proxy(self, scope: Mapping[str, Any]) -> bool:
+        """Whether the connection comes from one of ``INTYG_TRUSTED_PROXIES``."""
         client = scope.get("client")
         if not self.trusted_proxies or not client:
             return False

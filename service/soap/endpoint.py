@@ -21,6 +21,7 @@ from lxml import etree
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import access, errors, operations
+from service.audit import RefusalBudget
 from service.model import Caller, CallerKind, Channel, Recipient
 from service.soap import faults
 from service.soap import messages as m
@@ -33,6 +34,11 @@ log = logging.getLogger("service.soap")
 CONTENT_TYPE = "text/xml; charset=utf-8"
 _SCHEMA_LOCATION = re.compile(r'schemaLocation="(?!https?:)([^"]+)"')
 _ADDRESS_LOCATION = re.compile(r'(<[\w]*:?address\s+location=")[^"]*(")')
+# What a trusted proxy may say of the public address: a host (name, IPv4 or [IPv6]) with a port, and
+# a path prefix; anything else is not used.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+_DEFAULT_PORTS = frozenset({("http", 80), ("https", 443)})
 
 
 def _xml(data: bytes, status: int = 200) -> Response:
@@ -88,8 +94,12 @@ class SoapEndpoint:
         max_request_bytes: int,
         recipients: Mapping[str, Recipient],
         callers: Callers,
+        unidentified: RefusalBudget,
+        public_base_url: str | None = None,
     ) -> None:
         self.schema = schema
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self.unidentified = unidentified
         self.callers = callers
         self.unit_of_work = unit_of_work
         self.clock = clock
@@ -120,10 +130,27 @@ class SoapEndpoint:
         def wsdl(request: Request) -> Response:
             if "wsdl" not in {key.lower() for key in request.query_params}:
                 return _fault("Client", "POST a SOAP request, or GET ?wsdl for the contract")
-            address = str(request.url.replace(query=None))
+            address = self._base_url(request.scope) + contract.path
             return _xml(_ADDRESS_LOCATION.sub(rf"\g<1>{address}\g<2>", self.wsdl[contract.path]).encode())
 
         return wsdl
+
+    def _base_url(self, scope: Scope) -> str:
+        """Where callers reach the service: configured, or told by a trusted proxy, or the socket it
+        listens on. Never the request's Host header, which anyone may write (issue 10)."""
+        if self.public_base_url is not None:
+            return self.public_base_url
+        if self.callers.from_trusted_proxy(scope):
+            headers = {name: value.decode("latin-1") for name, value in scope.get("headers") or ()}
+            proto = headers.get(b"x-forwarded-proto", "")
+            host = headers.get(b"x-forwarded-host", "")
+            prefix = headers.get(b"x-forwarded-prefix", "").rstrip("/")
+            if proto in ("http", "https") and _HOST.fullmatch(host) and _PREFIX.fullmatch(prefix):
+                return f"{proto}://{host}{prefix}"
+        host, port = scope["server"]
+        scheme = scope["scheme"]
+        named = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{named}" if (scheme, port) in _DEFAULT_PORTS else f"{scheme}://{named}:{port}"
 
     def operations(self) -> dict[str, str]:
         """Each contract path and the operation name telemetry gives its requests."""
@@ -211,6 +238,7 @@ class SoapEndpoint:
                 action=f"call:{contract.operation}:{contract.major}",
                 now=self.clock(),
                 error=refusal,
+                budget=self.unidentified if system_id == access.UNIDENTIFIED else None,
             )
 
     @staticmethod

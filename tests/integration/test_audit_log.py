@@ -200,7 +200,7 @@ async def test_every_operations_record_success_and_refusal_is_chained_without_ga
     )
 
 
-async def test_a_refused_write_leaves_neither_the_effect_nor_a_record_nor_a_moved_head(
+async def test_a_refused_write_leaves_neither_the_effect_nor_its_record_nor_a_moved_head(
     engine: AsyncEngine, signer: Signer
 ) -> None:
     uow = SqlUnitOfWork(engine, KEYRING)
@@ -215,7 +215,12 @@ async def test_a_refused_write_leaves_neither_the_effect_nor_a_record_nor_a_move
             uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=CARE, now=NOW
         )
 
-    assert await stored_chain(engine) == before
+    after = await stored_chain(engine)
+    assert (after.checkpoints, after.head) == (before.checkpoints, before.head)
+    # The effect's record is not there; the failed attempt's, an unsealed error, is (issue 10).
+    *kept, attempt = after.records
+    assert kept == before.records
+    assert (attempt["action"], attempt["outcome"], attempt["seq"]) == ("remove_care_copy", "error", None)
 
 
 async def test_an_audit_write_the_store_refuses_undoes_the_operation(engine: AsyncEngine) -> None:

@@ -234,6 +234,23 @@ def test_behind_a_trusted_proxy_its_own_tls_certificate_names_no_caller(callers:
     assert_refused(callers.as_("portal").call("GetConsent", 1, s.get_consent(PATIENT)))
 
 
+@pytest.mark.parametrize("peer", [PROXY, "192.0.2.10"], ids=["trusted proxy", "anyone else"])
+def test_only_a_trusted_proxy_tells_the_wsdls_public_address(callers: Callers, peer: str) -> None:
+    callers.tls.peer = peer
+    path = s.path_of("GetCertificate", 2)
+    forwarded = {
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "intyg.example.se",
+        "x-forwarded-prefix": "/intyg",
+    }
+
+    served = callers.client.get(f"{path}?wsdl", headers=forwarded).text
+
+    public = f'location="https://intyg.example.se/intyg{path}"'
+    assert (public in served) is (peer == PROXY)
+    assert "example.se" in served or f'location="http://testserver{path}"' in served
+
+
 # --- Operations and logical addresses -----------------------------------------------------------------
 
 

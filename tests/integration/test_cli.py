@@ -220,6 +220,7 @@ def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Serv
     )
     assert wsdl.status_code == 200
     assert f"http://127.0.0.1:{port}/clinicalprocess" in wsdl.text
+    assert "server" not in wsdl.headers, "the server names no software (issue 10)"
 
     running.stop()
 

@@ -218,4 +218,9 @@ def test_probes_and_the_citizen_api_answer_without_a_client_certificate(service:
     with httpx.Client(verify=service.context(None), timeout=10) as http:
         assert http.get(service.url + "/livez").status_code == 200
         # The citizen API is reached (and asks for its bearer token), over the same port.
-        assert http.get(service.url + "/api/citizen/v1/consent").status_code == 401
+        refused = http.get(service.url + "/api/citizen/v1/consent")
+        assert refused.status_code == 401
+        # Issue 10: browsers keep to HTTPS, nothing caches the answer, and the server is not named.
+        assert refused.headers["strict-transport-security"] == "max-age=31536000"
+        assert refused.headers["cache-control"] == "no-store"
+        assert "server" not in refused.headers

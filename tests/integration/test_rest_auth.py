@@ -20,6 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 from httpx2 import Response
 from joserfc.jwk import ECKey, KeySet
+from prometheus_client import REGISTRY
+from sqlalchemy import create_engine, select
 
 from service import errors
 from service.app import create_app
@@ -27,6 +29,7 @@ from service.config import Settings
 from service.model import PersonId
 from service.rest.auth import TokenVerifier, dev_token
 from service.store import migration
+from service.store.tables import audit_records
 from tests.integration.rest import (
     ANNA,
     AUDIENCE,
@@ -215,6 +218,31 @@ def test_every_endpoint_refuses_a_request_without_a_token(
     assert_unauthenticated(client.request(method, PREFIX + path, json=body))
     expired = bearer(token(ANNA, now=time.time() - 1000, exp=int(time.time()) - 120))
     assert_unauthenticated(client.request(method, PREFIX + path, json=body, headers=expired))
+
+
+def test_refused_tokens_are_audited_as_unidentified_within_a_budget_and_counted_past_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Issue 10: audited as SOAP's refusals are, but a flood cannot grow the audit trail without bound.
+    settings = portal_settings(
+        database_url, tmp_path, audit_unidentified_burst=2, audit_unidentified_per_second=0.001
+    )
+    before = REGISTRY.get_sample_value("intyg_refusals_not_audited_total") or 0.0
+
+    with app_with(settings) as client:
+        for _ in range(5):
+            assert_unauthenticated(consent_with(client, bearer(unsigned_token(ANNA))))
+
+    engine = create_engine(database_url.replace("sqlite+aiosqlite", "sqlite"))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(audit_records.c.action, audit_records.c.outcome, audit_records.c.actor_id)
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("call:GET /api/citizen/v1/consent", "denied", "unidentified")] * 2
+    assert (REGISTRY.get_sample_value("intyg_refusals_not_audited_total") or 0.0) - before == 3
 
 
 def test_refusals_are_identical_whatever_was_wrong(client: TestClient) -> None:

@@ -663,6 +663,29 @@ def test_each_contracts_wsdl_names_its_own_address_and_every_schema_it_imports_r
         pending.extend(urljoin(location, child) for child in _schema_locations(document))
 
 
+def test_the_wsdls_address_is_never_taken_from_the_requests_host_header(client: TestClient) -> None:
+    # Issue 10: any caller could make the served WSDL point elsewhere.
+    forged = client.get(
+        f"{REGISTER}?wsdl", headers={"host": "evil.example", "x-forwarded-host": "evil.example"}
+    )
+
+    assert b"evil.example" not in forged.content
+    assert f'location="http://testserver{REGISTER}"'.encode() in forged.content
+
+
+def test_the_wsdls_address_is_the_configured_public_base_url(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=database_url,
+        public_base_url="https://intyg.example.se/intygstjanst/",
+        dev_key_file=tmp_path / "dev.json",
+        **settings_keys(),
+    )
+    with TestClient(create_app(settings)) as configured:
+        served = configured.get(f"{REGISTER}?wsdl", headers={"host": "evil.example"})
+
+    assert f'location="https://intyg.example.se/intygstjanst{REGISTER}"'.encode() in served.content
+
+
 def test_the_wsdl_query_is_case_insensitive(client: TestClient) -> None:
     assert client.get(f"{REGISTER}?WSDL").status_code == 200
 
