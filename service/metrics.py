@@ -24,6 +24,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from service import errors
 from service.model import AuditRecord, Outcome
 
 BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -107,6 +108,9 @@ DB_STATEMENTS = Counter(
 BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multiprocess_mode="max")
 
 _SEND = re.compile(r"^send:([A-Z]+)$")
+# A refusal's record names its error (operations.py); it is counted as the error it is answered as, so
+# that the metrics do not tell a foreign id from an unknown one (errors.ANSWERED_AS, issue 10).
+_ANSWERED_AS: Final = {error.__name__: errors.answered_as(error).__name__ for error in errors.ANSWERED_AS}
 _DELETED_COUNT = re.compile(r"^deleted (\d+)$")
 
 
@@ -114,7 +118,7 @@ def observe(record: AuditRecord) -> None:
     """Count what a committed audit record says happened (the business counters)."""
     AUDIT_LAST_WRITE.set(time.time())
     if record.outcome in (Outcome.DENIED, Outcome.ERROR):
-        REFUSALS.labels(reason=record.detail or "unknown").inc()
+        REFUSALS.labels(reason=_ANSWERED_AS.get(record.detail, record.detail) or "unknown").inc()
         return
     if record.outcome is not Outcome.OK:
         return
