@@ -25,7 +25,7 @@ from prometheus_client import (
 )
 
 from service import errors
-from service.model import AuditRecord, Outcome
+from service.model import CERTIFICATE_TYPES, OTHER_CERTIFICATE_TYPE, AuditRecord, Outcome
 
 BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -124,7 +124,9 @@ def observe(record: AuditRecord) -> None:
         return
     action = record.action
     if action == "register":
-        REGISTERED.labels(type=record.detail or "unknown").inc()
+        # The record names the type as the caller wrote it; the label only a known one (issue 10).
+        known = record.detail in CERTIFICATE_TYPES
+        REGISTERED.labels(type=record.detail if known else OTHER_CERTIFICATE_TYPE).inc()
     elif action == "revoke":
         REVOKED.inc()
     elif action == "archive":
