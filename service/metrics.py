@@ -4,7 +4,8 @@ HSA person id.
 
 Business counters are derived from committed audit records (``observe``), so that a metric never
 counts what did not happen. With several worker processes, prometheus-client's multiprocess mode is
-used (``PROMETHEUS_MULTIPROC_DIR``); gauges say how their values from each process combine.
+used (``PROMETHEUS_MULTIPROC_DIR``); gauges say how their values from each process combine. The metrics
+are served on a port of their own (``serve``), never on the API's: a caller of the API sees none.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import time
 from typing import Final
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 from service import errors
@@ -145,10 +146,18 @@ def observe(record: AuditRecord) -> None:
             DELETED.labels(rule="6").inc(int(count.group(1)))
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text exposition of every metric, of all worker processes in multiprocess mode."""
+def serve(host: str, port: int) -> None:
+    """Serve the metrics on their own port, from a daemon thread of this process, with prometheus-client's
+    own server: every worker's through their files in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set
+    before this is called), else this process's. Raises OSError where the port cannot be bound.
+
+    ``intygstjanst serve`` calls it once, in the process that runs uvicorn, before the workers start: with
+    one worker that process serves the requests itself; with several it is their supervisor, which
+    serves no request, outlives every worker it restarts, and reads all of their files. Started in each
+    worker instead, the workers would race for one port, and every one but the first would fail.
+    """
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    start_http_server(port, addr=host, registry=registry)

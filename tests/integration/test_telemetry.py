@@ -79,6 +79,13 @@ def test_a_certificate_type_the_service_does_not_know_is_counted_as_other(soap: 
     assert not labels & {"XYZ123", "LISJP2"}
 
 
+def test_the_api_does_not_answer_metrics(client: TestClient) -> None:
+    # Issue 10: the metrics have a port of their own (tests/integration/test_cli.py serves it).
+    answer = client.get("/metrics")
+    assert answer.status_code == 404
+    assert "intyg_" not in answer.text
+
+
 def test_the_service_logs_one_json_object_per_line_with_the_request_event(client: TestClient) -> None:
     root = logging.getLogger()
     kept = root.handlers[:], root.level
