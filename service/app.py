@@ -12,7 +12,7 @@ from importlib.metadata import version
 from types import FrameType
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -201,11 +201,6 @@ def create_app(settings: Settings) -> FastAPI:
         )
     )
     app.include_router(soap.router())
-
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
 
     app.mount("/contracts", StaticFiles(directory=messages.CONTRACTS), name="contracts")
     app.add_middleware(ContractPosts, endpoint=soap)

@@ -271,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from service import tls
+    from service import metrics, tls
     from service.app import callers
 
-    if problems := settings.unfit_to_serve(host=args.host):
+    if problems := settings.unfit_to_serve(host=args.host, port=args.port):
         for problem in problems:
             print(f"refusing to start ({settings.profile} profile): {problem}", file=sys.stderr)
         return 2
@@ -347,11 +347,26 @@ def main(argv: list[str] | None = None) -> int:
             "http": "service.tls:ClientCertificateProtocol",
         }
     scheme = "https" if "ssl_context_factory" in served else "http"
-    print(
-        f"Intygstjänsten listening on {scheme}://{args.host}:{args.port} (database: {database})", flush=True
-    )
     if args.workers > 1:
         _multiprocess_metrics_dir()
+    try:
+        # Here, once, before uvicorn starts its workers: see metrics.serve for why not in each worker.
+        # Plain HTTP also where the API speaks TLS: the metrics are aggregate counters with closed label
+        # sets (no request content), the port is for Prometheus alone (the Helm chart's NetworkPolicy),
+        # and prometheus-client's server would do each TLS handshake on its one accepting thread.
+        metrics.serve(args.host, settings.metrics_port)
+    except OSError as exc:
+        print(
+            f"refusing to start: cannot serve the metrics on {args.host}:{settings.metrics_port} "
+            f"(INTYG_METRICS_PORT): {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"Intygstjänsten listening on {scheme}://{args.host}:{args.port} (database: {database}); "
+        f"metrics on http://{args.host}:{settings.metrics_port}/metrics",
+        flush=True,
+    )
     uvicorn.run(
         "service.app:create_app_from_environment",
         factory=True,

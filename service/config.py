@@ -274,6 +274,10 @@ class Settings(BaseSettings):
     # How often the stored-state gauges (certificates by availability, consents, audit records) are
     # recounted; a scrape never queries the database.
     metrics_refresh_seconds: float = Field(default=30.0, gt=0)
+    # The port of /metrics, on the address the service listens on (`serve --host`) and apart from the
+    # API's port, so that a network policy admits Prometheus to it and no caller of the API (issue 10).
+    # 9464 is the port OpenTelemetry's Prometheus exporter takes by default.
+    metrics_port: int = Field(default=9464, ge=1, le=65535)
     # On SIGTERM: stop accepting, let requests in flight finish for at most this long, then exit
     # (below Kubernetes' terminationGracePeriodSeconds, default 30).
     shutdown_grace_seconds: int = Field(default=20, ge=1, le=600)
@@ -435,12 +439,17 @@ class Settings(BaseSettings):
         """SOAP callers prove who they are (the validator above makes the rest of the set complete)."""
         return self.permissions_file is not None
 
-    def unfit_to_serve(self, *, host: str = "127.0.0.1") -> list[str]:
-        """Why these settings may not serve requests on ``host``: the production profile refuses
-        development defaults, only loopback may be served without identified SOAP callers, and no
-        profile encrypts a shared database under generated keys (issue 5). (Migrating needs none of
-        them, so only ``serve`` asks.)"""
+    def unfit_to_serve(self, *, host: str = "127.0.0.1", port: int | None = None) -> list[str]:
+        """Why these settings may not serve requests on ``host`` (and the API on ``port``): the
+        production profile refuses development defaults, only loopback may be served without identified
+        SOAP callers, no profile encrypts a shared database under generated keys (issue 5), and the
+        metrics have a port of their own (issue 10). (Migrating needs none of them, so only ``serve``
+        asks.)"""
         problems = []
+        if port == self.metrics_port:
+            problems.append(
+                f"the metrics port (INTYG_METRICS_PORT) is the API's port {port}: give it another"
+            )
         callers = (
             "SOAP callers are not identified: set INTYG_TLS_CLIENT_CA_FILE, INTYG_PERMISSIONS_FILE and "
             "INTYG_TLS_CERT_FILE with INTYG_TLS_KEY_FILE (or INTYG_TRUSTED_PROXIES behind a "

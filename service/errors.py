@@ -26,7 +26,13 @@ keeps those tables complete.
         └── KekMissing               its data key is wrapped under a key-encryption key not configured
 
 Messages are safe to show to a caller: they never hold a personal identity number or document text.
+
+``ANSWERED_AS`` names the refusals answered exactly as another error, so that a caller cannot probe for
+ids. Everything a caller's answer could be compared with (the adapters' answers, the metrics, the
+request log) takes the error it is answered as; only the audit trail records the refusal itself.
 """
+
+from typing import Final
 
 
 class ServiceError(Exception):
@@ -109,3 +115,13 @@ class StoredDataUnreadable(ServiceError):
 
 class KekMissing(StoredDataUnreadable):
     pass
+
+
+# Another care giver's or another citizen's certificate is answered, counted and logged as an unknown id
+# (README "Callers"; issue 10: metrics told them apart). The audit record keeps "denied", NotPermitted.
+ANSWERED_AS: Final[dict[type[ServiceError], type[ServiceError]]] = {NotPermitted: CertificateNotFound}
+
+
+def answered_as(error: type[ServiceError]) -> type[ServiceError]:
+    """The error whose answer (and count, and log line) ``error`` is given: its own, or ``ANSWERED_AS``'s."""
+    return ANSWERED_AS.get(error, error)

@@ -4,7 +4,8 @@ HSA person id.
 
 Business counters are derived from committed audit records (``observe``), so that a metric never
 counts what did not happen. With several worker processes, prometheus-client's multiprocess mode is
-used (``PROMETHEUS_MULTIPROC_DIR``); gauges say how their values from each process combine.
+used (``PROMETHEUS_MULTIPROC_DIR``); gauges say how their values from each process combine. The metrics
+are served on a port of their own (``serve``), never on the API's: a caller of the API sees none.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import time
 from typing import Final
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     multiprocess,
+    start_http_server,
 )
 
-from service.model import AuditRecord, Outcome
+from service import errors
+from service.model import CERTIFICATE_TYPES, OTHER_CERTIFICATE_TYPE, AuditRecord, Outcome
 
 BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -112,6 +114,9 @@ DB_STATEMENTS = Counter(
 BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multiprocess_mode="max")
 
 _SEND = re.compile(r"^send:([A-Z]+)$")
+# A refusal's record names its error (operations.py); it is counted as the error it is answered as, so
+# that the metrics do not tell a foreign id from an unknown one (errors.ANSWERED_AS, issue 10).
+_ANSWERED_AS: Final = {error.__name__: errors.answered_as(error).__name__ for error in errors.ANSWERED_AS}
 _DELETED_COUNT = re.compile(r"^deleted (\d+)$")
 
 
@@ -119,13 +124,15 @@ def observe(record: AuditRecord) -> None:
     """Count what a committed audit record says happened (the business counters)."""
     AUDIT_LAST_WRITE.set(time.time())
     if record.outcome in (Outcome.DENIED, Outcome.ERROR):
-        REFUSALS.labels(reason=record.detail or "unknown").inc()
+        REFUSALS.labels(reason=_ANSWERED_AS.get(record.detail, record.detail) or "unknown").inc()
         return
     if record.outcome is not Outcome.OK:
         return
     action = record.action
     if action == "register":
-        REGISTERED.labels(type=record.detail or "unknown").inc()
+        # The record names the type as the caller wrote it; the label only a known one (issue 10).
+        known = record.detail in CERTIFICATE_TYPES
+        REGISTERED.labels(type=record.detail if known else OTHER_CERTIFICATE_TYPE).inc()
     elif action == "revoke":
         REVOKED.inc()
     elif action == "archive":
@@ -144,10 +151,18 @@ def observe(record: AuditRecord) -> None:
             DELETED.labels(rule="6").inc(int(count.group(1)))
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text exposition of every metric, of all worker processes in multiprocess mode."""
+def serve(host: str, port: int) -> None:
+    """Serve the metrics on their own port, from a daemon thread of this process, with prometheus-client's
+    own server: every worker's through their files in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set
+    before this is called), else this process's. Raises OSError where the port cannot be bound.
+
+    ``intygstjanst serve`` calls it once, in the process that runs uvicorn, before the workers start: with
+    one worker that process serves the requests itself; with several it is their supervisor, which
+    serves no request, outlives every worker it restarts, and reads all of their files. Started in each
+    worker instead, the workers would race for one port, and every one but the first would fail.
+    """
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    start_http_server(port, addr=host, registry=registry)

@@ -299,7 +299,8 @@ async def register_certificate(
                     raise errors.ConcurrentChange("the certificate was deleted meanwhile")
             registration = rules.register(existing, certificate)
             if registration is rules.Registration.CREATE:
-                # The type names the certificate's kind in the metrics (a short code, never an id).
+                # The record names the certificate's type where it has a type code's shape (the row keeps
+                # it in full); the metrics count only the known ones by name (metrics.observe).
                 await attempt.succeed(detail=_type_label(certificate.type_code))
             else:
                 await attempt.succeed(Outcome.INFO, detail="already exists")

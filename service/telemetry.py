@@ -27,8 +27,9 @@ from service import metrics
 REQUEST_ID: Final = contextvars.ContextVar("request_id", default="")
 _SAFE_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _UNROUTED: Final = "unrouted"
-# Probes and scrapes are not traffic: they would drown the dashboards' request rates.
-_UNMEASURED: Final = frozenset({"/metrics", "/livez", "/readyz"})
+# Probes are not traffic: they would drown the dashboards' request rates. (Scrapes go to the metrics
+# port, metrics.serve, which this app does not serve.)
+_UNMEASURED: Final = frozenset({"/livez", "/readyz"})
 
 log = logging.getLogger("service.request")
 

@@ -45,13 +45,15 @@ def start(
     quiet: bool = True,
     log: IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``log``: where its stdout and stderr go (else nowhere, or the test's own with ``quiet=False``)."""
+    """``log``: where its stdout and stderr go (else nowhere, or the test's own with ``quiet=False``).
+    The metrics are served on a free port of their own unless ``env`` names INTYG_METRICS_PORT: never on
+    the default port, which another service on the machine may hold."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("INTYG_", "PROMETHEUS_"))}
     output = log if log is not None else subprocess.DEVNULL if quiet else None
     return subprocess.Popen(
         [str(INTYGSTJANST), "serve", "--port", str(port), *args],
         cwd=workdir,
-        env={**clean, **(env or {})},
+        env={**clean, "INTYG_METRICS_PORT": str(free_port()), **(env or {})},
         stdout=output,
         stderr=subprocess.STDOUT if log is not None else output,
     )

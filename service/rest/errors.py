@@ -1,7 +1,8 @@
 """How the REST channel answers each error of ``service.errors``: RFC 9457 problem+json, one table.
 
-``tests/unit/test_error_maps.py`` checks that every error class has an entry. A citizen asking for
-another citizen's certificate gets exactly the answer of an unknown id (404), so nothing leaks.
+``tests/unit/test_error_maps.py`` checks that every error class has an entry, or is answered as another
+error that has (``errors.ANSWERED_AS``): a citizen asking for another citizen's certificate gets exactly
+the answer of an unknown id (404), so nothing leaks.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     errors.CertificateRevoked: RestError(409, "revoked", "The certificate is revoked"),
     errors.Denied: RestError(403, "denied", "The caller may not do this"),
     errors.ConsentRequired: RestError(403, "consent_required", "Consent is required to use this service"),
-    errors.NotPermitted: RestError(404, "not_found", "Certificate not found"),
     errors.CertificateIdTaken: RestError(409, "certificate_id_conflict", "Certificate id already used"),
     errors.CallerNotPermitted: RestError(403, "caller_not_permitted", "The calling system may not do this"),
     errors.Unauthenticated: RestError(401, "unauthenticated", "A valid bearer token is required"),
@@ -69,7 +69,7 @@ _HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "request
 
 
 def rest_error(exc: errors.ServiceError) -> RestError:
-    for cls in type(exc).__mro__:
+    for cls in errors.answered_as(type(exc)).__mro__:
         if cls in ERRORS:
             return ERRORS[cls]
     return ERRORS[errors.ServiceError]

@@ -188,7 +188,8 @@ class SoapEndpoint:
             produced = await contract.handler(call, envelope.body)
         except errors.ServiceError as exc:
             error = faults.soap_error(exc)
-            outcome = "denied" if isinstance(exc, errors.Denied) else None
+            # Counted and logged as the error it is answered as: a foreign id as an unknown one.
+            outcome = "denied" if issubclass(errors.answered_as(type(exc)), errors.Denied) else None
             if contract.result is ResultKind.NONE:
                 return _fault(error.fault_code, error.text), outcome or "fault"
             return self._answer(contract, error.answer), outcome or error.error_id.lower()

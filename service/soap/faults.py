@@ -2,7 +2,8 @@
 
 Contracts with a ``result`` answer with HTTP 200 and ERROR plus an errorId (rivta/README.md); contracts
 without one (GetCertificate 2, ListCertificatesForCare 3, ListCertificatesForCitizen 4) answer with a
-SOAP Fault. ``tests/unit/test_error_maps.py`` checks that every error class has an entry.
+SOAP Fault. ``tests/unit/test_error_maps.py`` checks that every error class has an entry, or is answered as
+another error (``errors.ANSWERED_AS``: NotPermitted as CertificateNotFound) that has.
 """
 
 from __future__ import annotations
@@ -50,8 +51,6 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     errors.ConsentRequired: SoapError(
         "APPLICATION_ERROR", "Client", "NOCONSENT: the citizen has not given consent"
     ),
-    # The same text as not found: a care system cannot probe for another care giver's ids.
-    errors.NotPermitted: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
     # A call the permission table does not cover (or from an unidentified system) is the caller's to fix:
     # soap:Client, and APPLICATION_ERROR where the contract has a result. The answer does not say which
     # check failed; the service's log and audit trail do.
@@ -84,7 +83,7 @@ NO_CONSENT: Final = Answer("INFO", "NOCONSENT")
 
 
 def soap_error(exc: errors.ServiceError) -> SoapError:
-    for cls in type(exc).__mro__:
+    for cls in errors.answered_as(type(exc)).__mro__:
         if cls in ERRORS:
             return ERRORS[cls]
     return INTERNAL

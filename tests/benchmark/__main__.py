@@ -141,9 +141,10 @@ class Row:
 class Bench:
     """The two servers and the run settings; runs workloads and reads the service's metrics."""
 
-    def __init__(self, args: argparse.Namespace, service: str, hello_port: int) -> None:
+    def __init__(self, args: argparse.Namespace, service: str, scrape: str, hello_port: int) -> None:
         self.args = args
-        self.service = service
+        # The metrics port's /metrics: the service's port does not answer it.
+        self.scrape = scrape
         self.service_port = int(service.rsplit(":", 1)[1])
         self.hello_port = hello_port
         self.runs = itertools.count(1)
@@ -176,7 +177,7 @@ class Bench:
     def metrics(self) -> tuple[float, float | None]:
         """Requests in flight, and the request statements counted so far (None: no such counter yet)."""
         in_flight, statements = 0.0, None
-        families = text_string_to_metric_families(httpx.get(f"{self.service}/metrics", timeout=10).text)
+        families = text_string_to_metric_families(httpx.get(self.scrape, timeout=10).text)
         for family in families:
             for sample in family.samples:
                 if sample.name == "intyg_requests_in_flight":
@@ -188,7 +189,7 @@ class Bench:
     def seal_lag(self) -> dict[float, float]:
         """The audit seal lag histogram so far: records sealed within each bucket's bound (cumulative)."""
         buckets: dict[float, float] = {}
-        for family in text_string_to_metric_families(httpx.get(f"{self.service}/metrics", timeout=10).text):
+        for family in text_string_to_metric_families(httpx.get(self.scrape, timeout=10).text):
             for sample in family.samples:
                 if sample.name == "intyg_audit_seal_lag_seconds_bucket":
                     buckets[float(sample.labels["le"])] = sample.value
@@ -411,6 +412,7 @@ def main() -> None:
             "INTYG_KEK": f"bench:{encode_key(keyring.keks['bench'])}",
             "INTYG_LOOKUP_KEY": encode_key(keyring.lookup_key),
             "INTYG_DEV_KEY_FILE": str(Path(workdir) / "dev-portal-key.json"),
+            "INTYG_METRICS_PORT": str(server.free_port()),
         }
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("INTYG_", "PROMETHEUS_"))}
         subprocess.run(
@@ -432,7 +434,8 @@ def main() -> None:
                     f"peak for {args.seconds:g} s ({load.client_loop()} client), latency from the scheduled send",
                     flush=True,
                 )
-                bench = Bench(args, service, hello_port)
+                scrape = f"http://127.0.0.1:{env['INTYG_METRICS_PORT']}/metrics"
+                bench = Bench(args, service, scrape, hello_port)
                 works = operations(set_up(bench, Path(env["INTYG_DEV_KEY_FILE"])))
                 print_table(f"Small store: {stored(url):,} certificates", *bench.table(works))
                 if args.preload:

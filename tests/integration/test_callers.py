@@ -25,6 +25,7 @@ from service.app import create_app
 from service.config import Settings
 from service.store.tables import audit_records
 from tests.integration import soap as s
+from tests.integration.observation import observed
 from tests.integration.soap import Reply, SoapClient
 from tests.keys import settings_keys
 from tests.tls import GIVER_A, GIVER_B, JOURNAL, PORTAL, UNKNOWN, WEBCERT, Issued, Pki, make_pki
@@ -389,6 +390,59 @@ def test_registering_an_id_another_care_giver_holds_is_denied_with_one_answer_wh
         callers.as_("webcert").call("GetCertificate", 2, s.get_certificate("c-a", "HSVARD")).body
     )
     assert after == before
+
+
+@pytest.mark.shared
+def test_another_care_givers_certificate_is_counted_and_logged_as_an_unknown_id(callers: Callers) -> None:
+    """Issue 10: the metrics and the request log tell the two apart no more than the answer does; only
+    the audit trail says the call was refused (denied, NotPermitted)."""
+    assert register_for(callers.as_("webcert"), "c-a").result()[0] == "OK"
+    journal = callers.as_("journal")
+    revoke = s.peer_request("revokecertificate", **{"data.intygsId": "ID", "data.personId": PATIENT})
+    calls = [
+        # A contract without a result (a fault), and two with one (ERROR in the result).
+        lambda certificate_id: journal.call(
+            "GetCertificate", 2, s.get_certificate(certificate_id, "HSVARD"), address=GIVER_B
+        ),
+        lambda certificate_id: journal.call(
+            "RemoveCertificateForCare",
+            1,
+            s.remove_for_care(certificate_id, care_giver=GIVER_B),
+            address=GIVER_B,
+        ),
+        lambda certificate_id: journal.post(
+            s.path_of("RevokeCertificate", 2), at_address(revoke.replace("ID", certificate_id), GIVER_B)
+        ),
+    ]
+    for call in calls:
+        with observed() as unknown:
+            call("no-such-id")
+        with observed() as foreign:
+            call("c-a")
+
+        assert foreign.counted == unknown.counted
+        assert foreign.logged == unknown.logged
+        assert len(foreign.logged) == 1
+    engine = create_engine(callers.database_url.replace("sqlite+aiosqlite", "sqlite"))
+    try:
+        with engine.connect() as connection:
+            refused = connection.execute(
+                select(audit_records.c.action, audit_records.c.outcome, audit_records.c.detail).where(
+                    audit_records.c.actor_id == JOURNAL
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert sorted(map(tuple, refused)) == sorted(
+        [
+            ("read", "error", "CertificateNotFound"),
+            ("read", "denied", "NotPermitted"),
+            ("remove_care_copy", "error", "CertificateNotFound"),
+            ("remove_care_copy", "denied", "NotPermitted"),
+            ("revoke", "error", "CertificateNotFound"),
+            ("revoke", "denied", "NotPermitted"),
+        ]
+    )
 
 
 @pytest.mark.shared

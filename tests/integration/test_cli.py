@@ -8,6 +8,7 @@ once. The commands themselves are in ``service/cli.py``; the schema is ``service
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,10 +20,11 @@ from queue import Empty, Queue
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.store import migration
 from service.store.tables import metadata
-from tests.server import free_port
+from tests.server import free_port, wait_until
 from tests.tls import make_pki
 
 COMMAND = Path(sys.executable).parent / "intygstjanst"
@@ -30,8 +32,10 @@ TIMEOUT = 20.0  # generous for a loaded CI machine; a healthy start takes about 
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    """The test process's environment without any INTYG_ setting, plus ``extra``."""
+    """The test process's environment without any INTYG_ setting, plus ``extra``. The metrics port is a
+    free one unless ``extra`` names it: another service on the machine may hold the default."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("INTYG_")}
+    env["INTYG_METRICS_PORT"] = str(free_port())
     env.update(extra)
     return env
 
@@ -225,6 +229,69 @@ def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Serv
     running.stop()
 
     assert running.process.returncode is not None
+
+
+def _requests_counted(metrics: str) -> float:
+    families = text_string_to_metric_families(httpx.get(metrics, timeout=5).text)
+    return sum(s.value for f in families for s in f.samples if s.name == "intyg_requests_total")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_metrics_on_their_own_port_for_every_worker_and_not_on_the_apis(
+    tmp_path: Path, workers: int
+) -> None:
+    """Issue 10: a caller of the API sees no metrics. With several workers the supervising process serves
+    them, once, for all of them (multiprocess mode): every request is counted whichever worker took it."""
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [str(COMMAND), "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=tmp_path,
+        env=clean_environment(PYTHONUNBUFFERED="1", INTYG_METRICS_PORT=str(metrics_port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = Server(process)
+    try:
+        line = running.wait_for("listening on", TIMEOUT)
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert f"metrics on {metrics}" in line
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, TIMEOUT, "ready")
+        assert httpx.get(f"{base}/metrics").status_code == 404
+        before = _requests_counted(metrics)
+        sent = 20
+        for _ in range(sent):  # a connection each, so that both workers take some
+            assert httpx.get(f"{base}/api/citizen/v1/consent").status_code == 401
+        wait_until(lambda: _requests_counted(metrics) >= before + sent, 10, "all counted")
+
+        assert _requests_counted(metrics) == before + sent
+        assert process.poll() is None
+    finally:
+        running.stop()
+    assert "Traceback" not in "".join(running.output)
+
+
+def test_serve_refuses_a_metrics_port_that_is_the_apis_or_taken(tmp_path: Path) -> None:
+    port = free_port()
+    same = subprocess.run(
+        [str(COMMAND), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_environment(INTYG_METRICS_PORT=str(port)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = refused_start(tmp_path, INTYG_METRICS_PORT=str(holder.getsockname()[1]))
+
+    assert same.returncode == 2
+    assert "the metrics port (INTYG_METRICS_PORT) is the API's port" in same.stderr
+    assert taken.returncode == 2
+    assert "cannot serve the metrics on 127.0.0.1:" in taken.stderr
+    assert "Traceback" not in same.stderr + taken.stderr
 
 
 def test_serve_refuses_the_production_profile_on_development_defaults(tmp_path: Path) -> None:

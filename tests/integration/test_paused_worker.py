@@ -75,8 +75,8 @@ async def _register_until(
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
 
 
-def _elected(base: str) -> bool:
-    metrics = httpx.get(f"{base}/metrics").text
+def _elected(metrics_port: int) -> bool:
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     return "intyg_audit_sealer_elected 1.0" in metrics
 
 
@@ -95,8 +95,12 @@ def test_a_paused_process_stops_no_other_and_loses_nothing(database_url: str, tm
     }
     (tmp_path / "paused").mkdir()
     (tmp_path / "running").mkdir()
-    with server.running(tmp_path / "paused", env=env) as (paused_base, paused):
-        server.wait_until(lambda: _elected(paused_base), 15, "the first process is the elected sealer")
+    metrics_port = server.free_port()
+    with server.running(tmp_path / "paused", env={**env, "INTYG_METRICS_PORT": str(metrics_port)}) as (
+        paused_base,
+        paused,
+    ):
+        server.wait_until(lambda: _elected(metrics_port), 15, "the first process is the elected sealer")
         with server.running(tmp_path / "running", env=env) as (running_base, _):
 
             async def load() -> tuple[

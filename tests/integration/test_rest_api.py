@@ -24,6 +24,7 @@ from service.app import create_app
 from service.config import Settings
 from service.rest.routes import PREFIX
 from tests.integration import soap as s
+from tests.integration.observation import observed
 from tests.integration.rest import (
     ANNA,
     BERTIL,
@@ -219,6 +220,27 @@ def test_another_citizens_certificate_answers_exactly_like_an_unknown_id(
     (mine,) = anna.get("/certificates").json()["certificates"]
     assert (mine["archived"], mine["sent_to"]) == (False, [])
     assert care_statuses(soap, "c-1") == [("HSVARD", "RECEIV")]
+
+
+def test_another_citizens_certificate_is_counted_and_logged_as_an_unknown_id(
+    soap: SoapClient, client: TestClient, anna: CitizenApi, bertil: CitizenApi
+) -> None:
+    """Issue 10: the metrics and the request log tell the two apart no more than the answer does; the
+    audit trail keeps the truth (tests/integration/test_access_log.py)."""
+    register(soap, "c-1", ANNA)
+    anna.consent()
+    bertil.consent()
+    for method, suffix, body in CERTIFICATE_ACTIONS:
+        with observed() as unknown:
+            client.request(
+                method, f"{PREFIX}/certificates/no-such-id{suffix}", json=body, headers=bertil.headers
+            )
+        with observed() as others:
+            client.request(method, f"{PREFIX}/certificates/c-1{suffix}", json=body, headers=bertil.headers)
+
+        assert others.counted == unknown.counted, (method, suffix)
+        assert others.logged == unknown.logged
+        assert len(others.logged) == 1
 
 
 def test_another_citizens_certificate_is_not_found_even_without_consent(

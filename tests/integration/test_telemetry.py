@@ -56,6 +56,36 @@ def test_soap_requests_are_counted_by_contract_and_business_outcome(soap: SoapCl
     assert _count("GetCertificate:2", "soap", "fault") == before_fault + 1
 
 
+def _registered(type_label: str) -> float:
+    return REGISTRY.get_sample_value("intyg_certificates_registered_total", {"type": type_label}) or 0.0
+
+
+def test_a_certificate_type_the_service_does_not_know_is_counted_as_other(soap: SoapClient) -> None:
+    """Issue 10: the registering system writes the type code; a label value is never one it chose."""
+    before_known, before_other = _registered("LISJP"), _registered("other")
+    soap.post(s.path_of("RegisterCertificate", 3), s.register_envelope("type-known", "191212121212"))
+    for invented in ("XYZ123", "LISJP2"):
+        envelope = s.register_envelope(f"type-{invented}", "191212121212").replace(">LISJP<", f">{invented}<")
+        assert soap.post(s.path_of("RegisterCertificate", 3), envelope).result()[0] == "OK"
+
+    assert _registered("LISJP") == before_known + 1
+    assert _registered("other") == before_other + 2
+    labels = {
+        sample.labels.get("type")
+        for family in REGISTRY.collect()
+        if family.name == "intyg_certificates_registered"
+        for sample in family.samples
+    }
+    assert not labels & {"XYZ123", "LISJP2"}
+
+
+def test_the_api_does_not_answer_metrics(client: TestClient) -> None:
+    # Issue 10: the metrics have a port of their own (tests/integration/test_cli.py serves it).
+    answer = client.get("/metrics")
+    assert answer.status_code == 404
+    assert "intyg_" not in answer.text
+
+
 def test_the_service_logs_one_json_object_per_line_with_the_request_event(client: TestClient) -> None:
     root = logging.getLogger()
     kept = root.handlers[:], root.level

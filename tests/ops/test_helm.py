@@ -46,7 +46,7 @@ FORCE_MONITORING = (
 PROXIES = ("--set", "callers.ingress.trustedProxies={10.244.0.0/16}")
 JWKS = ("--set", "portalJwks.existingSecret=intygstjanst-portal-jwks")
 SITE = (*PROXIES, *JWKS)
-# The service terminates TLS itself, behind an ssl-passthrough Ingress, scraped over HTTPS.
+# The service terminates TLS itself, behind an ssl-passthrough Ingress (its metrics port stays plain HTTP).
 DIRECT = (
     *JWKS,
     "--set",
@@ -192,6 +192,7 @@ def test_default_render_has_the_core_objects_and_no_operator_objects() -> None:
         "NetworkPolicy",
         "PodDisruptionBudget",
         "Service",
+        "Service",
     ]
 
 
@@ -206,6 +207,7 @@ def test_production_render_adds_ingress_hpa_and_operator_objects() -> None:
         "NetworkPolicy",
         "PodDisruptionBudget",
         "PrometheusRule",
+        "Service",
         "Service",
         "ServiceMonitor",
     ]
@@ -367,6 +369,11 @@ MISCONFIGURATIONS = {
         ("--set", "dataKeys.mountPath=/etc/intygstjanst/audit"),
         "mount path /etc/intygstjanst/audit is used twice",
     ),
+    "metrics-on-the-api-port": (("--set", "metricsPort=8080"), "metricsPort must differ from containerPort"),
+    "metrics-port-through-extra": (
+        ("--set", "config.extra.INTYG_METRICS_PORT=8080"),
+        "INTYG_METRICS_PORT is set by the chart",
+    ),
 }
 
 
@@ -428,7 +435,11 @@ def test_deployment_serves_on_8080_with_probes_and_graceful_stop() -> None:
     pod = deployment["spec"]["template"]["spec"]
     c = container(deployment)
     assert c["command"] == ["intygstjanst", "serve", "--host", "0.0.0.0", "--port", "8080"]
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
+    ]
+    assert env_of(c)["INTYG_METRICS_PORT"] == {"name": "INTYG_METRICS_PORT", "value": "9464"}
     # Ingress mode: TLS ends at the Ingress, the pod serves plain HTTP.
     assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http", "scheme": "HTTP"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http", "scheme": "HTTP"}
@@ -526,7 +537,10 @@ def test_production_values() -> None:
     assert only(manifests, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
     ingress = only(manifests, "Ingress")
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": only(manifests, "Service")["metadata"]["name"], "port": {"name": "http"}}
+    assert backend == {
+        "name": only(manifests, "Service", "intygstjanst")["metadata"]["name"],
+        "port": {"name": "http"},
+    }
     assert ingress["spec"]["tls"]
     # The portal's JWKS is mounted read-only, and the service is pointed at it.
     mount = next(m for m in c["volumeMounts"] if m["name"] == "portal-jwks")
@@ -591,7 +605,10 @@ def test_direct_mode_mounts_the_server_certificate_and_every_other_secret_file(e
 def test_direct_mode_serves_https_and_trusts_no_proxy() -> None:
     manifests = render("direct")
     c = container(only(manifests, "Deployment"))
-    assert c["ports"] == [{"name": "https", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "https", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
+    ]
     # Client certificates are optional at the handshake, so kubelet's probes need none; it skips
     # verifying the server certificate.
     for probe, path in (
@@ -600,16 +617,19 @@ def test_direct_mode_serves_https_and_trusts_no_proxy() -> None:
         ("readinessProbe", "/readyz"),
     ):
         assert c[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
-    service = only(manifests, "Service")
+    service = only(manifests, "Service", "intygstjanst")
     assert service["spec"]["ports"] == [
         {"name": "https", "port": 8080, "targetPort": "https", "protocol": "TCP"}
     ]
     data = only(manifests, "ConfigMap", "intygstjanst")["data"]
     assert "INTYG_TRUSTED_PROXIES" not in data
     assert "INTYG_CLIENT_CERT_HEADER" not in data
-    # TLS or not, the NetworkPolicy admits the same one port.
-    [rule] = only(manifests, "NetworkPolicy")["spec"]["ingress"]
-    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    # TLS or not, the NetworkPolicy admits the same two ports.
+    rules = only(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert [rule["ports"] for rule in rules] == [
+        [{"port": 8080, "protocol": "TCP"}],
+        [{"port": 9464, "protocol": "TCP"}],
+    ]
 
 
 def test_direct_mode_ingress_passes_tls_through_to_the_service() -> None:
@@ -621,23 +641,11 @@ def test_direct_mode_ingress_passes_tls_through_to_the_service() -> None:
     assert backend["port"] == {"name": "https"}
 
 
-def test_direct_mode_service_monitor_scrapes_over_https() -> None:
-    monitor = only(render("direct"), "ServiceMonitor")
-    [endpoint] = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == "https"
-    assert endpoint["scheme"] == "https"
-    # The default: pods are scraped by IP, which the server certificate does not name (values.yaml says why).
-    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
-
-
-def test_direct_mode_service_monitor_can_verify_the_certificate() -> None:
-    ca = {
-        "ca": {"secret": {"name": "intygstjanst-server-ca", "key": "ca.crt"}},
-        "serverName": "intyg.example",
-    }
-    manifests = rendered(*DIRECT, "--set-json", f"monitoring.serviceMonitor.tlsConfig={json.dumps(ca)}")
-    [endpoint] = only(manifests, "ServiceMonitor")["spec"]["endpoints"]
-    assert endpoint["tlsConfig"] == ca
+def test_direct_mode_service_monitor_scrapes_the_metrics_port_over_plain_http() -> None:
+    # The metrics port speaks plain HTTP whatever the API speaks (service/cli.py says why).
+    [endpoint] = only(render("direct"), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    assert "scheme" not in endpoint and "tlsConfig" not in endpoint
 
 
 # --- the migration hook Job ---------------------------------------------------------------------------
@@ -685,7 +693,7 @@ def test_migration_job_reads_the_data_keys_and_no_other_secret_file() -> None:
 def test_service_and_pdb_select_the_server_pods() -> None:
     manifests = render("default")
     pod_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    service = only(manifests, "Service")
+    service = only(manifests, "Service", "intygstjanst")
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
@@ -700,7 +708,9 @@ def test_service_and_pdb_select_the_server_pods() -> None:
     assert not service["spec"]["selector"].items() <= job_labels.items()
 
 
-def test_network_policy_admits_only_the_service_port_and_reaches_only_dns_and_postgresql() -> None:
+def test_network_policy_admits_callers_to_the_service_port_prometheus_to_the_metrics_port_and_reaches_only_dns_and_postgresql() -> (
+    None
+):
     manifests = render("default")
     policy = only(manifests, "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
@@ -710,15 +720,32 @@ def test_network_policy_admits_only_the_service_port_and_reaches_only_dns_and_po
             policy["podSelector"]["matchLabels"].items()
             <= workload["spec"]["template"]["metadata"]["labels"].items()
         )
-    [rule] = policy["ingress"]
-    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
-    namespaces = [p["namespaceSelector"]["matchLabels"] for p in rule["from"] if "namespaceSelector" in p]
-    assert {"kubernetes.io/metadata.name": "monitoring"} in namespaces  # Prometheus scrapes
-    # Ingress mode: the callers reach the pods through the ingress controller's namespace.
-    assert {"kubernetes.io/metadata.name": "ingress-nginx"} in namespaces
+    api, metrics = policy["ingress"]
+    # Ingress mode: the callers reach the pods through the ingress controller's namespace, and only
+    # to the API's port; Prometheus only to the metrics port (issue 10).
+    assert api["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert api["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    assert metrics["ports"] == [{"port": 9464, "protocol": "TCP"}]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     egress_ports = sorted((p["port"], p["protocol"]) for r in policy["egress"] for p in r["ports"])
     assert egress_ports == [(53, "TCP"), (53, "UDP"), (5432, "TCP")]
     assert {"ipBlock": {"cidr": "10.0.0.0/8"}} in policy["egress"][1]["to"]
+
+
+def test_network_policy_without_prometheus_admits_no_one_to_the_metrics_port() -> None:
+    manifests = rendered(*SITE, "--set", "networkPolicy.ingress.prometheusNamespace=")
+    [api] = only(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert api["ports"] == [{"port": 8080, "protocol": "TCP"}]
+
+
+def test_network_policy_with_prometheus_alone_admits_it_to_the_metrics_port_only() -> None:
+    manifests = rendered(*SITE, "--set", "networkPolicy.ingress.namespaceSelectors=null")
+    [metrics] = only(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert metrics["ports"] == [{"port": 9464, "protocol": "TCP"}]
 
 
 def test_network_policy_with_no_peers_admits_nothing() -> None:
@@ -745,17 +772,26 @@ def test_dashboard_configmap_carries_the_dashboard_for_the_sidecar() -> None:
 
 
 @pytest.mark.parametrize("scenario", ["monitoring-forced", "monitoring-detected"])
-def test_service_monitor_scrapes_the_service(scenario: str) -> None:
+def test_service_monitor_scrapes_the_metrics_service_only(scenario: str) -> None:
     manifests = render(scenario)
     monitor = only(manifests, "ServiceMonitor")
     assert monitor["apiVersion"] == MONITORING_API
-    service = only(manifests, "Service")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    service = only(manifests, "Service", "intygstjanst")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # It scrapes the metrics port of the -metrics Service, which the API's Service does not carry.
+    metrics = only(manifests, "Service", "-metrics")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics["metadata"]["labels"].items()
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert metrics["spec"]["type"] == "ClusterIP"
+    assert metrics["spec"]["selector"] == service["spec"]["selector"]
+    assert metrics["spec"]["ports"] == [
+        {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
     [endpoint] = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == "http"
+    assert endpoint["port"] == "metrics"
     assert endpoint["path"] == "/metrics"
-    assert "scheme" not in endpoint  # ingress mode: the pods serve plain HTTP
+    assert "scheme" not in endpoint  # plain HTTP
     assert endpoint["interval"]
     # The rules select job="intygstjanst": the monitor names the job so whatever the release is called.
     assert {"targetLabel": "job", "replacement": "intygstjanst", "action": "replace"} in endpoint[

@@ -4,8 +4,9 @@ Prometheus, and stopped with SIGTERM.
 - Every dashboard panel's PromQL is evaluated through Prometheus's HTTP API after a short load that
   exercises every operation; none may error or return no series, and every metric a panel names must
   exist in Prometheus (so a fallback like ``or vector(0)`` cannot hide a misnamed metric).
-- Metrics are aggregated over both workers (multiprocess mode): the request counter equals the number
-  of requests sent, whichever worker served them.
+- Metrics are aggregated over both workers (multiprocess mode) and scraped from the metrics port, which
+  the supervising process serves: the request counter equals the number of requests sent, whichever
+  worker served them, and the API's port does not answer /metrics.
 - SIGTERM: a request in flight is finished, readiness is refused meanwhile, and the process exits
   within the grace period.
 
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +41,19 @@ FAST_GAUGES = {"INTYG_METRICS_REFRESH_SECONDS": "1"}
 SOAP = {"Content-Type": "text/xml; charset=utf-8"}
 
 
+@dataclass(frozen=True)
+class Service:
+    base: str
+    # The metrics port's address (host:port): the API's port does not answer /metrics.
+    metrics: str
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[str]:
-    with server.running(tmp_path, "--workers", "2", env=FAST_GAUGES) as (base, _):
-        yield base
+def service(tmp_path: Path) -> Iterator[Service]:
+    metrics = server.free_port()
+    env = {**FAST_GAUGES, "INTYG_METRICS_PORT": str(metrics)}
+    with server.running(tmp_path, "--workers", "2", env=env) as (base, _):
+        yield Service(base, f"127.0.0.1:{metrics}")
 
 
 def _post(client: httpx.Client, operation: str, major: int, body: str) -> httpx.Response:
@@ -108,12 +119,12 @@ def _load(base: str, workdir: Path) -> int:
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path, service: str) -> Iterator[str]:
+def prometheus(tmp_path: Path, service: Service) -> Iterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus is not installed: run `bash tools/install-ops-tools` (Debian's package)")
     port = server.free_port()
-    target = service.removeprefix("http://")
+    target = service.metrics
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -156,9 +167,9 @@ def _panel_queries() -> list[tuple[str, str]]:
 
 
 def test_every_dashboard_panel_answers_from_a_real_prometheus_scraping_two_workers(
-    service: str, prometheus: str, tmp_path: Path
+    service: Service, prometheus: str, tmp_path: Path
 ) -> None:
-    sent = _load(service, tmp_path)
+    sent = _load(service.base, tmp_path)
     # Enough scrapes after the load for every rate() window to hold two samples of the new values.
     server.wait_until(
         lambda: (
@@ -173,6 +184,7 @@ def test_every_dashboard_panel_answers_from_a_real_prometheus_scraping_two_worke
     total = float(_query(prometheus, "sum(intyg_requests_total)")[0]["value"][1])
     assert total == sent, "both workers' requests are counted once each (multiprocess mode)"
     assert len(_query(prometheus, 'up{job="intygstjanst"} == 1')) == 1
+    assert httpx.get(f"{service.base}/metrics").status_code == 404
 
     queries = _panel_queries()
     assert len(queries) >= 10

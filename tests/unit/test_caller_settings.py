@@ -227,6 +227,17 @@ def test_the_development_default_serves_loopback_only() -> None:
     assert "0.0.0.0" in problem and "INTYG_TLS_CLIENT_CA_FILE" in problem
 
 
+def test_the_metrics_have_a_port_of_their_own() -> None:
+    # Issue 10: a network policy can admit Prometheus to it and no caller of the API.
+    assert settings().metrics_port == 9464
+    assert settings().unfit_to_serve(port=8080) == []
+    [problem] = settings(metrics_port=8080).unfit_to_serve(port=8080)
+    assert "INTYG_METRICS_PORT" in problem
+    for port in (0, 65536):
+        with pytest.raises(ValidationError):
+            settings(metrics_port=port)
+
+
 def test_identified_callers_may_be_served_beyond_loopback() -> None:
     assert settings(**TLS, **IDENTITY).unfit_to_serve(host="0.0.0.0") == []
 

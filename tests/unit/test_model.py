@@ -1,11 +1,13 @@
-"""The domain model: ``PersonId.parse`` accepts exactly the valid personnummer and samordningsnummer."""
+"""The domain model: ``PersonId.parse`` accepts exactly the valid personnummer and samordningsnummer, and
+the known certificate types cover the default recipients'."""
 
 from __future__ import annotations
 
 import pytest
 
 from service import errors
-from service.model import PersonId
+from service.config import DEFAULT_RECIPIENTS
+from service.model import CERTIFICATE_TYPES, OTHER_CERTIFICATE_TYPE, PersonId
 
 # 191212121212 is the Swedish tax agency's test personnummer. 191212721219 is its samordningsnummer
 # (day 12 + 60) with the check digit computed by the Luhn algorithm over the last ten digits.
@@ -78,3 +80,11 @@ def test_the_repr_never_shows_the_number(raw: str) -> None:
     for text in (repr(person), str(person), f"{person!r}", repr([person])):
         assert raw not in text
         assert raw[:8] not in text
+
+
+def test_every_type_a_default_recipient_takes_is_a_known_certificate_type() -> None:
+    # The metrics count a registered certificate by its type only where it is known (issue 10).
+    taken = {type_code for recipient in DEFAULT_RECIPIENTS for type_code in recipient.certificate_types}
+    assert taken <= CERTIFICATE_TYPES
+    assert {"AG114", "AG7804"} <= CERTIFICATE_TYPES - taken
+    assert OTHER_CERTIFICATE_TYPE not in CERTIFICATE_TYPES

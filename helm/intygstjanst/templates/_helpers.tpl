@@ -64,7 +64,7 @@ files mounted from Secrets (a ConfigMap is readable by more people than a Secret
 definition of a name would silently shadow the first).
 */}}
 {{- define "intygstjanst.settings" -}}
-{{- $reserved := list "INTYG_PROFILE" "INTYG_LOG_LEVEL" "INTYG_TIMEZONE" "INTYG_DB_POOL_SIZE" "INTYG_PORTAL_ISSUER" "INTYG_PORTAL_AUDIENCE" "INTYG_TRUSTED_PROXIES" "INTYG_CLIENT_CERT_HEADER" "INTYG_DATABASE_URL" "INTYG_PORTAL_JWKS_FILE" "INTYG_TLS_CLIENT_CA_FILE" "INTYG_PERMISSIONS_FILE" "INTYG_TLS_CERT_FILE" "INTYG_TLS_KEY_FILE" "INTYG_KEYS_FILE" "INTYG_AUDIT_SIGNING_KEY_FILE" -}}
+{{- $reserved := list "INTYG_PROFILE" "INTYG_LOG_LEVEL" "INTYG_TIMEZONE" "INTYG_DB_POOL_SIZE" "INTYG_PORTAL_ISSUER" "INTYG_PORTAL_AUDIENCE" "INTYG_TRUSTED_PROXIES" "INTYG_CLIENT_CERT_HEADER" "INTYG_METRICS_PORT" "INTYG_DATABASE_URL" "INTYG_PORTAL_JWKS_FILE" "INTYG_TLS_CLIENT_CA_FILE" "INTYG_PERMISSIONS_FILE" "INTYG_TLS_CERT_FILE" "INTYG_TLS_KEY_FILE" "INTYG_KEYS_FILE" "INTYG_AUDIT_SIGNING_KEY_FILE" -}}
 INTYG_PROFILE: {{ .Values.config.profile | quote }}
 INTYG_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 INTYG_TIMEZONE: {{ .Values.config.timezone | quote }}
@@ -185,6 +185,9 @@ readable way. Included by the Deployment, which every render has.
 */}}
 {{- define "intygstjanst.validate" -}}
 {{- $c := .Values.callers }}
+{{- if eq (int .Values.metricsPort) (int .Values.containerPort) }}
+{{- fail "metricsPort must differ from containerPort: the metrics have a port of their own, which only Prometheus may reach" }}
+{{- end }}
 {{- if not (has .Values.config.profile (list "production" "development")) }}
 {{- fail (printf "config.profile must be production or development, not %q" (toString .Values.config.profile)) }}
 {{- end }}
