@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
-    from service import tls
+    from service import connection, tls
     from service.app import callers
 
     if problems := settings.unfit_to_serve(host=args.host):
@@ -350,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Intygstjänsten listening on {scheme}://{args.host}:{args.port} (database: {database})", flush=True
     )
-    if args.workers > 1:
-        _multiprocess_metrics_dir()
-    uvicorn.run(
+    config = uvicorn.Config(
         "service.app:create_app_from_environment",
         factory=True,
         host=args.host,
@@ -367,7 +366,17 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
         **served,
     )
-    return 0
+    # What uvicorn.run does, with uvicorn's supervisor of several workers replaced by ours, which closes
+    # the listening socket as the drain begins (service/connection.py).
+    if args.workers > 1:
+        _multiprocess_metrics_dir()
+        connection.Supervisor(config, sockets=[config.bind_socket()]).run()
+        return 0
+    one = uvicorn.Server(config)
+    # uvicorn re-raises the signal it stopped on once it has shut down: SIGINT as KeyboardInterrupt.
+    with contextlib.suppress(KeyboardInterrupt):
+        one.run()
+    return 0 if one.started else STARTUP_FAILURE
 
 
 if __name__ == "__main__":
