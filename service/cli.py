@@ -328,12 +328,17 @@ def main(argv: list[str] | None = None) -> int:
             "loopback only and every SOAP caller is the development consumer, allowed every operation "
             "for every care giver. Never run like this in production."
         )
+    limits = connection.Limits(
+        header_deadline=settings.header_deadline_seconds, max_connections=settings.max_connections
+    )
     served: dict[str, Any] = {
         # uvicorn's "auto" is already the fast pair where it is importable: uvloop for the event loop and
         # httptools for the HTTP parser (both are dependencies; uvloop has no Windows build), else asyncio
         # and h11 (uvicorn 0.54: loops/auto.py, protocols/http/auto.py). Named here so that it shows.
         "loop": "auto",
-        "http": "auto",
+        # The same auto choice of parser, bounding slow and silent clients (service/connection.py). A
+        # partial of a class: uvicorn calls it to make each connection's protocol, workers unpickle it.
+        "http": functools.partial(connection.BoundedProtocol, limits=limits),
     }
     if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
         served |= {
@@ -344,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings.tls_key_file,
                 settings.tls_client_ca_file,
             ),
-            # The same auto choice of parser, subclassed to hand the app the client's certificate.
-            "http": "service.tls:ClientCertificateProtocol",
+            # The same, subclassed to hand the app the client's certificate.
+            "http": functools.partial(tls.ClientCertificateProtocol, limits=limits),
         }
     scheme = "https" if "ssl_context_factory" in served else "http"
     print(
