@@ -253,7 +253,11 @@ def test_a_client_connecting_while_the_service_drains_is_refused_at_once_never_l
     port = server.free_port()
     grace = 10
     process = server.start(
-        tmp_path, port, "--workers", workers, env={"INTYG_SHUTDOWN_GRACE_SECONDS": str(grace)}
+        tmp_path,
+        port,
+        "--workers",
+        workers,
+        env={"INTYG_SHUTDOWN_GRACE_SECONDS": str(grace), "INTYG_BODY_DEADLINE_SECONDS": "30"},
     )
     base = f"http://127.0.0.1:{port}"
     try:
