@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import metrics, store
 from service.audit import RefusalBudget
 from service.config import Settings
+from service.connection import BodyDeadline
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier, portal_keys
 from service.rest.headers import SecurityHeaders
@@ -205,6 +206,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/contracts", StaticFiles(directory=messages.CONTRACTS), name="contracts")
     app.add_middleware(ContractPosts, endpoint=soap)
     app.add_middleware(BodyLimit, prefix=CITIZEN_API, max_bytes=settings.max_json_bytes)
+    app.add_middleware(BodyDeadline, seconds=settings.body_deadline_seconds)
     app.add_middleware(rest_errors.Unforeseen)
     app.add_middleware(SecurityHeaders, private_prefix=CITIZEN_API, https=settings.tls_cert_file is not None)
     app.add_middleware(TelemetryMiddleware, soap_operations=soap.operations())

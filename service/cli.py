@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
-    from service import metrics, tls
+    from service import connection, metrics, tls
     from service.app import callers
 
     if problems := settings.unfit_to_serve(host=args.host, port=args.port):
@@ -327,12 +328,17 @@ def main(argv: list[str] | None = None) -> int:
             "loopback only and every SOAP caller is the development consumer, allowed every operation "
             "for every care giver. Never run like this in production."
         )
+    limits = connection.Limits(
+        header_deadline=settings.header_deadline_seconds, max_connections=settings.max_connections
+    )
     served: dict[str, Any] = {
         # uvicorn's "auto" is already the fast pair where it is importable: uvloop for the event loop and
         # httptools for the HTTP parser (both are dependencies; uvloop has no Windows build), else asyncio
         # and h11 (uvicorn 0.54: loops/auto.py, protocols/http/auto.py). Named here so that it shows.
         "loop": "auto",
-        "http": "auto",
+        # The same auto choice of parser, bounding slow and silent clients (service/connection.py). A
+        # partial of a class: uvicorn calls it to make each connection's protocol, workers unpickle it.
+        "http": functools.partial(connection.BoundedProtocol, limits=limits),
     }
     if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
         served |= {
@@ -343,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings.tls_key_file,
                 settings.tls_client_ca_file,
             ),
-            # The same auto choice of parser, subclassed to hand the app the client's certificate.
-            "http": "service.tls:ClientCertificateProtocol",
+            # The same, subclassed to hand the app the client's certificate.
+            "http": functools.partial(tls.ClientCertificateProtocol, limits=limits),
         }
     scheme = "https" if "ssl_context_factory" in served else "http"
     if args.workers > 1:
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         f"metrics on http://{args.host}:{settings.metrics_port}/metrics",
         flush=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         "service.app:create_app_from_environment",
         factory=True,
         host=args.host,
@@ -384,7 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=False,
         **served,
     )
-    return 0
+    # What uvicorn.run does, with uvicorn's supervisor of several workers replaced by ours, which closes
+    # the listening socket as the drain begins (service/connection.py).
+    if args.workers > 1:
+        connection.Supervisor(config, sockets=[config.bind_socket()]).run()
+        return 0
+    one = uvicorn.Server(config)
+    # uvicorn re-raises the signal it stopped on once it has shut down: SIGINT as KeyboardInterrupt.
+    with contextlib.suppress(KeyboardInterrupt):
+        one.run()
+    return 0 if one.started else STARTUP_FAILURE
 
 
 if __name__ == "__main__":

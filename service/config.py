@@ -281,6 +281,14 @@ class Settings(BaseSettings):
     # On SIGTERM: stop accepting, let requests in flight finish for at most this long, then exit
     # (below Kubernetes' terminationGracePeriodSeconds, default 30).
     shutdown_grace_seconds: int = Field(default=20, ge=1, le=600)
+    # Slow and silent clients (issue 10, item 8; service/connection.py): in direct mode no ingress bounds
+    # them. A request's headers must be complete within `header_deadline_seconds` of the connection's
+    # opening (or of the request's first byte on a kept-alive one), else 408 and the connection closes;
+    # its body within `body_deadline_seconds` of its headers (2 MB at 200 kB/s), else the channel's
+    # error. Each worker holds at most `max_connections` open; the next is answered 503 and closed.
+    header_deadline_seconds: float = Field(default=5.0, gt=0, le=300)
+    body_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
+    max_connections: int = Field(default=500, ge=1, le=10_000)
     # Encryption at rest (issue 5, service/store/crypto.py): the key-encryption keys (KEKs) that wrap
     # each certificate's data key, and the lookup key that hashes personal identity numbers for
     # lookups. Either a keys file (JSON, see _KeysFile; mode 0600, e.g. a mounted secret) or

@@ -17,7 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from service.connection import BoundedProtocol
 
 # TLS versions as the ASGI TLS extension writes them (the protocol's version number).
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
@@ -71,10 +72,11 @@ class _WithTls:
 
 
 # uvicorn (0.54) does not yet give the app the peer's certificate: the ASGI TLS extension is proposed
-# in Kludex/uvicorn#3132 and #3133. Until it ships, this subclass of the HTTP protocol uvicorn would
-# pick (httptools where installed, else h11) adds it; drop it, and `http=` in cli.py, when it does.
-# The protocol reads `self.app` for each request, so wrapping it once per connection suffices.
-class ClientCertificateProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+# in Kludex/uvicorn#3132 and #3133. Until it ships, this subclass of the HTTP protocol (the one
+# uvicorn would pick, with the bounds of service/connection.py) adds it; drop it, and its `http=` in
+# cli.py, when it does. The protocol reads `self.app` for each request, so wrapping it once per
+# connection suffices.
+class ClientCertificateProtocol(BoundedProtocol):
     app: ASGIApp
 
     def connection_made(self, transport: Any) -> None:

@@ -65,7 +65,12 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
 }
 
 # Problems the framework raises before an operation is reached.
-_HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+_HTTP_CODES: Final = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "request_too_large",
+}
 
 
 def rest_error(exc: errors.ServiceError) -> RestError:
@@ -82,6 +87,10 @@ def problem(
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="intygstjanst", error="invalid_token"'
+    if status == 408:
+        # The body did not arrive in time (service/connection.py); the rest of it may still be on its
+        # way, where a next request would be read (RFC 9110, 408: the server closes the connection).
+        headers["Connection"] = "close"
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import access, errors, operations
 from service.audit import RefusalBudget
+from service.connection import BodyTooSlow
 from service.model import Caller, CallerKind, Channel, Recipient
 from service.soap import faults
 from service.soap import messages as m
@@ -157,7 +158,13 @@ class SoapEndpoint:
         return {path: f"{c.operation}:{c.major}" for path, c in self.by_path.items()}
 
     async def handle(self, contract: Contract, request: Request) -> tuple[Response, str]:
-        data = await _read_limited(request, self.max_request_bytes)
+        try:
+            data = await _read_limited(request, self.max_request_bytes)
+        except BodyTooSlow:
+            fault = _fault("Client", "The message did not arrive in time")
+            # The rest of the body may still be on its way, where a next request would be read.
+            fault.headers["Connection"] = "close"
+            return fault, "fault"
         if data is None:
             return _fault("Client", "The message is larger than this service accepts"), "fault"
         try:

@@ -37,6 +37,7 @@ REGISTER_NS = "urn:riv:clinicalprocess:healthcond:certificate:RegisterCertificat
 # A refused caller is refused before its request is validated: any RegisterCertificate body will do.
 EMPTY_REGISTER = envelope_for("RegisterCertificate", 3, f'<r:RegisterCertificate xmlns:r="{REGISTER_NS}"/>')
 XML = {"Content-Type": "text/xml; charset=utf-8"}
+HEADER_DEADLINE = 2.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
             INTYG_TLS_KEY_FILE=str(pki.server_key),
             INTYG_TLS_CLIENT_CA_FILE=str(pki.ca_file),
             INTYG_PERMISSIONS_FILE=str(pki.permissions_file),
+            # Short, for the test of slow clients over TLS; loopback requests never come near it.
+            INTYG_HEADER_DEADLINE_SECONDS=str(HEADER_DEADLINE),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -224,3 +227,23 @@ def test_probes_and_the_citizen_api_answer_without_a_client_certificate(service:
         assert refused.headers["strict-transport-security"] == "max-age=31536000"
         assert refused.headers["cache-control"] == "no-store"
         assert "server" not in refused.headers
+
+
+def test_a_tls_connection_that_sends_no_request_is_answered_408_and_closed_at_the_header_deadline(
+    service: Service,
+) -> None:
+    """Issue 10, item 8, over TLS: the protocol that hands the app the client certificate bounds slow
+    and silent clients as the plain one does (``test_slow_clients.py``)."""
+    host, port = "127.0.0.1", int(service.url.rsplit(":", 1)[1])
+    with (
+        socket.create_connection((host, port), timeout=10) as raw,
+        service.context("webcert").wrap_socket(raw, server_hostname=host) as silent,
+    ):
+        started = time.monotonic()
+        answer = b""
+        while chunk := silent.recv(65536):
+            answer += chunk
+        elapsed = time.monotonic() - started
+
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert HEADER_DEADLINE - 0.1 < elapsed < HEADER_DEADLINE + 1.5, elapsed

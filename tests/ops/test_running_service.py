@@ -242,3 +242,68 @@ def test_sigterm_finishes_the_request_in_flight_refuses_readiness_and_exits_in_t
         assert process.returncode in (0, -signal.SIGTERM)
     finally:
         server.stop(process)
+
+
+def _readiness_now(base: str) -> str:
+    """What a client asking ``/readyz`` on a new connection hears within a second: a status code,
+    "refused" where nothing listens any more, or "hung"."""
+    try:
+        return str(httpx.get(f"{base}/readyz", timeout=1).status_code)
+    except httpx.ConnectError:
+        return "refused"
+    except httpx.TimeoutException:
+        return "hung"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_client_connecting_while_the_service_drains_is_refused_at_once_never_left_hanging(
+    tmp_path: Path, workers: str
+) -> None:
+    """Issue 10, item 7: with several workers, uvicorn's parent process kept the listening socket open
+    through the drain, so a new connection was taken into its backlog, hung until the grace ended, and
+    was reset. Readiness is refused meanwhile, on a connection opened before SIGTERM as well."""
+    port = server.free_port()
+    grace = 10
+    process = server.start(
+        tmp_path,
+        port,
+        "--workers",
+        workers,
+        env={"INTYG_SHUTDOWN_GRACE_SECONDS": str(grace), "INTYG_BODY_DEADLINE_SECONDS": "30"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the service is ready")
+        envelope = s.envelope_for("GetConsent", 1, s.get_consent("191212121212"))
+        with (
+            socket.create_connection(("127.0.0.1", port)) as held,
+            socket.create_connection(("127.0.0.1", port)) as probe,
+        ):
+            # A request in flight (half its body sent) keeps its worker draining until the grace ends.
+            held.sendall(
+                f"POST {s.path_of('GetConsent', 1)} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                f"Content-Length: {len(envelope)}\r\n\r\n".encode()
+                + envelope[: len(envelope) // 2]
+            )
+            time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            # uvicorn's supervisor looks at its signals every 0.5 s before it passes SIGTERM on.
+            time.sleep(1.5)
+            probe.settimeout(2)
+            probe.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            try:
+                readiness = probe.recv(4096).split(b"\r\n", 1)[0]
+            except ConnectionResetError:
+                readiness = b""
+            heard = []
+            for _ in range(3):
+                asked = time.monotonic()
+                heard.append(_readiness_now(base))
+                assert time.monotonic() - asked < 1.5, heard
+                time.sleep(0.3)
+            assert process.poll() is None, "the service should still be draining the request in flight"
+        assert readiness in (b"HTTP/1.1 503 Service Unavailable", b""), readiness
+        assert set(heard) <= {"refused", "503"}, heard
+        process.wait(timeout=grace + 5)
+    finally:
+        server.stop(process)
