@@ -154,11 +154,11 @@ class Authority:
     ) -> Issued:
         """A SITHS-style function certificate: the HSA id in serialNumber (a PrintableString, or with
         ``utf8`` a UTF8String, which may hold any character), a name in CN."""
-        kind = {"_type": _ASN1Type.UTF8String} if utf8 else {}
+        kind = _ASN1Type.UTF8String if utf8 else _ASN1Type.PrintableString
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
-                x509.NameAttribute(NameOID.SERIAL_NUMBER, hsa_id, **kind),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, hsa_id, _type=kind),
                 x509.NameAttribute(NameOID.COMMON_NAME, f"system {hsa_id}"),
             ]
         )

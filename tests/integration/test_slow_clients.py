@@ -124,6 +124,16 @@ def test_the_next_request_on_a_kept_alive_connection_gets_the_header_deadline_to
     assert _within_the_deadline(elapsed), elapsed
 
 
+def _body_trickled(base: str, port: int, head: bytes, body: bytes) -> tuple[bytes, float]:
+    """The answer to a request whose headers come at once and whose body a byte at a time, and how
+    long it took; other requests are served meanwhile."""
+    with _connect(port) as slow, ThreadPoolExecutor(1) as pool:
+        slow.sendall(head)
+        sending = pool.submit(_trickle, slow, body)
+        _served_meanwhile(base)
+        return sending.result(timeout=10)
+
+
 def test_a_soap_body_sent_a_byte_every_half_second_gets_a_client_fault_at_the_body_deadline(
     service: tuple[str, int],
 ) -> None:
@@ -133,11 +143,7 @@ def test_a_soap_body_sent_a_byte_every_half_second_gets_a_client_fault_at_the_bo
         f"POST {s.path_of('GetConsent', 1)} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml; charset=utf-8\r\n"
         f"Content-Length: {len(envelope)}\r\n\r\n"
     ).encode()
-    with _connect(port) as slow, ThreadPoolExecutor(1) as pool:
-        slow.sendall(head)
-        sending = pool.submit(_trickle, slow, envelope)
-        _served_meanwhile(base)
-        answer, elapsed = sending.result(timeout=10)
+    answer, elapsed = _body_trickled(base, port, head, envelope)
 
     status, _, rest = answer.partition(b"\r\n")
     assert status == b"HTTP/1.1 500 Internal Server Error", answer
@@ -156,11 +162,7 @@ def test_a_rest_body_sent_a_byte_every_half_second_gets_problem_json_408_at_the_
         "PUT /api/citizen/v1/consent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
-    with _connect(port) as slow, ThreadPoolExecutor(1) as pool:
-        slow.sendall(head)
-        sending = pool.submit(_trickle, slow, body)
-        _served_meanwhile(base)
-        answer, elapsed = sending.result(timeout=10)
+    answer, elapsed = _body_trickled(base, port, head, body)
 
     headers, _, content = answer.partition(b"\r\n\r\n")
     assert headers.startswith(b"HTTP/1.1 408 "), answer
