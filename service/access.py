@@ -1,17 +1,19 @@
 """Which calling system may make which SOAP call: the permission table. Pure.
 
 Care systems call over mutual TLS; the system's HSA id is read from its client certificate
-(``soap/caller.py``). The permission table (``INTYG_PERMISSIONS_FILE``, read by ``config.py``) names
-each consumer and what it may do: which operations, for which care givers, at which logical
-addresses, as the national service platform's routing and permissions do (issue 5). Without a table
+(``soap/caller.py``). The permission table (``INTYG_PERMISSIONS_FILE``, read by ``loader.py`` and
+checked by ``permission_table`` here) names each consumer and what it may do: which operations, for
+which care givers, at which logical addresses, as the national service platform's routing and
+permissions do (README.md, "Callers"). Without a table
 (the embedded development default, on loopback only) every caller is ``DEVELOPMENT_CONSUMER``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 from service import errors
 
@@ -64,6 +66,43 @@ class PermissionTable:
         if found is None:
             raise errors.CallerNotPermitted("the calling system is not in the permission table")
         return found
+
+
+class ServedContract(Protocol):
+    """What the table is checked against: a contract the service serves (``soap.contracts.Contract``)."""
+
+    @property
+    def operation(self) -> str: ...
+    @property
+    def major(self) -> int: ...
+    @property
+    def for_citizen(self) -> bool: ...
+
+
+def permission_table(consumers: Iterable[Consumer], served: Sequence[ServedContract]) -> PermissionTable:
+    """The table of ``consumers``, each checked against the contracts ``served``. Raises ValueError
+    naming the consumer for an operation not served, or for a contract acting for a citizen granted
+    to a system limited to some care givers."""
+    listed = tuple(consumers)
+    known = {c.operation for c in served} | {f"{c.operation}:{c.major}" for c in served}
+    for consumer in listed:
+        unknown = sorted((consumer.operations or frozenset()) - known)
+        if unknown:
+            raise ValueError(f"{consumer.hsa_id}: not operations this service serves: {', '.join(unknown)}")
+        # A citizen's consent, lists and reads reach every care giver's certificates, and withdrawing
+        # consent deletes them (DOMAIN.md rule 6): a system limited to some care givers may not.
+        granted = [
+            f"{c.operation}:{c.major}"
+            for c in served
+            if c.for_citizen and consumer.may_call(c.operation, c.major)
+        ]
+        if granted and consumer.care_givers is not None:
+            raise ValueError(
+                f"{consumer.hsa_id} is limited to some care givers but is granted {', '.join(granted)}, which "
+                'act for a citizen across every care giver: only a consumer with "care_givers": ["*"] '
+                "may call them (list this consumer's operations without them)"
+            )
+    return PermissionTable.of(listed)
 
 
 def require_call(consumer: Consumer, *, operation: str, major: int, logical_address: str) -> None:

@@ -1,4 +1,5 @@
-"""``create_app(settings)``: the engine, the compiled XSD, the routers and error handlers. All wiring."""
+"""``create_app(settings, loaded)``: the engine, the compiled XSD, the routers and error handlers, built
+from the settings and what was loaded from the files they name (``service/loader.py``). All wiring."""
 
 from __future__ import annotations
 
@@ -20,17 +21,17 @@ from service import metrics, store
 from service.audit import RefusalBudget
 from service.config import Settings
 from service.connection import BodyDeadline
+from service.loader import Loaded, load
 from service.rest import errors as rest_errors
-from service.rest.auth import TokenVerifier, portal_keys
+from service.rest.auth import TokenVerifier
 from service.rest.headers import SecurityHeaders
 from service.rest.health import health_router
 from service.rest.limit import BodyLimit
 from service.rest.routes import PREFIX as CITIZEN_API
 from service.rest.routes import citizen_router
 from service.soap import messages
-from service.soap.caller import Callers, ClientCertificates
+from service.soap.caller import Callers
 from service.soap.endpoint import ContractPosts, SoapEndpoint
-from service.store import audit_key
 from service.store.audit_sealer import Sealer
 from service.store.repositories import store_statistics
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
@@ -92,29 +93,30 @@ def _drain_on_sigterm(app: FastAPI) -> Callable[[], None]:
     return restore
 
 
-def callers(settings: Settings) -> Callers:
+def callers(settings: Settings, loaded: Loaded) -> Callers:
     """Who calls the SOAP endpoint: with a permission table, the system its client certificate
-    proves; without one (the development default) the development consumer (issue 5)."""
+    proves; without one (the development default) the development consumer (README.md, "Callers")."""
     return Callers(
-        table=settings.permissions(),
-        certificates=(
-            ClientCertificates.from_file(settings.tls_client_ca_file) if settings.tls_client_ca_file else None
-        ),
+        table=loaded.permissions,
+        certificates=loaded.client_certificates,
         trusted_proxies=settings.trusted_proxies,
         client_cert_header=settings.client_cert_header,
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
-    soap_callers = callers(settings)
-    # Read once: the keys of encryption at rest (issue 5), shared by every unit of work.
-    keyring = settings.keyring()
+def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
+    """The app of ``settings``, built from ``loaded`` (read from the files they name when not given)."""
+    if loaded is None:
+        loaded = load(settings)
+    soap_callers = callers(settings, loaded)
+    # One key ring, shared by every unit of work.
+    keyring = loaded.keyring
     engine = create_engine(
         settings.database_url, pool_size=settings.db_pool_size, timeouts=settings.database_timeouts()
     )
     zone = ZoneInfo(settings.timezone)
-    recipients = settings.recipients()
-    signer = audit_key.signer(settings)
+    recipients = loaded.recipients
+    signer = loaded.signer
 
     def unit_of_work() -> SqlUnitOfWork:
         return SqlUnitOfWork(engine, keyring, deadline=settings.db_deadline_seconds)
@@ -138,7 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
         public_base_url=settings.public_base_url,
     )
     verifier = TokenVerifier(
-        portal_keys(settings),
+        loaded.portal_keys,
         issuer=settings.portal_issuer,
         audience=settings.portal_audience,
         leeway=settings.token_leeway_seconds,

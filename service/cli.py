@@ -1,5 +1,16 @@
 """The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``erase-care-giver``, ``verify-audit``
-and ``dev-token``."""
+and ``dev-token``, one function each.
+
+Every command answers what an operator can get wrong or meet (settings that do not validate, a file or
+key they name that cannot be used, a store that cannot be reached, stored data that cannot be read)
+with one line on stderr, never a traceback (``_answering``). Exit codes, for every command:
+
+- 0: done;
+- 1: done, with something left for the operator: ``rotate-kek``, data keys remain under another KEK
+  (run it again); ``verify-audit``, the audit log is not intact;
+- 2: refused, for the reason on the one line;
+- 3: ``serve`` only, the server failed to start (uvicorn's own ``STARTUP_FAILURE``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +24,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +32,16 @@ import psycopg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from service import operations
-from service.config import Settings
-from service.errors import StoredDataUnreadable
+from service import loader, operations
+from service.config import InvalidSettings, Settings, from_environment
+from service.errors import StoredDataUnreadable, StoreUnavailable
 from service.model import Caller, CallerKind, Channel
-from service.store import audit_key, migration, rotation
+from service.store import migration, rotation
 from service.store.crypto import KeyRing
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import configure_logging
+
+DONE, NOT_ALL, REFUSED = 0, 1, 2
 
 
 def _multiprocess_metrics_dir() -> None:
@@ -45,13 +59,46 @@ def _multiprocess_metrics_dir() -> None:
 _HSA_LIKE = re.compile(r"[!-~]{1,128}")
 
 
-def _keyring(settings: Settings) -> KeyRing | None:
-    """The keys of encryption at rest, or None (saying why) where they cannot be had."""
+def _first_line(exc: BaseException) -> str:
+    # The driver's first line names the cause; PostgreSQL's next lines would quote the SQL.
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    reason = str(cause).strip()
+    return reason.splitlines()[0] if reason else type(cause).__name__
+
+
+def _answering(command: Callable[[Settings, argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Runs ``command`` on the environment's settings. What an operator can get wrong or meet becomes one
+    line on stderr and exit 2; anything else is a fault of ours, and keeps its traceback."""
     try:
-        return settings.keyring()
-    except (OSError, ValueError) as exc:
-        print(f"the keys of encryption at rest cannot be used: {exc}", file=sys.stderr)
-        return None
+        settings = from_environment()
+        configure_logging(settings.log_level)
+        return command(settings, args)
+    except (InvalidSettings, loader.Unusable) as exc:
+        reason = str(exc)
+    except StoredDataUnreadable as exc:
+        reason = f"{args.command} stopped: {exc}"
+    except (StoreUnavailable, DBAPIError, psycopg.Error, OSError) as exc:
+        # psycopg's own: the units of work on PostgreSQL; OSError: a socket or file of the store.
+        reason = f"cannot reach the store: {_first_line(exc)}"
+    refusing = "refusing to start: " if args.command == "serve" else ""
+    print(refusing + reason, file=sys.stderr)
+    return REFUSED
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    # Keys are needed where stored rows are to be encrypted; without any to be had, the migration says
+    # so if it finds such rows.
+    needs_keys = settings.keys_configured or settings.may_generate_keys
+    keyring = loader.keyring(settings) if needs_keys else None
+    try:
+        migration.upgrade(settings.database_url, keyring=keyring)
+    except RuntimeError as exc:  # a migration that cannot convert the stored rows says why
+        print(f"migration stopped: {exc}", file=sys.stderr)
+        return REFUSED
+    print("database schema is at the newest version")
+    return DONE
 
 
 async def _rotate(settings: Settings, keyring: KeyRing, batch_size: int) -> rotation.Rotation:
@@ -62,15 +109,10 @@ async def _rotate(settings: Settings, keyring: KeyRing, batch_size: int) -> rota
         await dispose(engine)
 
 
-def _rotate_kek(settings: Settings, batch_size: int) -> int:
-    keyring = _keyring(settings)
-    if keyring is None:
-        return 2
-    try:
-        done = asyncio.run(_rotate(settings, keyring, batch_size))
-    except StoredDataUnreadable as exc:
-        print(f"rotation stopped: {exc}", file=sys.stderr)
-        return 2
+def _rotate_kek(settings: Settings, args: argparse.Namespace) -> int:
+    """README.md, "Rotating the KEK", step 3."""
+    keyring = loader.keyring(settings)
+    done = asyncio.run(_rotate(settings, keyring, args.batch_size))
     print(
         f"re-wrapped {done.rewrapped} data keys under the current KEK {keyring.current!r}; "
         f"{done.remaining} remain under other KEKs"
@@ -78,8 +120,8 @@ def _rotate_kek(settings: Settings, batch_size: int) -> int:
     if done.remaining:
         # Written meanwhile by an instance that does not have the new KEK as current yet.
         print("run rotate-kek again once every instance runs with the new KEK as current", file=sys.stderr)
-        return 1
-    return 0
+        return NOT_ALL
+    return DONE
 
 
 async def _erase(
@@ -113,72 +155,58 @@ async def _erase(
         await dispose(engine)
 
 
-def _erase_care_giver(settings: Settings, care_giver_id: str, operator: str, confirmed: bool) -> int:
+def _erase_care_giver(settings: Settings, args: argparse.Namespace) -> int:
     """DOMAIN.md, who calls what: an operator erases a care giver's copies at the end of its contract
     (rule 5 for each). Without --yes it only says how many it would remove."""
+    care_giver_id, operator = args.care_giver, args.operator
     if not _HSA_LIKE.fullmatch(care_giver_id) or not _HSA_LIKE.fullmatch(operator):
         print("the care giver and the operator are ids of 1 to 128 printable characters", file=sys.stderr)
-        return 2
-    keyring = _keyring(settings)
-    if keyring is None:
-        return 2
-    try:
-        done = asyncio.run(_erase(settings, keyring, care_giver_id, operator, confirmed))
-    except (DBAPIError, psycopg.Error) as exc:  # psycopg's own: the units of work on PostgreSQL
-        print(f"cannot reach the store: {_first_line(exc)}", file=sys.stderr)
-        return 2
-    except StoredDataUnreadable as exc:
-        print(f"erasure stopped: {exc}", file=sys.stderr)
-        return 2
+        return REFUSED
+    keyring = loader.keyring(settings)
+    done = asyncio.run(_erase(settings, keyring, care_giver_id, operator, args.yes))
     if isinstance(done, int):
         print(f"{done} care copies of {care_giver_id} would be removed; nothing changed (run with --yes)")
-        return 0
+        return DONE
     print(
         f"removed {done.kept_for_citizens + done.deleted} care copies of {care_giver_id}: "
         f"{done.kept_for_citizens} kept for citizens with consent, {done.deleted} deleted permanently"
     )
-    return 0
+    return DONE
 
 
-def _first_line(exc: DBAPIError | psycopg.Error) -> str:
-    # The driver's first line names the cause; PostgreSQL's next lines would quote the SQL.
-    cause = exc.orig if isinstance(exc, DBAPIError) else exc
-    reason = str(cause).strip()
-    return reason.splitlines()[0] if reason else type(cause).__name__
-
-
-def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
-    """Issue 5: one line, the verdict on the whole audit chain. It names places, never a record's content
-    (records hold identities). Exit 0 intact, 1 not intact, 2 nothing to check with."""
+def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """README.md, "Audit log": one line, the verdict on the whole audit chain. It names places, never a
+    record's content (records hold identities). Exit 0 intact, 1 not intact, 2 nothing to check with."""
     from service.store import audit_verification
 
+    keys = loader.audit_verify_keys(settings)
+    checkpoint_log: Path | None = args.checkpoint_log
     try:
-        keys = audit_key.verify_keys(settings)
         logged = audit_verification.logged_checkpoints(checkpoint_log) if checkpoint_log else []
     except OSError as exc:
         print(f"cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # names the file, never key material
-        print(f"unusable key or checkpoint log: {exc}", file=sys.stderr)
-        return 2
+        return REFUSED
+    except ValueError as exc:
+        print(f"unusable checkpoint log: {exc}", file=sys.stderr)
+        return REFUSED
     if not keys:
         print(
             "no key to check the audit checkpoints with: set INTYG_AUDIT_VERIFY_KEYS_FILE (public keys)",
             file=sys.stderr,
         )
-        return 2
+        return REFUSED
     started = time.perf_counter()
     try:
         verdict = audit_verification.verify_database(settings.database_url, keys, logged=logged)
     except DBAPIError as exc:  # no such database, or not migrated
         print(f"cannot read the audit log: {_first_line(exc)}", file=sys.stderr)
-        return 2
+        return REFUSED
     elapsed = time.perf_counter() - started
     if verdict.problem is not None:
         print(f"audit log NOT intact: {verdict.problem.message}")
-        return 1
-    # Issue 9: records not sealed yet are protected by nothing but their form; say how many and how
-    # long the oldest has waited (the sealer's lag), on the same line.
+        return NOT_ALL
+    # Records not sealed yet are protected by nothing but their form (README.md, "The tamper-evidence
+    # window"): say how many and how long the oldest has waited (the sealer's lag), on the same line.
     tail = f"unsealed tail: {verdict.unsealed} records"
     if verdict.oldest_unsealed is not None:
         now = settings.clock()()
@@ -187,20 +215,180 @@ def _verify_audit(settings: Settings, checkpoint_log: Path | None) -> int:
         f"audit log intact: {verdict.records} records, {verdict.checkpoints} checkpoints, "
         f"verified in {elapsed:.2f} s ({verdict.records / max(elapsed, 1e-9):.0f} records/s); {tail}"
     )
-    return 0
+    return DONE
+
+
+def _dev_token(settings: Settings, args: argparse.Namespace) -> int:
+    from service.errors import InvalidPersonId
+    from service.model import PersonId
+    from service.rest.auth import dev_token
+
+    if settings.portal_key_configured:
+        print("a portal key is configured: the service accepts no development tokens", file=sys.stderr)
+        return REFUSED
+    try:
+        print(dev_token(settings, PersonId.parse(args.personnummer)))
+    except InvalidPersonId as exc:
+        print(f"not a valid personnummer or samordningsnummer: {exc}", file=sys.stderr)
+        return REFUSED
+    return DONE
 
 
 def _create_private(path: str | None) -> None:
     """A new SQLite file is made readable by its owner only, as the keys beside it are: it holds the
-    audit log and the encrypted certificates (issue 5). SQLite gives its WAL and shared-memory files
-    the database file's mode; an existing file keeps the mode its operator gave it."""
+    audit log and the encrypted certificates (README.md, "Data at rest"). SQLite gives its WAL and
+    shared-memory files the database file's mode; an existing file keeps the mode its operator gave it."""
     if not path or path == ":memory:":
         return
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _warn_development(settings: Settings) -> None:
+    """Say loudly which development defaults are in use (README.md, "Security")."""
+    log = logging.getLogger("service")
+    if not settings.portal_key_configured:
+        log.warning(
+            "DEVELOPMENT MODE: no portal key is configured (INTYG_PORTAL_JWKS_FILE or "
+            "INTYG_PORTAL_PUBLIC_KEY_FILE), so the citizen API accepts tokens signed by the development "
+            "key %s (`intygstjanst dev-token`). Never run like this in production.",
+            settings.dev_key_file,
+        )
+    if not settings.keys_configured:
+        log.warning(
+            "DEVELOPMENT MODE: no keys of encryption at rest are configured (INTYG_KEYS_FILE, or "
+            "INTYG_KEK with INTYG_LOOKUP_KEY), so the certificates are encrypted under the generated keys "
+            "in %s. Without that file the stored certificates cannot be read.",
+            settings.dev_keys_file,
+        )
+    if not settings.identifies_callers:
+        log.warning(
+            "DEVELOPMENT MODE: no client CA bundle and permission table are configured "
+            "(INTYG_TLS_CLIENT_CA_FILE, INTYG_PERMISSIONS_FILE), so the service speaks plain HTTP on "
+            "loopback only and every SOAP caller is the development consumer, allowed every operation "
+            "for every care giver. Never run like this in production."
+        )
+
+
+def _served(settings: Settings) -> dict[str, Any]:
+    """uvicorn's protocol settings: the event loop, the HTTP parser bounding slow clients, and TLS."""
+    from service import connection, tls
+
+    limits = connection.Limits(
+        header_deadline=settings.header_deadline_seconds, max_connections=settings.max_connections
+    )
+    served: dict[str, Any] = {
+        # uvicorn's "auto" is already the fast pair where it is importable: uvloop for the event loop and
+        # httptools for the HTTP parser (both are dependencies; uvloop has no Windows build), else asyncio
+        # and h11 (uvicorn 0.54: loops/auto.py, protocols/http/auto.py). Named here so that it shows.
+        "loop": "auto",
+        # The same auto choice of parser, bounding slow and silent clients (service/connection.py). A
+        # partial of a class: uvicorn calls it to make each connection's protocol, workers unpickle it.
+        "http": functools.partial(connection.BoundedProtocol, limits=limits),
+    }
+    if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
+        served |= {
+            # A partial of a module function: worker processes unpickle it.
+            "ssl_context_factory": functools.partial(
+                tls.context_factory,
+                settings.tls_cert_file,
+                settings.tls_key_file,
+                settings.tls_client_ca_file,
+            ),
+            # The same, subclassed to hand the app the client's certificate.
+            "http": functools.partial(tls.ClientCertificateProtocol, limits=limits),
+        }
+    return served
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    from service import connection, metrics
+    from service.app import create_app
+
+    if problems := settings.unfit_to_serve(host=args.host, port=args.port):
+        for problem in problems:
+            print(f"refusing to start ({settings.profile} profile): {problem}", file=sys.stderr)
+        return REFUSED
+    # Every file the settings name, read once now: a missing or malformed one stops the start with its
+    # reason, rather than a traceback from every worker (and the development keys are made before they
+    # start). One worker is given the app built from them; several each load their own.
+    loaded = loader.load(settings)
+    loader.tls_server_context(settings)
+    if settings.is_sqlite:
+        # The embedded default needs no set-up: its schema is created or upgraded on start.
+        _create_private(make_url(settings.database_url).database)
+        migration.upgrade(settings.database_url, keyring=loaded.keyring)
+    database = (
+        "SQLite file " + settings.database_url.split("///", 1)[-1] if settings.is_sqlite else "PostgreSQL"
+    )
+    _warn_development(settings)
+    served = _served(settings)
+    scheme = "https" if "ssl_context_factory" in served else "http"
+    if args.workers > 1:
+        _multiprocess_metrics_dir()
+    try:
+        # Here, once, before uvicorn starts its workers: see metrics.serve for why not in each worker.
+        # Plain HTTP also where the API speaks TLS: the metrics are aggregate counters with closed label
+        # sets (no request content), the port is for Prometheus alone (the Helm chart's NetworkPolicy),
+        # and prometheus-client's server would do each TLS handshake on its one accepting thread.
+        metrics.serve(args.host, settings.metrics_port)
+    except OSError as exc:
+        print(
+            f"refusing to start: cannot serve the metrics on {args.host}:{settings.metrics_port} "
+            f"(INTYG_METRICS_PORT): {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return REFUSED
+    print(
+        f"Intygstjänsten listening on {scheme}://{args.host}:{args.port} (database: {database}); "
+        f"metrics on http://{args.host}:{settings.metrics_port}/metrics",
+        flush=True,
+    )
+    several = args.workers > 1
+    config = uvicorn.Config(
+        "service.app:create_app_from_environment" if several else create_app(settings, loaded),
+        factory=several,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        # No "server: uvicorn": what the service runs on is nobody's business outside it (README.md,
+        # "Security").
+        server_header=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # The client's address is the connection's: callers are identified by certificate, and a
+        # forwarded certificate is honoured from INTYG_TRUSTED_PROXIES only, never from a header's
+        # claim of where a request came from.
+        proxy_headers=False,
+        **served,
+    )
+    # What uvicorn.run does, with uvicorn's supervisor of several workers replaced by ours, which closes
+    # the listening socket as the drain begins (service/connection.py).
+    if several:
+        connection.Supervisor(config, sockets=[config.bind_socket()]).run()
+        return DONE
+    one = uvicorn.Server(config)
+    # uvicorn re-raises the signal it stopped on once it has shut down: SIGINT as KeyboardInterrupt.
+    with contextlib.suppress(KeyboardInterrupt):
+        one.run()
+    return DONE if one.started else STARTUP_FAILURE
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "serve": _serve,
+    "migrate": _migrate,
+    "rotate-kek": _rotate_kek,
+    "erase-care-giver": _erase_care_giver,
+    "verify-audit": _verify_audit,
+    "dev-token": _dev_token,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intygstjanst", description="Intygstjänsten, the certificate store")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the service")
@@ -232,174 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a copy of the service's JSON log: its checkpoint events are checked too",
     )
-    args = parser.parse_args(argv)
+    return parser
 
-    settings = Settings()
-    configure_logging(settings.log_level)
-    if args.command == "migrate":
-        # Keys are needed where stored rows are to be encrypted; without any to be had, the
-        # migration says so if it finds such rows.
-        needs_keys = settings.keys_configured or settings.may_generate_keys
-        keyring = _keyring(settings) if needs_keys else None
-        if needs_keys and keyring is None:
-            return 2
-        migration.upgrade(settings.database_url, keyring=keyring)
-        print("database schema is at the newest version")
-        return 0
 
-    if args.command == "rotate-kek":
-        return _rotate_kek(settings, args.batch_size)
-    if args.command == "erase-care-giver":
-        return _erase_care_giver(settings, args.care_giver, args.operator, args.yes)
-    if args.command == "verify-audit":
-        return _verify_audit(settings, args.checkpoint_log)
-
-    if args.command == "dev-token":
-        from service.errors import InvalidPersonId
-        from service.model import PersonId
-        from service.rest.auth import dev_token
-
-        if settings.portal_key_configured:
-            print("a portal key is configured: the service accepts no development tokens", file=sys.stderr)
-            return 2
-        try:
-            print(dev_token(settings, PersonId.parse(args.personnummer)))
-        except InvalidPersonId as exc:
-            print(f"not a valid personnummer or samordningsnummer: {exc}", file=sys.stderr)
-            return 2
-        return 0
-
-    import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
-
-    from service import connection, metrics, tls
-    from service.app import callers
-
-    if problems := settings.unfit_to_serve(host=args.host, port=args.port):
-        for problem in problems:
-            print(f"refusing to start ({settings.profile} profile): {problem}", file=sys.stderr)
-        return 2
-    if (keyring := _keyring(settings)) is None:
-        return 2
-    # Read every caller setting now, so that a missing or malformed file stops the start with its reason.
-    try:
-        callers(settings)
-        if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
-            tls.server_context(
-                cert_file=settings.tls_cert_file,
-                key_file=settings.tls_key_file,
-                client_ca_file=settings.tls_client_ca_file,
-            )
-    except (OSError, ValueError) as exc:
-        print(f"refusing to start: the TLS or permission settings cannot be used: {exc}", file=sys.stderr)
-        return 2
-    try:
-        # Read once here, so that a key that cannot sign stops the start with one clear line rather
-        # than a traceback from every worker (and the development key is made before they start).
-        audit_key.signer(settings)
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"refusing to start: the audit log's signing key: {exc}", file=sys.stderr)
-        return 2
-    if settings.is_sqlite:
-        # The embedded default needs no set-up: its schema is created or upgraded on start.
-        _create_private(make_url(settings.database_url).database)
-        migration.upgrade(settings.database_url, keyring=keyring)
-    database = (
-        "SQLite file " + settings.database_url.split("///", 1)[-1] if settings.is_sqlite else "PostgreSQL"
-    )
-    if not settings.portal_key_configured:
-        logging.getLogger("service").warning(
-            "DEVELOPMENT MODE: no portal key is configured (INTYG_PORTAL_JWKS_FILE or "
-            "INTYG_PORTAL_PUBLIC_KEY_FILE), so the citizen API accepts tokens signed by the development "
-            "key %s (`intygstjanst dev-token`). Never run like this in production.",
-            settings.dev_key_file,
-        )
-    if not settings.keys_configured:
-        logging.getLogger("service").warning(
-            "DEVELOPMENT MODE: no keys of encryption at rest are configured (INTYG_KEYS_FILE, or "
-            "INTYG_KEK with INTYG_LOOKUP_KEY), so the certificates are encrypted under the generated keys "
-            "in %s. Without that file the stored certificates cannot be read.",
-            settings.dev_keys_file,
-        )
-    if not settings.identifies_callers:
-        logging.getLogger("service").warning(
-            "DEVELOPMENT MODE: no client CA bundle and permission table are configured "
-            "(INTYG_TLS_CLIENT_CA_FILE, INTYG_PERMISSIONS_FILE), so the service speaks plain HTTP on "
-            "loopback only and every SOAP caller is the development consumer, allowed every operation "
-            "for every care giver. Never run like this in production."
-        )
-    limits = connection.Limits(
-        header_deadline=settings.header_deadline_seconds, max_connections=settings.max_connections
-    )
-    served: dict[str, Any] = {
-        # uvicorn's "auto" is already the fast pair where it is importable: uvloop for the event loop and
-        # httptools for the HTTP parser (both are dependencies; uvloop has no Windows build), else asyncio
-        # and h11 (uvicorn 0.54: loops/auto.py, protocols/http/auto.py). Named here so that it shows.
-        "loop": "auto",
-        # The same auto choice of parser, bounding slow and silent clients (service/connection.py). A
-        # partial of a class: uvicorn calls it to make each connection's protocol, workers unpickle it.
-        "http": functools.partial(connection.BoundedProtocol, limits=limits),
-    }
-    if settings.tls_cert_file and settings.tls_key_file and settings.tls_client_ca_file:
-        served |= {
-            # A partial of a module function: worker processes unpickle it.
-            "ssl_context_factory": functools.partial(
-                tls.context_factory,
-                settings.tls_cert_file,
-                settings.tls_key_file,
-                settings.tls_client_ca_file,
-            ),
-            # The same, subclassed to hand the app the client's certificate.
-            "http": functools.partial(tls.ClientCertificateProtocol, limits=limits),
-        }
-    scheme = "https" if "ssl_context_factory" in served else "http"
-    if args.workers > 1:
-        _multiprocess_metrics_dir()
-    try:
-        # Here, once, before uvicorn starts its workers: see metrics.serve for why not in each worker.
-        # Plain HTTP also where the API speaks TLS: the metrics are aggregate counters with closed label
-        # sets (no request content), the port is for Prometheus alone (the Helm chart's NetworkPolicy),
-        # and prometheus-client's server would do each TLS handshake on its one accepting thread.
-        metrics.serve(args.host, settings.metrics_port)
-    except OSError as exc:
-        print(
-            f"refusing to start: cannot serve the metrics on {args.host}:{settings.metrics_port} "
-            f"(INTYG_METRICS_PORT): {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 2
-    print(
-        f"Intygstjänsten listening on {scheme}://{args.host}:{args.port} (database: {database}); "
-        f"metrics on http://{args.host}:{settings.metrics_port}/metrics",
-        flush=True,
-    )
-    config = uvicorn.Config(
-        "service.app:create_app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        # No "server: uvicorn": what the service runs on is nobody's business outside it (issue 10).
-        server_header=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-        # The client's address is the connection's: callers are identified by certificate, and a
-        # forwarded certificate is honoured from INTYG_TRUSTED_PROXIES only, never from a header's
-        # claim of where a request came from.
-        proxy_headers=False,
-        **served,
-    )
-    # What uvicorn.run does, with uvicorn's supervisor of several workers replaced by ours, which closes
-    # the listening socket as the drain begins (service/connection.py).
-    if args.workers > 1:
-        connection.Supervisor(config, sockets=[config.bind_socket()]).run()
-        return 0
-    one = uvicorn.Server(config)
-    # uvicorn re-raises the signal it stopped on once it has shut down: SIGINT as KeyboardInterrupt.
-    with contextlib.suppress(KeyboardInterrupt):
-        one.run()
-    return 0 if one.started else STARTUP_FAILURE
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return _answering(COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """Settings, read from the environment (prefix ``INTYG_``) and validated once at start-up.
 
-Only this module reads the environment; ``create_app(settings)`` and the CLI take a ``Settings``.
+Only this module reads the environment. Settings are plain validated values: paths, numbers, strings,
+URLs. The files they name are read once, by ``service/loader.py``, into the objects they describe
+(the key ring, the permission table, the recipients, the audit log's signing key); this module holds
+only those files' shapes. ``create_app`` and the CLI take a ``Settings`` and what was loaded from it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     SecretStr,
     ValidationError,
     field_validator,
@@ -27,18 +28,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.access import Consumer, PermissionTable
 from service.model import Party, Recipient
-from service.soap.contracts import CONTRACTS
-from service.store.crypto import KeyRing, decode_key, encode_key
 from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Timeouts
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NAMES = frozenset({"localhost"})
-# What the permission table may name: an operation (every version served) or "Operation:major".
-KNOWN_OPERATIONS = frozenset(
-    {c.operation for c in CONTRACTS} | {f"{c.operation}:{c.major}" for c in CONTRACTS}
-)
 
 # The national recipients and the certificate types each takes, when no recipients file is given.
 DEFAULT_RECIPIENTS = (
@@ -54,7 +48,25 @@ DEFAULT_RECIPIENTS = (
 )
 
 
-class _RecipientEntry(BaseModel):
+class InvalidSettings(ValueError):
+    """Settings or a settings file that do not validate, said in one line that quotes no value (a
+    value may be a key)."""
+
+
+def _one_line(exc: ValidationError, where: str) -> InvalidSettings:
+    reasons = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(the whole file)'}: {e['msg']}" for e in exc.errors()
+    )
+    return InvalidSettings(f"{where}: {reasons}")
+
+
+# --- The files the settings name, as operators write them. Their shape is checked here; what they
+# --- mean is checked where they are loaded (service/loader.py).
+
+
+class RecipientEntry(BaseModel):
+    """One recipient of the recipients file (README.md, "Configuration")."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Party
@@ -62,12 +74,21 @@ class _RecipientEntry(BaseModel):
     certificate_types: list[str]
 
 
-def _all_or_listed(values: list[str]) -> frozenset[str] | None:
-    return None if values == ["*"] else frozenset(values)
+class RecipientsFile(RootModel[list[RecipientEntry]]):
+    model_config = ConfigDict(frozen=True)
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> list[RecipientEntry]:
+        try:
+            return cls.model_validate_json(data).root
+        except ValidationError as exc:
+            raise _one_line(exc, where) from None
 
 
-class _ConsumerEntry(BaseModel):
-    """One calling system of the permission table. Every list is explicit: ["*"] means all."""
+class ConsumerEntry(BaseModel):
+    """One calling system of the permission table (README.md, "Callers"). Every list is explicit:
+    ["*"] means all. Which operations exist, and which a system limited to some care givers may not
+    be granted, is ``access.permission_table``'s to check."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,14 +97,6 @@ class _ConsumerEntry(BaseModel):
     operations: list[str] = Field(min_length=1)
     care_givers: list[str] = Field(min_length=1)
     logical_addresses: list[str] = Field(min_length=1)
-
-    @field_validator("operations")
-    @classmethod
-    def _known_operations(cls, operations: list[str]) -> list[str]:
-        unknown = sorted(set(operations) - KNOWN_OPERATIONS - {"*"})
-        if unknown:
-            raise ValueError(f"not operations this service serves: {', '.join(unknown)}")
-        return operations
 
     @field_validator("operations", "care_givers", "logical_addresses")
     @classmethod
@@ -94,43 +107,18 @@ class _ConsumerEntry(BaseModel):
             raise ValueError("an entry is blank")
         return values
 
-    @model_validator(mode="after")
-    def _citizen_contracts_for_every_care_giver(self) -> Self:
-        # A citizen's consent, lists and reads reach every care giver's certificates, and withdrawing
-        # consent deletes them (DOMAIN.md rule 6): a system limited to some care givers may not.
-        granted = _citizen_contracts(_all_or_listed(self.operations))
-        if granted and self.care_givers != ["*"]:
-            raise ValueError(
-                f"{self.hsa_id} is limited to some care givers but is granted {', '.join(granted)}, which "
-                'act for a citizen across every care giver: only a consumer with "care_givers": ["*"] '
-                "may call them (list this consumer's operations without them)"
-            )
-        return self
 
-    def consumer(self) -> Consumer:
-        return Consumer(
-            hsa_id=self.hsa_id,
-            name=self.name,
-            operations=_all_or_listed(self.operations),
-            care_givers=_all_or_listed(self.care_givers),
-            logical_addresses=_all_or_listed(self.logical_addresses),
-        )
-
-
-def _citizen_contracts(operations: frozenset[str] | None) -> list[str]:
-    """The contracts acting only for a citizen that ``operations`` grants (``None``: all)."""
-    return [
-        f"{c.operation}:{c.major}"
-        for c in CONTRACTS
-        if c.for_citizen
-        and (operations is None or not operations.isdisjoint({c.operation, f"{c.operation}:{c.major}"}))
-    ]
-
-
-class _PermissionsFile(BaseModel):
+class PermissionsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    consumers: list[_ConsumerEntry]
+    consumers: list[ConsumerEntry]
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> PermissionsFile:
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise _one_line(exc, where) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -143,80 +131,39 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _KeksEntry(BaseModel):
+class KeksEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     current: str
     keys: dict[str, str]
 
 
-class _KeysFile(BaseModel):
+class KeysFile(BaseModel):
     """``{"kek": {"current": "<id>", "keys": {"<id>": "<base64 of 32 bytes>", ...}}, "lookup_key":
-    "<base64 of 32 bytes>"}``"""
+    "<base64 of 32 bytes>"}`` (README.md, "Data at rest"). The keys stay base64 text here;
+    ``store/crypto.py`` decodes them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kek: _KeksEntry
+    kek: KeksEntry
     lookup_key: str
 
-    def keyring(self, where: str) -> KeyRing:
-        keks = {
-            kek_id: decode_key(key, f"{where}: the KEK {kek_id!r}") for kek_id, key in self.kek.keys.items()
-        }
-        return KeyRing(self.kek.current, keks, decode_key(self.lookup_key, f"{where}: the lookup key"))
-
-
-def _read_keys_file(path: Path) -> KeyRing:
-    try:
-        entry = _KeysFile.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        # Where, not what: the values are keys.
-        where = sorted({".".join(str(p) for p in e["loc"]) or "(the whole file)" for e in exc.errors()})
-        raise ValueError(f"{path} is not a keys file: check {', '.join(where)}") from None
-    try:
-        return entry.keyring(str(path))
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _parse_keks(text: str) -> tuple[str, dict[str, bytes]]:
-    """``<id>:<base64>[,<id>:<base64>...]``; the first is current."""
-    keks: dict[str, bytes] = {}
-    for entry in text.split(","):
-        kek_id, colon, key = entry.strip().partition(":")
-        if not colon or not kek_id:
-            raise ValueError("INTYG_KEK must read <id>:<base64>[,<id>:<base64>...]")
-        if kek_id in keks:
-            raise ValueError(f"INTYG_KEK names the KEK {kek_id!r} twice")
-        keks[kek_id] = decode_key(key, f"INTYG_KEK: the KEK {kek_id!r}")
-    return next(iter(keks)), keks
-
-
-def _development_keys(path: Path) -> KeyRing:
-    """The development profile's keys, generated on first use. Linked into place, never replaced: of
-    workers starting at once, each gets the one file the first wrote (a second set of keys would make
-    the first worker's certificates unreadable). Mode 0600 from ``mkstemp``."""
-    if not path.exists():
-        generated = KeyRing.generate()
-        text = json.dumps(
-            {
-                "kek": {
-                    "current": generated.current,
-                    "keys": {generated.current: encode_key(generated.keks[generated.current])},
-                },
-                "lookup_key": encode_key(generated.lookup_key),
-            }
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> KeysFile:
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(text)
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            os.unlink(temporary)
-    return _read_keys_file(path)
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            # Where, not what: the values are keys.
+            places = sorted({".".join(str(p) for p in e["loc"]) or "(the whole file)" for e in exc.errors()})
+            raise InvalidSettings(f"{where} is not a keys file: check {', '.join(places)}") from None
+
+
+def from_environment() -> Settings:
+    """The settings of the environment, or ``InvalidSettings`` saying in one line what is wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise _one_line(exc, "the settings (INTYG_...)") from None
 
 
 def default_database_url() -> str:
@@ -231,7 +178,7 @@ class Settings(BaseSettings):
     profile: Literal["development", "production"] = "development"
     database_url: str = Field(default_factory=default_database_url)
     db_pool_size: int = Field(default=10, ge=1, le=200)
-    # Nothing waits without bound (issue 9, service/store/timeout.py). PostgreSQL ends each wait for a
+    # Nothing waits without bound (README.md, "Configuration"; service/store/timeout.py). PostgreSQL ends each wait for a
     # lock, each statement, and each transaction left idle (its locks with it) after these; on SQLite
     # the lock timeout is the busy timeout. Connecting (libpq: whole seconds, at least 2) and waiting
     # for a free connection of the pool are bounded too.
@@ -263,7 +210,7 @@ class Settings(BaseSettings):
     token_leeway_seconds: int = Field(default=30, ge=0, le=300)
     dev_key_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-portal-key.json")
     # Recipients a citizen may send to: a JSON list of {"id", "name", "certificate_types"}; without
-    # it the built-in registry of the national recipients (service/recipient.py) applies.
+    # it the built-in national recipients (DEFAULT_RECIPIENTS) apply; service/loader.py reads it.
     recipients_file: Path | None = None
     max_json_bytes: int = Field(default=65_536, ge=1_024)
     # Refusals of callers that proved no identity (no valid token or client certificate) are audited
@@ -275,13 +222,13 @@ class Settings(BaseSettings):
     # recounted; a scrape never queries the database.
     metrics_refresh_seconds: float = Field(default=30.0, gt=0)
     # The port of /metrics, on the address the service listens on (`serve --host`) and apart from the
-    # API's port, so that a network policy admits Prometheus to it and no caller of the API (issue 10).
+    # API's port, so that a network policy admits Prometheus to it and no caller of the API (README.md, "Configuration").
     # 9464 is the port OpenTelemetry's Prometheus exporter takes by default.
     metrics_port: int = Field(default=9464, ge=1, le=65535)
     # On SIGTERM: stop accepting, let requests in flight finish for at most this long, then exit
     # (below Kubernetes' terminationGracePeriodSeconds, default 30).
     shutdown_grace_seconds: int = Field(default=20, ge=1, le=600)
-    # Slow and silent clients (issue 10, item 8; service/connection.py): in direct mode no ingress bounds
+    # Slow and silent clients (README.md, "Input"; service/connection.py): in direct mode no ingress bounds
     # them. A request's headers must be complete within `header_deadline_seconds` of the connection's
     # opening (or of the request's first byte on a kept-alive one), else 408 and the connection closes;
     # its body within `body_deadline_seconds` of its headers (2 MB at 200 kB/s), else the channel's
@@ -289,9 +236,9 @@ class Settings(BaseSettings):
     header_deadline_seconds: float = Field(default=5.0, gt=0, le=300)
     body_deadline_seconds: float = Field(default=10.0, gt=0, le=600)
     max_connections: int = Field(default=500, ge=1, le=10_000)
-    # Encryption at rest (issue 5, service/store/crypto.py): the key-encryption keys (KEKs) that wrap
-    # each certificate's data key, and the lookup key that hashes personal identity numbers for
-    # lookups. Either a keys file (JSON, see _KeysFile; mode 0600, e.g. a mounted secret) or
+    # Encryption at rest (README.md, "Data at rest"; service/store/crypto.py): the key-encryption keys
+    # (KEKs) that wrap each certificate's data key, and the lookup key that hashes personal identity
+    # numbers for lookups. Either a keys file (JSON, see KeysFile; mode 0600, e.g. a mounted secret) or
     # INTYG_KEK ("<id>:<base64>[,<id>:<base64>...]", the first current, the others decrypt-only) with
     # INTYG_LOOKUP_KEY (base64 of 32 bytes). With neither, the development profile on the embedded
     # SQLite database generates keys once into `dev_keys_file` (lose it and the data is lost); on
@@ -309,7 +256,7 @@ class Settings(BaseSettings):
             raise ValueError("INTYG_KEK and INTYG_LOOKUP_KEY are set together")
         return self
 
-    # SOAP callers (care systems) prove who they are with a client certificate (mutual TLS, issue 5).
+    # SOAP callers (care systems) prove who they are with a client certificate (mutual TLS; README.md, "Callers").
     # The service terminates TLS itself with its certificate and key (PEM); client certificates must
     # chain to the CA bundle (SITHS). Without these, `serve` is the embedded development default:
     # plain HTTP on loopback only, every SOAP caller the development consumer.
@@ -368,7 +315,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    # The audit log is a hash chain (issue 5, service/store/audit_chain.py); checkpoints signed with an
+    # The audit log is a hash chain (README.md, "Audit log"; service/store/audit_chain.py); checkpoints signed with an
     # Ed25519 key the database never holds make rewriting it detectable. The signing key: PEM, PKCS#8.
     # Without it the development profile generates `dev_audit_key_file` once; production refuses.
     audit_signing_key_file: Path | None = None
@@ -426,22 +373,6 @@ class Settings(BaseSettings):
             raise ValueError("database_url must be a PostgreSQL or SQLite URL")
         return url
 
-    def recipients(self) -> dict[str, Recipient]:
-        """The recipient registry, by id: the configured file, or the national recipients."""
-        if self.recipients_file is None:
-            return {r.party.value: r for r in DEFAULT_RECIPIENTS}
-        entries = [
-            _RecipientEntry.model_validate(e) for e in json.loads(self.recipients_file.read_text("utf-8"))
-        ]
-        return {e.id.value: Recipient(e.id, e.name, frozenset(e.certificate_types)) for e in entries}
-
-    def permissions(self) -> PermissionTable | None:
-        """The permission table of SOAP callers, or None on the development default (no table)."""
-        if self.permissions_file is None:
-            return None
-        table = _PermissionsFile.model_validate_json(self.permissions_file.read_bytes())
-        return PermissionTable.of(entry.consumer() for entry in table.consumers)
-
     @property
     def identifies_callers(self) -> bool:
         """SOAP callers prove who they are (the validator above makes the rest of the set complete)."""
@@ -450,9 +381,9 @@ class Settings(BaseSettings):
     def unfit_to_serve(self, *, host: str = "127.0.0.1", port: int | None = None) -> list[str]:
         """Why these settings may not serve requests on ``host`` (and the API on ``port``): the
         production profile refuses development defaults, only loopback may be served without identified
-        SOAP callers, no profile encrypts a shared database under generated keys (issue 5), and the
-        metrics have a port of their own (issue 10). (Migrating needs none of them, so only ``serve``
-        asks.)"""
+        SOAP callers, no profile encrypts a shared database under generated keys (README.md, "Data at
+        rest"), and the metrics have a port of their own (README.md, "Configuration"). (Migrating needs
+        none of them, so only ``serve`` asks.)"""
         problems = []
         if port == self.metrics_port:
             problems.append(
@@ -492,21 +423,6 @@ class Settings(BaseSettings):
         (rivta/README.md)."""
         zone = ZoneInfo(self.timezone)
         return lambda: dt.datetime.now(zone).replace(tzinfo=None)
-
-    def keyring(self) -> KeyRing:
-        """The keys of encryption at rest: configured, or the generated development keys. Raises
-        ValueError (naming no key material) where they are unusable, or absent and not to be made."""
-        if self.keys_file is not None:
-            return _read_keys_file(self.keys_file)
-        if self.kek is not None and self.lookup_key is not None:
-            current, keks = _parse_keks(self.kek.get_secret_value())
-            return KeyRing(current, keks, decode_key(self.lookup_key.get_secret_value(), "INTYG_LOOKUP_KEY"))
-        if not self.may_generate_keys:
-            raise ValueError(
-                "no keys are configured (INTYG_KEYS_FILE, or INTYG_KEK with INTYG_LOOKUP_KEY), and "
-                "development keys serve only the embedded SQLite database of the development profile"
-            )
-        return _development_keys(self.dev_keys_file)
 
     @property
     def may_generate_keys(self) -> bool:

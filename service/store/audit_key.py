@@ -1,10 +1,11 @@
-"""The Ed25519 keys of the audit log's checkpoints (issue 5), read from the files the settings name.
+"""The Ed25519 keys of the audit log's checkpoints (README.md, "Audit log"), read from the files the
+settings name (``service/loader.py`` passes them in).
 
-The service signs with the private key of ``audit_signing_key_file``. An auditor checks checkpoints
-with the public keys of ``audit_verify_keys_file`` (a rotated-out key stays there, so its checkpoints
-still verify) and never needs the private key. In development, without a configured key, one is
-generated once into ``dev_audit_key_file``; the production profile refuses to start without one
-(``Settings.unfit_to_serve``).
+The service signs with the private key of ``INTYG_AUDIT_SIGNING_KEY_FILE``. An auditor checks
+checkpoints with the public keys of ``INTYG_AUDIT_VERIFY_KEYS_FILE`` (a rotated-out key stays there,
+so its checkpoints still verify) and never needs the private key. In development, without a
+configured key, one is generated once into ``INTYG_DEV_AUDIT_KEY_FILE``; the production profile
+refuses to start without one (``Settings.unfit_to_serve``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from service.config import Settings
 from service.store.audit_chain import Signer, key_id
 
 _PUBLIC_PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
@@ -72,23 +72,25 @@ def _development_key(path: Path) -> Ed25519PrivateKey:
     return _private_key(path.read_bytes(), path)
 
 
-def signer(settings: Settings) -> Signer:
-    """What the service signs checkpoints with."""
-    if settings.audit_signing_key_file is not None:
-        source = settings.audit_signing_key_file
-        return Signer(_private_key(source.read_bytes(), source))
-    return Signer(_development_key(settings.dev_audit_key_file))
+def signer(key_file: Path | None, *, development_file: Path) -> Signer:
+    """What the service signs checkpoints with: the key of ``key_file``, or else the development key
+    of ``development_file`` (made on first use)."""
+    if key_file is not None:
+        return Signer(_private_key(key_file.read_bytes(), key_file))
+    return Signer(_development_key(development_file))
 
 
-def verify_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
+def verify_keys(
+    *, verify_keys_file: Path | None, signing_key_file: Path | None, development_file: Path | None
+) -> dict[str, Ed25519PublicKey]:
     """The public keys checkpoints are checked with, by key id: the verify keys file's, the public half
-    of the signing key, and in development the development key (never generated here)."""
+    of the signing key, and the development key where ``development_file`` exists (never generated
+    here)."""
     keys: list[Ed25519PublicKey] = []
-    if settings.audit_verify_keys_file is not None:
-        keys += _public_keys(settings.audit_verify_keys_file.read_bytes(), settings.audit_verify_keys_file)
-    if settings.audit_signing_key_file is not None:
-        source = settings.audit_signing_key_file
-        keys.append(_private_key(source.read_bytes(), source).public_key())
-    if settings.profile == "development" and settings.dev_audit_key_file.exists():
-        keys.append(_development_key(settings.dev_audit_key_file).public_key())
+    if verify_keys_file is not None:
+        keys += _public_keys(verify_keys_file.read_bytes(), verify_keys_file)
+    if signing_key_file is not None:
+        keys.append(_private_key(signing_key_file.read_bytes(), signing_key_file).public_key())
+    if development_file is not None and development_file.exists():
+        keys.append(_development_key(development_file).public_key())
     return {key_id(key): key for key in keys}

@@ -1,4 +1,4 @@
-"""Encryption at rest (issue 5): what the store writes of a certificate is ciphertext, and what it keeps
+"""Encryption at rest (README.md, "Data at rest"): what the store writes of a certificate is ciphertext, and what it keeps
 of a personal identity number (PIN) for lookups is a keyed hash.
 
 Each certificate has a data key of its own (32 random bytes, AES-256-GCM) that seals its document and
@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import enum
 import hmac
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -146,3 +147,40 @@ class KeyRing:
                 f"a data key is wrapped under the KEK {wrapped.kek_id!r}, which is not configured"
             )
         return _open(kek, wrapped.wrapped, _associated_data("data-key", wrapped.kek_id, certificate_id))
+
+
+# --- Loading the key ring from what configuration holds (service/loader.py reads the files) -----------
+
+
+def keyring_from_base64(current: str, keks: Mapping[str, str], lookup_key: str, *, where: str) -> KeyRing:
+    """The key ring of keys written as base64 (a keys file's). Messages name ``where`` and the key,
+    never key material."""
+    decoded = {kek_id: decode_key(key, f"{where}: the KEK {kek_id!r}") for kek_id, key in keks.items()}
+    try:
+        return KeyRing(current, decoded, decode_key(lookup_key, f"{where}: the lookup key"))
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def keyring_from_variables(kek: str, lookup_key: str) -> KeyRing:
+    """The key ring of ``INTYG_KEK`` (``<id>:<base64>[,<id>:<base64>...]``, the first current) and
+    ``INTYG_LOOKUP_KEY`` (base64)."""
+    keks: dict[str, bytes] = {}
+    for entry in kek.split(","):
+        kek_id, colon, key = entry.strip().partition(":")
+        if not colon or not kek_id:
+            raise ValueError("INTYG_KEK must read <id>:<base64>[,<id>:<base64>...]")
+        if kek_id in keks:
+            raise ValueError(f"INTYG_KEK names the KEK {kek_id!r} twice")
+        keks[kek_id] = decode_key(key, f"INTYG_KEK: the KEK {kek_id!r}")
+    return KeyRing(next(iter(keks)), keks, decode_key(lookup_key, "INTYG_LOOKUP_KEY"))
+
+
+def keys_file_text(ring: KeyRing) -> str:
+    """``ring`` as a keys file holds it (README.md, "Data at rest"; ``config.KeysFile``)."""
+    return json.dumps(
+        {
+            "kek": {"current": ring.current, "keys": {k: encode_key(v) for k, v in ring.keks.items()}},
+            "lookup_key": encode_key(ring.lookup_key),
+        }
+    )

@@ -36,11 +36,11 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import cli, errors, operations
+from service import cli, errors, loader, operations
 from service.app import create_app
 from service.config import Settings
 from service.model import AuditRecord, Caller, CallerKind, Channel, Outcome, PersonId
-from service.store import audit_chain, audit_key, audit_sealer, migration
+from service.store import audit_chain, audit_sealer, migration
 from service.store.audit_chain import Checkpoint, Head, Signer
 from service.store.tables import audit_checkpoints, audit_head, audit_records, certificates
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
@@ -548,20 +548,20 @@ def test_the_app_stops_its_sealer_between_passes_and_leaves_every_record_sealed_
     assert max(stops) < settings.shutdown_grace_seconds / 4, stops
     assert [row["seq"] for row in stored.records] == list(range(1, 13))
     assert stored.checkpoints[-1].seq == stored.head.seq == 12
-    assert stored.verdict(audit_key.verify_keys(settings)).intact
+    assert stored.verdict(loader.audit_verify_keys(settings)).intact
 
 
 def test_the_development_key_is_made_once_readable_by_its_owner_only(tmp_path: Path) -> None:
     settings = Settings(dev_audit_key_file=tmp_path / "intygstjanst-dev-audit-key.pem")
 
-    first = audit_key.signer(settings)
-    second = audit_key.signer(settings)
+    first = loader.audit_signer(settings)
+    second = loader.audit_signer(settings)
 
     assert first.key_id == second.key_id
     assert settings.dev_audit_key_file.stat().st_mode & 0o077 == 0
-    assert audit_key.verify_keys(settings) == {first.key_id: first.public_key}
+    assert loader.audit_verify_keys(settings) == {first.key_id: first.public_key}
     # Production never trusts the development key.
-    assert audit_key.verify_keys(settings.model_copy(update={"profile": "production"})) == {}
+    assert loader.audit_verify_keys(settings.model_copy(update={"profile": "production"})) == {}
     assert list(tmp_path.iterdir()) == [settings.dev_audit_key_file]  # no temporary file left
 
 

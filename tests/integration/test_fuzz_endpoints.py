@@ -14,8 +14,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from service import loader
 from service.config import Settings
-from service.store import audit_key, audit_verification
+from service.store import audit_verification
 from tests.integration import soap as s
 from tests.integration.soap import SoapClient
 from tests.reference import PEER_REQUESTS
@@ -162,5 +163,5 @@ def test_mangled_requests_get_the_contracts_answer_and_leave_the_audit_chain_int
         soap.post(*REGISTER)
     path, data = SEEDS[seed]
     event(answer_in_the_contracts_form(soap, path, _mangle(data, edits)))
-    verdict = audit_verification.verify_database(settings.database_url, audit_key.verify_keys(settings))
+    verdict = audit_verification.verify_database(settings.database_url, loader.audit_verify_keys(settings))
     assert verdict.intact, verdict.problem

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from service import loader
 from service.config import Settings, is_loopback
 
 SQLITE = "sqlite+aiosqlite:///intyg.db"
@@ -121,7 +122,7 @@ def test_the_permission_table_is_read_into_consumers(tmp_path: Path) -> None:
         tmp_path, [entry(), entry(hsa_id="SE1", name="Portal", operations=["*"], care_givers=["*"])]
     )
 
-    table = settings(**TLS, tls_client_ca_file="ca.pem", permissions_file=path).permissions()
+    table = loader.permissions(settings(**TLS, tls_client_ca_file="ca.pem", permissions_file=path))
 
     assert table is not None
     webcert, portal = table.consumers["SE5565594230-B8N"], table.consumers["SE1"]
@@ -147,16 +148,16 @@ def test_only_a_system_allowed_every_care_giver_may_be_granted_the_contracts_act
         entry(hsa_id="SE1", name="Portal", operations=citizen_contracts, care_givers=["*"]),
     ]
 
-    table = settings(
-        **TLS, tls_client_ca_file="ca.pem", permissions_file=table_file(tmp_path, consumers)
-    ).permissions()
+    table = loader.permissions(
+        settings(**TLS, tls_client_ca_file="ca.pem", permissions_file=table_file(tmp_path, consumers))
+    )
 
     assert table is not None
     assert table.consumers["SE1"].operations == frozenset(citizen_contracts)
 
 
 def test_without_a_table_there_is_none() -> None:
-    assert settings().permissions() is None
+    assert loader.permissions(settings()) is None
 
 
 @pytest.mark.parametrize(
@@ -198,7 +199,7 @@ def test_a_malformed_permission_table_is_refused_with_its_reason(
     )
 
     with pytest.raises(ValueError, match=message):
-        configured.permissions()
+        loader.permissions(configured)
 
 
 # --- Where the service may listen --------------------------------------------------------------------------

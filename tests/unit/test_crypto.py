@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from service import loader
 from service.config import Settings
 from service.errors import KekMissing, StoredDataUnreadable
 from service.store import crypto
@@ -198,7 +199,7 @@ def test_the_keys_come_from_a_keys_file(tmp_path: Path) -> None:
     )
 
     assert settings.keys_configured
-    assert settings.keyring() == ring
+    assert loader.keyring(settings) == ring
     assert not (tmp_path / "dev.json").exists()
 
 
@@ -210,8 +211,8 @@ def test_the_keys_come_from_the_environment_the_first_kek_current(
         monkeypatch.setenv(f"INTYG_{name.upper()}", value.get_secret_value())
     settings = Settings(dev_keys_file=tmp_path / "dev.json")
 
-    assert settings.keyring() == ring
-    assert settings.keyring().current == NEW_KEK[0]
+    assert loader.keyring(settings) == ring
+    assert loader.keyring(settings).current == NEW_KEK[0]
     assert "test-kek" not in repr(settings)  # SecretStr: the variable is not shown
     assert crypto.encode_key(NEW_KEK[1]) not in repr(settings)
 
@@ -220,11 +221,11 @@ def test_the_development_profile_generates_its_keys_once_readable_by_its_owner_o
     path = tmp_path / "intygstjanst-dev-keys.json"
     settings = Settings(dev_keys_file=path)
 
-    first = settings.keyring()
+    first = loader.keyring(settings)
 
     assert not settings.keys_configured
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert Settings(dev_keys_file=path).keyring() == first
+    assert loader.keyring(Settings(dev_keys_file=path)) == first
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
 
 
@@ -234,7 +235,7 @@ def test_generated_development_keys_never_replace_a_file_written_meanwhile(tmp_p
     earlier = write_keys_file(tmp_path / "earlier.json", keyring(OLD_KEK))
     os.link(earlier, path)
 
-    assert Settings(dev_keys_file=path).keyring() == keyring(OLD_KEK)
+    assert loader.keyring(Settings(dev_keys_file=path)) == keyring(OLD_KEK)
 
 
 def test_production_refuses_to_serve_without_configured_keys(tmp_path: Path) -> None:
@@ -246,7 +247,7 @@ def test_production_refuses_to_serve_without_configured_keys(tmp_path: Path) -> 
     )
     assert any("INTYG_KEYS_FILE" in problem for problem in settings.unfit_to_serve())
     with pytest.raises(ValueError, match="no keys are configured"):
-        settings.keyring()
+        loader.keyring(settings)
     assert not (tmp_path / "dev.json").exists()
 
     configured = settings.model_copy(update=settings_keys())
@@ -259,7 +260,7 @@ def test_no_profile_generates_keys_for_a_postgresql_database(tmp_path: Path) -> 
 
     assert any("INTYG_KEYS_FILE" in problem for problem in settings.unfit_to_serve())
     with pytest.raises(ValueError, match="embedded SQLite"):
-        settings.keyring()
+        loader.keyring(settings)
     assert not (tmp_path / "dev.json").exists()
     assert settings.model_copy(update=settings_keys()).unfit_to_serve() == []
 
@@ -299,7 +300,7 @@ def test_a_malformed_kek_variable_is_refused_without_quoting_it(
 ) -> None:
     settings = Settings(kek=SecretStr(kek), lookup_key=SecretStr(crypto.encode_key(bytes(range(32)))))
     with pytest.raises(ValueError, match=problem) as refused:
-        settings.keyring()
+        loader.keyring(settings)
     assert SECRET not in str(refused.value) and "not base64!" not in str(refused.value)
 
 
@@ -307,12 +308,12 @@ def test_a_malformed_keys_file_is_refused_without_quoting_it(tmp_path: Path) -> 
     path = tmp_path / "keys.json"
     path.write_text(json.dumps({"kek": {"current": "k1", "keys": {"k1": 42}}, "lookup_key": SECRET}), "utf-8")
     with pytest.raises(ValueError, match=r"kek\.keys\.k1") as refused:
-        Settings(keys_file=path).keyring()
+        loader.keyring(Settings(keys_file=path))
     assert SECRET not in str(refused.value)
 
     path.write_text(
         json.dumps({"kek": {"current": "k2", "keys": {"k1": SECRET}}, "lookup_key": SECRET}), "utf-8"
     )
     with pytest.raises(ValueError, match="not among") as refused:
-        Settings(keys_file=path).keyring()
+        loader.keyring(Settings(keys_file=path))
     assert SECRET not in str(refused.value)
