@@ -54,10 +54,11 @@ class InvalidSettings(ValueError):
 
 
 def _one_line(exc: ValidationError, where: str) -> InvalidSettings:
-    reasons = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(the whole file)'}: {e['msg']}" for e in exc.errors()
+    # Each error's place and pydantic's message, which never quotes the value (``str(exc)`` would).
+    reasons = (
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
     )
-    return InvalidSettings(f"{where}: {reasons}")
+    return InvalidSettings(f"{where}: {'; '.join(reasons)}")
 
 
 # --- The files the settings name, as operators write them. Their shape is checked here; what they

@@ -23,7 +23,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.store import migration
+from service.store.crypto import KeyRing, encode_key
 from service.store.tables import metadata
+from tests.keys import KEYRING, settings_keys
 from tests.server import free_port, wait_until
 from tests.tls import make_pki
 
@@ -367,3 +369,65 @@ def test_migrate_runs_under_the_production_profile_without_serving_settings(tmp_
     )
     assert done.returncode == 0, done.stderr
     assert "certificates" in tables_in(database)
+
+
+# --- one line and an exit code, never a traceback (service/cli.py, "Exit codes") ------------------------
+
+
+def command(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(COMMAND), *args],
+        cwd=tmp_path,
+        env=clean_environment(**settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def keys_in_environment(ring: KeyRing = KEYRING) -> dict[str, str]:
+    return {f"INTYG_{name.upper()}": value.get_secret_value() for name, value in settings_keys(ring).items()}
+
+
+ON_THE_STORE = [
+    ("migrate",),
+    ("rotate-kek",),
+    ("erase-care-giver", "SE2321000016-39KJ", "--operator", "SE2321000016-OPS1", "--yes"),
+]
+
+
+@pytest.mark.parametrize("args", ON_THE_STORE, ids=lambda args: args[0])
+def test_a_command_on_an_unreachable_database_says_so_in_one_line(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    # Nothing listens on a free port: the connection is refused at once.
+    unreachable = f"postgresql://intyg:secret@127.0.0.1:{free_port()}/intyg"
+
+    done = command(tmp_path, *args, INTYG_DATABASE_URL=unreachable, **keys_in_environment())
+
+    assert done.returncode == 2
+    assert done.stderr.startswith("cannot reach the store: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "secret" not in done.stderr
+
+
+BAD_KEYS = {
+    "a KEK that is not base64": {"INTYG_KEK": "k1:not base64!", "INTYG_LOOKUP_KEY": encode_key(bytes(32))},
+    "a KEK without its lookup key": {"INTYG_KEK": "k1:" + encode_key(bytes(32))},
+    "a keys file that is missing": {"INTYG_KEYS_FILE": "/nonexistent/keys.json"},
+}
+
+
+@pytest.mark.parametrize("keys", BAD_KEYS.values(), ids=BAD_KEYS.keys())
+@pytest.mark.parametrize("args", [*ON_THE_STORE, ("serve", "--port", "1")], ids=lambda args: args[0])
+def test_a_command_with_keys_it_cannot_use_says_so_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], keys: dict[str, str]
+) -> None:
+    done = command(tmp_path, *args, INTYG_DATABASE_URL=f"sqlite:///{tmp_path / 'intyg.db'}", **keys)
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert "INTYG_KEK" in done.stderr or "keys.json" in done.stderr
+    assert "not base64!" not in done.stderr  # never key material
+    assert not (tmp_path / "intyg.db").exists()

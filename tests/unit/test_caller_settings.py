@@ -7,6 +7,8 @@ in ``tests/integration/test_cli.py``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +252,31 @@ def test_the_production_profile_needs_identified_callers_even_on_loopback() -> N
     assert not any(
         "SOAP callers" in p for p in settings(profile="production", **TLS, **IDENTITY).unfit_to_serve()
     )
+
+
+# --- Settings are plain data ------------------------------------------------------------------------------
+
+
+def imported_by(module: str) -> set[str]:
+    """The modules of the service that importing ``module`` alone brings in."""
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('service')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+def test_the_settings_depend_on_neither_the_contracts_nor_the_keys_they_name() -> None:
+    # Settings are validated values; the files they name are loaded by service/loader.py.
+    assert not imported_by("service.config") & {"service.soap.contracts", "service.store.crypto"}
+    assert "service.config" not in imported_by("service.store.audit_key")
+
+
+def test_settings_do_not_read_the_files_they_name(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.json"
+
+    configured = settings(
+        **TLS, tls_client_ca_file=missing, permissions_file=missing, recipients_file=missing
+    )
+
+    assert configured.permissions_file == missing
+    with pytest.raises(loader.Unusable, match=r"^the TLS or permission settings cannot be used: cannot read"):
+        loader.permissions(configured)

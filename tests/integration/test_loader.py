@@ -1,0 +1,57 @@
+"""What the settings name is read once (``service/loader.py``), and the app is built from that: the
+key ring, the permission table and client CA bundle, the recipients, the audit log's signing key and
+the portal's keys. What each file may hold is tested where its rules are: ``tests/unit/test_crypto.py``
+(keys), ``tests/unit/test_caller_settings.py`` (the permission table); ``serve`` refusing what it
+cannot load, in one line, in ``tests/integration/test_cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from fastapi.testclient import TestClient
+
+from service import loader
+from service.app import create_app
+from service.model import Party
+from service.store import migration
+from tests.integration.rest import portal_settings
+from tests.tls import make_pki
+
+
+def test_the_app_is_built_from_what_was_loaded_and_reads_none_of_those_files_again(tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    pki = make_pki(files)
+    recipients = files / "recipients.json"
+    recipients.write_text(
+        json.dumps([{"id": "FKASSA", "name": "FK", "certificate_types": ["LISJP"]}]), "utf-8"
+    )
+    signing_key = files / "audit-signing-key.pem"
+    signing_key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    )
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}"
+    settings = portal_settings(
+        database_url,
+        files,
+        tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key,
+        tls_client_ca_file=pki.ca_file,
+        permissions_file=pki.permissions_file,
+        recipients_file=recipients,
+        audit_signing_key_file=signing_key,
+    )
+
+    loaded = loader.load(settings)
+    shutil.rmtree(files)  # the service's files gone: nothing may read them again
+    migration.upgrade(database_url, keyring=loaded.keyring)
+
+    with TestClient(create_app(settings, loaded)) as client:
+        assert client.get("/readyz").status_code == 200
+    assert set(loaded.recipients) == {Party.FKASSA.value}
+    assert loaded.permissions is not None and loaded.client_certificates is not None
