@@ -66,7 +66,8 @@ async def _refresh_store_gauges(engine: AsyncEngine, every: float, stop: asyncio
 
 
 def create_app_from_environment() -> FastAPI:
-    """The app of ``intygstjanst serve``: each worker process builds its own from the environment."""
+    """The app of ``intygstjanst serve --workers N`` (N > 1): each worker process builds its own from the
+    environment, loading the files once; a single worker is given the app ``serve`` built."""
     settings = Settings()
     configure_logging(settings.log_level)
     return create_app(settings)
