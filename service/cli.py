@@ -22,8 +22,8 @@ from sqlalchemy.exc import DBAPIError
 
 from service import operations
 from service.config import Settings
-from service.errors import StoredDataUnreadable
-from service.model import Caller, CallerKind, Channel
+from service.errors import InvalidPersonId, StoredDataUnreadable
+from service.model import Caller, CallerKind, Channel, PersonId, StaffId
 from service.store import audit_key, migration, rotation
 from service.store.crypto import KeyRing
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
@@ -100,7 +100,7 @@ async def _erase(
             CallerKind.OPERATOR,
             Channel.CLI,
             "intygstjanst-cli",
-            person_id=operator,
+            professional=_operator(operator),
             care_giver_id=care_giver_id,
         )
         return await operations.erase_care_giver(
@@ -111,6 +111,15 @@ async def _erase(
         )
     finally:
         await dispose(engine)
+
+
+def _operator(given: str) -> StaffId | PersonId:
+    """The operator as the command names them; a personal identity number is typed as one, so that
+    the audit trail stores it as a keyed hash, never in the clear."""
+    try:
+        return PersonId.parse(given)
+    except InvalidPersonId:
+        return StaffId(given)
 
 
 def _erase_care_giver(settings: Settings, care_giver_id: str, operator: str, confirmed: bool) -> int:
@@ -255,8 +264,6 @@ def main(argv: list[str] | None = None) -> int:
         return _verify_audit(settings, args.checkpoint_log)
 
     if args.command == "dev-token":
-        from service.errors import InvalidPersonId
-        from service.model import PersonId
         from service.rest.auth import dev_token
 
         if settings.portal_key_configured:

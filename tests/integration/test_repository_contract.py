@@ -82,7 +82,7 @@ async def _fill(
 
 
 def _citizen(patient: PersonId) -> Caller:
-    return Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", person_id=patient.value)
+    return Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", citizen=patient)
 
 
 @pytest.fixture(params=["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
