@@ -563,8 +563,7 @@ async def revoke_certificate(
     async with uow, _Attempt(uow, caller, "revoke", now) as attempt:
         attempt.patient = patient
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
-        if certificate.patient != patient:
-            raise errors.PatientMismatch("the certificate belongs to another patient")
+        rules.require_patient(certificate, patient)
         decision = rules.revoke(certificate, now=now)
         await _apply(uow, certificate, decision)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)

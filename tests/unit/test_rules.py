@@ -85,6 +85,12 @@ def test_registering_an_id_another_care_giver_holds_is_denied_whichever_patient_
         rules.register(held, certificate(patient=patient))
 
 
+def test_a_care_system_naming_another_patient_than_the_certificates_is_refused() -> None:
+    rules.require_patient(certificate(), PATIENT)
+    with pytest.raises(errors.PatientMismatch):
+        rules.require_patient(certificate(), OTHER_PATIENT)
+
+
 def test_the_first_event_of_every_certificate_is_received_from_health_care() -> None:
     assert rules.received(now=NOW) == StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW)
 
