@@ -230,18 +230,29 @@ class Consent:
 
 
 @dataclass(frozen=True, slots=True)
+class StaffId:
+    """A person working in care, or operating the service, as the request names them: an HSA id, or
+    another id their organisation gives them. Never a personal identity number: where a request names
+    a professional by one (the id's root says so), it is a ``PersonId``."""
+
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling: a care system (with the care unit/giver it acts for), a citizen, a recipient.
 
-    ``system_id`` is the calling system (the HSA id of its certificate); ``person_id`` names a citizen or
-    a health care professional where the request does. ``care_giver_scope`` is the care givers whose
-    certificates the calling system may see or change (its permissions; ``None``: every care giver).
+    ``system_id`` is the calling system (the HSA id of its certificate). ``citizen`` is the citizen who
+    acts, where one does; ``professional`` the professional or operator the request names, by staff id
+    or personal identity number. ``care_giver_scope`` is the care givers whose certificates the calling
+    system may see or change (its permissions; ``None``: every care giver).
     """
 
     kind: CallerKind
     channel: Channel
     system_id: str
-    person_id: str | None = field(default=None, repr=False)
+    citizen: PersonId | None = field(default=None, repr=False)
+    professional: StaffId | PersonId | None = field(default=None, repr=False)
     care_unit_id: str | None = None
     care_giver_id: str | None = None
     care_giver_scope: frozenset[str] | None = None
@@ -261,7 +272,10 @@ class AuditRecord:
     certificate_ids: tuple[str, ...] = ()
     care_unit_id: str | None = None
     care_giver_id: str | None = None
-    actor_person_id: str | None = field(default=None, repr=False)
+    # The person who acted: the citizen, or the professional or operator. Read back from the store, a
+    # citizen is known only where it is the record's own patient, a professional only by staff id.
+    actor_citizen: PersonId | None = field(default=None, repr=False)
+    actor_professional: StaffId | PersonId | None = field(default=None, repr=False)
     detail: str = ""
     care_unit_name: str | None = None
     care_giver_name: str | None = None

@@ -7,10 +7,22 @@ domain error is raised. Permanent deletion (rules 5 and 6) happens in the unit o
 
 Adapters (``soap``, ``rest``) call these with plain values; they never test a flag or consent.
 
-The exceptions to "the only place a transaction begins and ends" are the background jobs, each owning
-its short transactions and never waited on by a request: the audit log's sealer
-(``store/audit_sealer.py``, which chains the records these functions write), the store gauges
-(``app.py``) and KEK rotation (``store/rotation.py``).
+Every other transaction is maintenance: it reads or writes no certificate content, consent or
+audit record on anyone's behalf, so it has no operation of its own, and it owns its short
+transactions because no request may wait on it. That is all of them:
+
+- the audit log's sealer (``store/audit_sealer.py``): gives the records these functions committed
+  their place in the chain (``seq``, ``prev_hash``, ``hash``) and writes the signed checkpoints;
+- the store gauges (``app.py``): counts, read only;
+- the readiness probe (``rest/health.py``, ``store/migration.current_revision``): reads the schema's
+  revision;
+- KEK rotation (``store/rotation.py``, ``intygstjanst rotate-kek``): re-wraps data keys, leaving every
+  ciphertext and every value as it was;
+- migrations (``store/migration.py``, ``store/migrations/``): change the schema, and convert stored
+  values where a revision says so;
+- ``verify-audit`` (``store/audit_verification.py``): reads the chain in one read-only transaction.
+
+An operator's erasure of a care giver (``erase_care_giver``) is a use case, and is here.
 """
 
 from __future__ import annotations
@@ -551,8 +563,7 @@ async def revoke_certificate(
     async with uow, _Attempt(uow, caller, "revoke", now) as attempt:
         attempt.patient = patient
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
-        if certificate.patient != patient:
-            raise errors.PatientMismatch("the certificate belongs to another patient")
+        rules.require_patient(certificate, patient)
         decision = rules.revoke(certificate, now=now)
         await _apply(uow, certificate, decision)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)

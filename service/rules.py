@@ -116,6 +116,13 @@ def require_owner(certificate: Certificate, citizen: PersonId) -> None:
         raise errors.NotPermitted("the certificate belongs to another citizen")
 
 
+def require_patient(certificate: Certificate, patient: PersonId) -> None:
+    """A care system that names the patient (RevokeCertificate) must name the certificate's: a mismatch
+    is the request's error, audited, and changes nothing."""
+    if certificate.patient != patient:
+        raise errors.PatientMismatch("the certificate belongs to another patient")
+
+
 def citizen_sees(certificate: Certificate, *, archived: bool | None) -> bool:
     """The citizen's list shows the direct view, or the archive when ``archived`` is asked for, or
     both (``None``: the 2013 list, which marks archived ones as not available)."""

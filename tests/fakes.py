@@ -159,10 +159,11 @@ class FakeCertificateRepository:
             and (not care_unit_ids or c.care_unit.unit_id in care_unit_ids)
             and (care_giver_id is None or c.care_unit.care_giver_id == care_giver_id)
         ]
-        # The SQL store's order: newest signed first, then by id.
+        # The SQL store's order: newest signed first, unsigned last, then by id (sorts are stable).
         found.sort(key=lambda c: c.id)
-        found.sort(key=lambda c: c.signed_at or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
-        return found
+        signed = [(c.signed_at, c) for c in found if c.signed_at is not None]
+        signed.sort(key=lambda pair: pair[0], reverse=True)
+        return [c for _, c in signed] + [c for c in found if c.signed_at is None]
 
     async def update(self, certificate: Certificate, decision: rules.Decision) -> None:
         state = self._uow.working
@@ -230,6 +231,8 @@ class FakeAuditLog:
             for r in reversed(self._uow.working.audit_records)
             if r.patient == patient and (start is None or r.at >= start) and (end is None or r.at < end)
         ]
+        # The SQL store's order: newest first, then the last added first.
+        found.sort(key=lambda r: r.at, reverse=True)
         return found[offset : offset + limit], len(found)
 
     @property

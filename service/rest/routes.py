@@ -133,7 +133,7 @@ def citizen_router(
     Citizen = Annotated[PersonId, Depends(citizen)]
 
     def caller(who: PersonId) -> Caller:
-        return Caller(CallerKind.CITIZEN, Channel.REST, "citizen-portal", person_id=who.value)
+        return Caller(CallerKind.CITIZEN, Channel.REST, "citizen-portal", citizen=who)
 
     @router.get("/certificates", responses=_problems(403), summary="The citizen's own certificates")
     async def list_certificates(who: Citizen, archived: bool = False) -> schemas.CertificateList:

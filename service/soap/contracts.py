@@ -17,7 +17,7 @@ from lxml import etree
 
 from service import document, errors, operations, rules
 from service.access import Consumer
-from service.model import Caller, CallerKind, Channel, Party, PersonId, Recipient, StatusCode
+from service.model import Caller, CallerKind, Channel, Party, PersonId, Recipient, StaffId, StatusCode
 from service.soap import faults
 from service.soap import messages as m
 from service.soap.messages import CORE1, CORE3, OK, TYPES3, Answer, q
@@ -38,7 +38,8 @@ class Call:
         self,
         kind: CallerKind,
         *,
-        person_id: str | None = None,
+        citizen: PersonId | None = None,
+        professional: StaffId | PersonId | None = None,
         care_unit_id: str | None = None,
         care_giver_id: str | None = None,
     ) -> Caller:
@@ -47,9 +48,10 @@ class Call:
             kind,
             Channel.SOAP,
             self.consumer.hsa_id,
-            person_id,
-            care_unit_id,
-            care_giver_id,
+            citizen=citizen,
+            professional=professional,
+            care_unit_id=care_unit_id,
+            care_giver_id=care_giver_id,
             care_giver_scope=self.consumer.care_givers,
         )
 
@@ -137,7 +139,7 @@ async def register_certificate(call: Call, body: etree._Element) -> Answer:
     certificate = m.certificate_from_intyg(intyg)
     caller = call.caller(
         CallerKind.CARE_SYSTEM,
-        person_id=certificate.issuer_id,
+        professional=m.professional(intyg, q(CORE3, "skapadAv"), q(CORE3, "personal-id")),
         care_unit_id=certificate.care_unit.unit_id,
         care_giver_id=certificate.care_unit.care_giver_id,
     )
@@ -260,7 +262,7 @@ async def list_certificates_for_citizen(call: Call, body: etree._Element) -> etr
         types=[m.text(e, q(TYPES3, "code")) for e in body.iterfind(q(ns, "intygTyp"))],
         signed_from=m.date(start) if start else None,
         signed_to=m.date(end) if end else None,
-        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
         now=call.now,
     )
     response = LIST_FOR_CITIZEN_4.response()
@@ -311,7 +313,7 @@ async def revoke_certificate(call: Call, body: etree._Element) -> Answer:
         patient=m.person_id(patient_element),
         caller=call.caller(
             CallerKind.CARE_SYSTEM,
-            person_id=_ext(body, sender, q(CORE3, "personal-id")),
+            professional=m.professional(body, sender, q(CORE3, "personal-id")),
             care_unit_id=_ext(body, sender, q(CORE3, "enhet"), q(CORE3, "enhets-id")),
             care_giver_id=_ext(
                 body, sender, q(CORE3, "enhet"), q(CORE3, "vardgivare"), q(CORE3, "vardgivare-id")
@@ -348,7 +350,7 @@ async def set_consent(call: Call, body: etree._Element) -> Answer:
         call.uow,
         citizen=citizen,
         given=m.boolean(m.text(body, q(ns, "consent-given"))),
-        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
         now=call.now,
     )
     return OK
@@ -360,7 +362,7 @@ async def get_consent(call: Call, body: etree._Element) -> etree._Element:
     consent = await operations.get_consent(
         call.uow,
         citizen=citizen,
-        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
         now=call.now,
     )
     response = GET_CONSENT_1.response()
@@ -380,7 +382,7 @@ async def get_certificate_1(call: Call, body: etree._Element) -> etree._Element:
         call.uow,
         certificate_id=m.text(body, q(ns, "certificateId")),
         citizen=citizen,
-        caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
         now=call.now,
     )
     response = GET_CERTIFICATE_1.response()
@@ -408,7 +410,7 @@ async def list_certificates_1(call: Call, body: etree._Element) -> etree._Elemen
             types=[m.text(e) for e in body.iterfind(q(ns, "certificateType"))],
             signed_from=m.date(start) if start else None,
             signed_to=m.date(end) if end else None,
-            caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+            caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
             now=call.now,
         )
     except errors.ConsentRequired:
@@ -443,7 +445,7 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Answer:
             certificate_id=certificate_id,
             citizen=citizen,
             recipient=recipient,
-            caller=call.caller(CallerKind.CITIZEN, person_id=citizen.value),
+            caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
             now=call.now,
         )
         return OK

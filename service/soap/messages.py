@@ -19,7 +19,7 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from service import document, errors
-from service.model import CareUnit, Certificate, Party, PersonId, StatusCode, StatusEvent
+from service.model import CareUnit, Certificate, Party, PersonId, StaffId, StatusCode, StatusEvent
 
 SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 REGISTRY: Final = "urn:riv:itintegration:registry:1"
@@ -173,6 +173,15 @@ def boolean(value: str) -> bool:
 
 def person_id(element: etree._Element) -> PersonId:
     return PersonId.parse(text(element, q(TYPES3, "extension")))
+
+
+def professional(parent: etree._Element, *path: str) -> StaffId | PersonId:
+    """A professional as the II element at ``path`` (``personal-id``) names them: by personal identity
+    number where its root says so, else by the id as given (an HSA id)."""
+    extension = text(parent, *path, q(TYPES3, "extension"))
+    if text(parent, *path, q(TYPES3, "root")) in (PERSONNUMMER_ROOT, SAMORDNINGSNUMMER_ROOT):
+        return PersonId.parse(extension)
+    return StaffId(extension)
 
 
 def party(element: etree._Element) -> Party:

@@ -58,6 +58,7 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    StaffId,
     StatusCode,
     StatusEvent,
 )
@@ -429,22 +430,19 @@ class SqlConsentRepository:
         )
 
 
-# A personal identity number as callers write it, valid or not (10 or 12 digits, with or without the
-# separator): the shape a citizen's id has where it is an actor's person id.
-_PIN_SHAPED = re.compile(r"(?:\d{2})?\d{6}[-+]?\d{4}")
 # What ``KeyRing.lookup`` gives (base64url of 32 bytes); no HSA id has that shape.
 _HASHED = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def actor_person_key(keyring: KeyRing, person_id: str | None) -> str | None:
-    """What an audit record stores of the actor's person id. A citizen acting is named by their PIN:
-    stored as its keyed hash (their ``patient_key`` where it is a valid number); HSA ids as they are."""
-    if person_id is None or not _PIN_SHAPED.fullmatch(person_id.strip()):
-        return person_id
-    try:
-        return keyring.lookup(PersonId.parse(person_id).value)
-    except errors.InvalidPersonId:
-        return keyring.lookup(person_id.strip())
+def actor_person_key(keyring: KeyRing, record: AuditRecord) -> str | None:
+    """What an audit record stores of the person who acted (one column): a personal identity number,
+    the citizen's or a professional's, as its keyed hash (the citizen's ``patient_key``); a staff id
+    as it is. The two cannot be taken for each other: a hash has 43 characters of base64url, and a
+    staff id is what the request or the operator named."""
+    person = record.actor_citizen or record.actor_professional
+    if isinstance(person, PersonId):
+        return keyring.lookup(person.value)
+    return person.value if person is not None else None
 
 
 class SqlAuditLog:
@@ -471,7 +469,7 @@ class SqlAuditLog:
                 "outcome": record.outcome.value,
                 "actor_kind": record.actor_kind.value,
                 "actor_id": record.actor_id,
-                "actor_person_id": actor_person_key(self.keyring, record.actor_person_id),
+                "actor_person_id": actor_person_key(self.keyring, record),
                 "channel": record.channel.value,
                 "patient_key": self.keyring.lookup(record.patient.value) if record.patient else None,
                 "certificate_ids": ",".join(record.certificate_ids),
@@ -515,12 +513,10 @@ class SqlAuditLog:
 
 def _audit_record(row: Row[Any], patient: PersonId, patient_key: str) -> AuditRecord:
     # A hashed actor is shown as the patient where it is the patient (the citizen acting on their own
-    # data), else as unknown: the hash is no person id, and another citizen's is not to be named.
-    actor_person_id = row.actor_person_id
-    if actor_person_id == patient_key:
-        actor_person_id = patient.value
-    elif actor_person_id is not None and _HASHED.fullmatch(actor_person_id):
-        actor_person_id = None
+    # data), else as unknown: the hash is no person id, and another person's is not to be named.
+    stored = row.actor_person_id
+    citizen = patient if stored == patient_key else None
+    hashed = stored is not None and _HASHED.fullmatch(stored) is not None
     return AuditRecord(
         at=row.at,
         action=row.action,
@@ -532,7 +528,8 @@ def _audit_record(row: Row[Any], patient: PersonId, patient_key: str) -> AuditRe
         certificate_ids=tuple(i for i in row.certificate_ids.split(",") if i),
         care_unit_id=row.care_unit_id,
         care_giver_id=row.care_giver_id,
-        actor_person_id=actor_person_id,
+        actor_citizen=citizen,
+        actor_professional=StaffId(stored) if stored is not None and not hashed else None,
         detail=row.detail,
         care_unit_name=row.care_unit_name,
         care_giver_name=row.care_giver_name,

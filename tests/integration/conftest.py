@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -53,9 +54,12 @@ def postgres_template() -> Iterator[str]:
     _admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
+@contextmanager
+def fresh_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, engine: str
+) -> Iterator[str]:
+    """The URL of a new, migrated database on ``engine`` ("sqlite" or "postgres"), dropped after."""
+    if engine == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'intyg.db'}"
         migration.upgrade(url)
         yield url
@@ -64,8 +68,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     assert POSTGRES_URL is not None
     name = f"intyg_test_{uuid.uuid4().hex[:12]}"
     _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
-    yield _with_database(POSTGRES_URL, name)
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield _with_database(POSTGRES_URL, name)
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fresh_database(request, tmp_path_factory, request.param) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

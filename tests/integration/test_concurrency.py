@@ -68,7 +68,7 @@ def person(serial: int) -> PersonId:
 
 
 def citizen(patient: PersonId) -> Caller:
-    return Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", person_id=patient.value)
+    return Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", citizen=patient)
 
 
 def certificate(certificate_id: str, patient: PersonId, **changes: Any) -> Certificate:

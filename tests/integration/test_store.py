@@ -22,14 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import errors, operations, rules
 from service.model import (
+    AuditRecord,
     Caller,
     CallerKind,
     Certificate,
     CertificateWithDocument,
     Channel,
     Consent,
+    Outcome,
     Party,
     PersonId,
+    StaffId,
     StatusCode,
     StatusEvent,
 )
@@ -57,7 +60,7 @@ OTHER_PATIENT = PersonId.parse("194404041230")
 CARE_GIVER = "SE2321000016-GIVER1"
 OTHER_CARE_GIVER = "SE2321000016-GIVER2"
 CARE = Caller(CallerKind.CARE_SYSTEM, Channel.SOAP, "SE2321000016-WEBCERT", care_giver_id=CARE_GIVER)
-CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", person_id=PATIENT.value)
+CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", citizen=PATIENT)
 
 
 def stored(certificate_id: str = "cert-1", **changes: Any) -> Certificate:
@@ -386,7 +389,7 @@ async def test_a_citizen_never_seen_has_not_given_consent(uow: SqlUnitOfWork) ->
 async def test_setting_consent_keeps_one_row_per_citizen_and_records_every_change(
     uow: SqlUnitOfWork, engine: AsyncEngine
 ) -> None:
-    portal = Caller(CallerKind.CITIZEN, Channel.SOAP, "legacy-portal", person_id=PATIENT.value)
+    portal = Caller(CallerKind.CITIZEN, Channel.SOAP, "legacy-portal", citizen=PATIENT)
     for given, at, caller in ((True, NOW, CITIZEN), (False, LATER, portal)):
         async with uow:
             await uow.consents.set(PATIENT, given=given, at=at, caller=caller)
@@ -703,3 +706,45 @@ async def test_the_store_and_the_fakes_agree_on_registering_reading_and_recordin
         StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),
     )
     assert answers[0][2].document == document_of("cert-1")
+
+
+async def test_the_person_who_acted_is_stored_by_type_and_a_personal_identity_number_only_hashed(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    # A citizen, a professional named by personal identity number, one named by HSA id: nothing is
+    # guessed from the id's shape (DOMAIN.md: no identity number in the clear).
+    acted = {
+        "own": {"actor_citizen": PATIENT},
+        "by number": {"actor_professional": OTHER_PATIENT},
+        "by hsa id": {"actor_professional": StaffId("SE2321000016-DOC1")},
+    }
+    async with uow:
+        for action, actor in acted.items():
+            await uow.audit.add(
+                AuditRecord(
+                    at=NOW,
+                    action=action,
+                    outcome=Outcome.OK,
+                    actor_kind=CallerKind.CARE_SYSTEM,
+                    actor_id="SE2321000016-WEBCERT",
+                    channel=Channel.SOAP,
+                    patient=PATIENT,
+                    **actor,  # type: ignore[arg-type]
+                )
+            )
+        await uow.commit()
+    async with uow:
+        read, _ = await uow.audit.list_for_patient(PATIENT, start=None, end=None, limit=10, offset=0)
+
+    stored = {r.action: r.actor_person_id for r in await rows(engine, audit_records)}
+    assert stored == {
+        "own": key_of(PATIENT.value),
+        "by number": key_of(OTHER_PATIENT.value),
+        "by hsa id": "SE2321000016-DOC1",
+    }
+    # Read back: the citizen where it is the record's own patient; another's number is named to no one.
+    assert {r.action: (r.actor_citizen, r.actor_professional) for r in read} == {
+        "own": (PATIENT, None),
+        "by number": (None, None),
+        "by hsa id": (None, StaffId("SE2321000016-DOC1")),
+    }

@@ -30,6 +30,7 @@ from service.model import (
     Party,
     PersonId,
     Recipient,
+    StaffId,
     StatusCode,
     StatusEvent,
 )
@@ -48,11 +49,11 @@ CARE = Caller(
     CallerKind.CARE_SYSTEM,
     Channel.SOAP,
     "SE2321000016-WEBCERT",
-    person_id="SE2321000016-DOC1",
+    professional=StaffId("SE2321000016-DOC1"),
     care_unit_id="SE2321000016-UNIT1",
     care_giver_id=CARE_GIVER,
 )
-CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", person_id=PATIENT.value)
+CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", citizen=PATIENT)
 RECIPIENT = Caller(CallerKind.RECIPIENT, Channel.SOAP, "FKASSA")
 
 
@@ -1266,7 +1267,7 @@ class EveryStoredCertificateHasAKeeper(RuleBasedStateMachine):
     @rule(certificate_id=st.sampled_from(IDS), code=st.sampled_from([StatusCode.DELETE, StatusCode.RESTOR]))
     def archive_or_restore(self, certificate_id: str, code: StatusCode) -> None:
         patient = self.patient_of(certificate_id)
-        citizen = dataclasses.replace(CITIZEN, person_id=patient.value)
+        citizen = dataclasses.replace(CITIZEN, citizen=patient)
         self.step(
             operations.set_certificate_status(
                 self.uow,
@@ -1302,7 +1303,7 @@ class EveryStoredCertificateHasAKeeper(RuleBasedStateMachine):
 
     @rule(patient=st.sampled_from(PATIENTS), given=st.booleans())
     def set_consent(self, patient: PersonId, given: bool) -> None:
-        citizen = dataclasses.replace(CITIZEN, person_id=patient.value)
+        citizen = dataclasses.replace(CITIZEN, citizen=patient)
         self.step(operations.set_consent(self.uow, citizen=patient, given=given, caller=citizen, now=NOW))
 
     @invariant()
@@ -1332,7 +1333,7 @@ OPERATOR = Caller(
     CallerKind.OPERATOR,
     Channel.CLI,
     "intygstjanst-cli",
-    person_id="SE2321000016-OPS1",
+    professional=StaffId("SE2321000016-OPS1"),
     care_giver_id=CARE_GIVER,
 )
 
@@ -1368,7 +1369,7 @@ async def test_erasing_a_care_giver_applies_rule_5_to_each_copy_it_keeps_and_to_
         ("remove_care_copy", "kept_for_citizen", PATIENT, ("a-kept",), CallerKind.OPERATOR),
         ("remove_care_copy", "deleted", OTHER_PATIENT, ("b-deleted",), CallerKind.OPERATOR),
     ]
-    assert {r.actor_person_id for r in uow.audit.records} == {"SE2321000016-OPS1"}
+    assert {r.actor_professional for r in uow.audit.records} == {StaffId("SE2321000016-OPS1")}
 
 
 async def test_erasing_a_care_giver_again_finds_nothing_left_to_remove() -> None:

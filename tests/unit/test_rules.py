@@ -85,6 +85,12 @@ def test_registering_an_id_another_care_giver_holds_is_denied_whichever_patient_
         rules.register(held, certificate(patient=patient))
 
 
+def test_a_care_system_naming_another_patient_than_the_certificates_is_refused() -> None:
+    rules.require_patient(certificate(), PATIENT)
+    with pytest.raises(errors.PatientMismatch):
+        rules.require_patient(certificate(), OTHER_PATIENT)
+
+
 def test_the_first_event_of_every_certificate_is_received_from_health_care() -> None:
     assert rules.received(now=NOW) == StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW)
 
@@ -499,7 +505,7 @@ def test_after_a_withdrawal_every_certificate_left_has_a_keeper() -> None:
 # Rule 9: permanent deletion removes document, metadata and history; the audit trail stays without the
 # document's content. The pure part: an audit record has no place for content and names only ids.
 
-CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", person_id=PATIENT.value)
+CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", citizen=PATIENT)
 CARE = Caller(
     CallerKind.CARE_SYSTEM,
     Channel.SOAP,
@@ -523,7 +529,8 @@ def test_an_audit_record_has_no_field_for_document_content() -> None:
         "certificate_ids",
         "care_unit_id",
         "care_giver_id",
-        "actor_person_id",
+        "actor_citizen",
+        "actor_professional",
         "detail",
         "care_unit_name",
         "care_giver_name",

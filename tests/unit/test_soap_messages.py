@@ -18,7 +18,7 @@ import pytest
 from lxml import etree
 
 from service import document
-from service.model import Party, StatusCode, StatusEvent
+from service.model import Party, PersonId, StaffId, StatusCode, StatusEvent
 from service.soap import messages as m
 from service.soap.contracts import GET_CERTIFICATE_2
 from tests.reference import assert_valid_everywhere, need_shared, parser, peer_requests
@@ -188,3 +188,20 @@ def test_an_events_spliced_bytes_are_its_status_element_serialised(party: Party,
     event = StatusEvent(code, party, dt.datetime(2024, 12, 31, 23, 59, 58))
 
     assert m.status_bytes(event) == etree.tostring(m.status_element(event), encoding="UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("root", "extension", "named"),
+    [
+        ("1.2.752.129.2.1.4.1", "SE2321000016-DOC1", StaffId("SE2321000016-DOC1")),
+        (m.PERSONNUMMER_ROOT, "191212121212", PersonId.parse("191212121212")),
+        (m.SAMORDNINGSNUMMER_ROOT, "197010632391", PersonId.parse("197010632391")),
+    ],
+    ids=["hsa id", "personnummer", "samordningsnummer"],
+)
+def test_a_professional_is_typed_by_the_root_of_their_id(root: str, extension: str, named: object) -> None:
+    author = etree.fromstring(
+        f'<a xmlns:t="{m.TYPES3}"><t:root>{root}</t:root><t:extension>{extension}</t:extension></a>'
+    )
+
+    assert m.professional(author) == named

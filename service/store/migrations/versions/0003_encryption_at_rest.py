@@ -12,13 +12,15 @@ record's actor person id that is a citizen's PIN becomes its hash. The keys come
 no keys it stops before changing anything. It cannot be undone: the hashes do not give the numbers back.
 """
 
+import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import context, op
 
+from service.errors import InvalidPersonId
+from service.model import PersonId
 from service.store.crypto import KeyRing, Purpose, new_data_key, seal
-from service.store.repositories import actor_person_key
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -158,6 +160,21 @@ def _hash_patients(bind: sa.Connection, keyring: KeyRing) -> None:
         hashed = actor_person_key(keyring, person_id)
         if hashed != person_id:
             bind.execute(audit_records.update().where(actors == person_id).values(actor_person_id=hashed))
+
+
+# A personal identity number as callers wrote it, valid or not (10 or 12 digits, with or without the
+# separator). Records of before this revision kept the actor's person id as one untyped string: a
+# number of this shape was a citizen's (or a professional's) and is hashed; anything else, an HSA id.
+_PIN_SHAPED = re.compile(r"(?:\d{2})?\d{6}[-+]?\d{4}")
+
+
+def actor_person_key(keyring: KeyRing, person_id: str) -> str:
+    if not _PIN_SHAPED.fullmatch(person_id.strip()):
+        return person_id
+    try:
+        return keyring.lookup(PersonId.parse(person_id).value)
+    except InvalidPersonId:
+        return keyring.lookup(person_id.strip())
 
 
 def downgrade() -> None:
