@@ -90,8 +90,8 @@ def test_every_soap_answer_is_a_result_type_error_id_and_a_soap_fault_code(entry
     assert entry.error_id in result_type_error_ids()
     assert entry.fault_code in {"Client", "Server"}
     assert entry.text.strip()
-    answer = entry.answer
-    assert (answer.code, answer.text, answer.error_id) == ("ERROR", entry.text, entry.error_id)
+    result = entry.result
+    assert (result.code, result.text, result.error_id) == ("ERROR", entry.text, entry.error_id)
 
 
 @pytest.mark.parametrize(
