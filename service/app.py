@@ -186,7 +186,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(
         health_router(
             engine,
-            schema_loaded=True,
             draining=lambda: bool(app.state.draining),
             deadline=settings.db_ready_deadline_seconds,
         )
