@@ -156,9 +156,9 @@ async def workload(uow: SqlUnitOfWork, rounds: int, *, prefix: str = "cert", sta
         await operations.get_certificate_for_care(uow, certificate_id=new.id, caller=CARE, now=now)
         await operations.list_certificates_for_care(uow, patient=patient, caller=CARE, now=now)
         if index % 2:
-            await operations.withdraw_consent(uow, citizen=patient, caller=citizen(patient), now=now)
+            await operations.set_consent(uow, citizen=patient, given=False, caller=citizen(patient), now=now)
         else:
-            await operations.give_consent(uow, citizen=patient, caller=citizen(patient), now=now)
+            await operations.set_consent(uow, citizen=patient, given=True, caller=citizen(patient), now=now)
         read = operations.get_certificate_for_citizen(
             uow, certificate_id=new.id, citizen=patient, caller=citizen(patient), now=now
         )

@@ -753,7 +753,7 @@ async def test_removing_the_care_copy_without_consent_deletes_the_certificate_fo
     )
     assert record.detail == "deleted"
 
-    await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
     with pytest.raises(errors.CertificateNotFound):
         await operations.get_certificate_for_citizen(
             uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
@@ -808,7 +808,7 @@ async def test_removing_a_care_copy_already_removed_finds_nothing_and_changes_no
 async def test_giving_consent_records_when_by_whom_and_through_which_channel() -> None:
     uow = FakeUnitOfWork()
 
-    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
 
     assert (change.consent.given, change.consent.changed_at, change.changed, change.deleted) == (
         True,
@@ -868,7 +868,7 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
         consent_given=[PATIENT, OTHER_PATIENT],
     )
 
-    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
     assert (change.consent.given, change.changed, change.deleted) == (False, True, 2)
     assert sorted(uow.stored.certificates) == ["another-patient-removed", "kept", "kept-archived"]
@@ -898,9 +898,9 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
 async def test_giving_consent_again_brings_no_deleted_certificate_back() -> None:
     uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
     await remove(uow)
-    await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
-    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
 
     assert (change.changed, change.deleted) == (True, 0)
     assert uow.certificate("cert-1") is None
@@ -925,7 +925,7 @@ async def test_removing_the_care_copy_and_withdrawing_consent_run_again_after_lo
 
     removal = await remove(uow)
     uow.fail_commits = operations.RETRIES - 1
-    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
     assert (removal, change.deleted) == (Removal.KEPT_FOR_CITIZEN, 1)
     assert uow.certificate("cert-1") is None
@@ -1045,10 +1045,12 @@ async def test_a_fault_nobody_foresaw_is_audited_as_an_error_and_raised(operatio
 
 # Each operation that acts for a citizen, as a system limited to one care giver would call it (issue 10).
 FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
-    "withdraw_consent": lambda uow: operations.withdraw_consent(
-        uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+    "withdraw_consent": lambda uow: operations.set_consent(
+        uow, citizen=PATIENT, given=False, caller=SCOPED_PORTAL, now=NOW
     ),
-    "give_consent": lambda uow: operations.give_consent(uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW),
+    "give_consent": lambda uow: operations.set_consent(
+        uow, citizen=PATIENT, given=True, caller=SCOPED_PORTAL, now=NOW
+    ),
     "read_consent": lambda uow: operations.get_consent(uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW),
     "read": lambda uow: operations.get_certificate_for_citizen(
         uow, certificate_id="cert-1", citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
@@ -1175,9 +1177,9 @@ async def test_after_permanent_deletion_only_the_audit_trail_remains_and_it_hold
     )
     if cause == "withdraw_consent":
         await remove(uow)
-        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
     else:
-        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
         await remove(uow)
 
     assert uow.certificate("cert-1") is None
