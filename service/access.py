@@ -3,7 +3,7 @@
 Care systems call over mutual TLS; the system's HSA id is read from its client certificate
 (``soap/caller.py``). The permission table (``INTYG_PERMISSIONS_FILE``, read by ``config.py``) names
 each consumer and what it may do: which operations, for which care givers, at which logical
-addresses, as the national service platform's routing and permissions do (issue 5). Without a table
+addresses, as the national service platform's routing and permissions do (README "Callers"). Without a table
 (the embedded development default, on loopback only) every caller is ``DEVELOPMENT_CONSUMER``.
 """
 

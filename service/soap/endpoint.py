@@ -4,7 +4,7 @@ A request goes: size limit -> hardened parse -> the body element names the contr
 body's qualified name, not on SOAPAction, as rivta/README.md advises) -> addressing header -> our XSD
 -> the calling system (its client certificate) and its permissions -> handler. Every failure is
 answered in the contract's own form; nothing of the request, no stack trace and no SQL reaches the
-answer or the log. A call the permission table does not cover is audited as denied (issue 5).
+answer or the log. A call the permission table does not cover is audited as denied (README "Callers").
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ class SoapEndpoint:
         return wsdl
 
     def _base_url(self, scope: Scope) -> str:
-        """Where callers reach the service: configured, or told by a trusted proxy, or the socket it
-        listens on. Never the request's Host header, which anyone may write (issue 10)."""
+        """Where callers reach the service: configured, or told by a trusted proxy, or the socket it listens
+        on. Never the request's Host header, which anyone may write (README, INTYG_PUBLIC_BASE_URL)."""
         if self.public_base_url is not None:
             return self.public_base_url
         if self.callers.from_trusted_proxy(scope):
