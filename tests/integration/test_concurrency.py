@@ -534,7 +534,8 @@ def test_a_care_copy_removed_while_the_citizen_archives_it_stays_removed(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Rule 2 (issue 10): a citizen's change that depends on consent never lands after a withdrawal
+# Rule 2 (README "Input", the consent lock): a citizen's change that depends on consent never lands
+# after a withdrawal
 
 
 def send(certificate_id: str, patient: PersonId) -> Call:

@@ -526,7 +526,7 @@ async def test_a_removal_the_store_refuses_deletes_nothing_and_audits_no_success
     [row] = await rows(engine, certificates)
     assert row.care_available is True
     assert await count(engine, documents) == 1
-    # The fault is audited as the error it is (issue 10), in a transaction of its own.
+    # The fault is audited as the error it is (STYLE.md, Audit), in a transaction of its own.
     assert [r.outcome for r in await audit_of(engine, "remove_care_copy")] == ["error"]
 
 
@@ -639,7 +639,7 @@ async def test_a_withdrawal_the_store_refuses_deletes_nothing_and_audits_no_succ
     assert await stored_ids(engine) == {"removed", "kept"}
     assert await count(engine, documents) == 2
     assert [r.given for r in await rows(engine, consents)] == [True]
-    # The fault is audited as the error it is (issue 10), in a transaction of its own.
+    # The fault is audited as the error it is (STYLE.md, Audit), in a transaction of its own.
     assert [r.outcome for r in await audit_of(engine, "withdraw_consent")] == ["error"]
 
 

@@ -934,9 +934,9 @@ async def test_removing_the_care_copy_and_withdrawing_consent_run_again_after_lo
 
 
 # ---------------------------------------------------------------------------------------------------
-# Who calls what (issue 5): a calling system acts only within the care givers its permissions name.
-# Another care giver's certificate is refused exactly as if it did not exist (NotPermitted answers like
-# not found), audited as denied, and changes nothing; every list leaves it out.
+# Who calls what (DOMAIN.md; README "Callers"): a calling system acts only within the care givers its
+# permissions name. Another care giver's certificate is refused exactly as if it did not exist
+# (NotPermitted answers like not found), audited as denied, and changes nothing; every list leaves it out.
 
 SCOPED = dataclasses.replace(CARE, care_giver_scope=frozenset({OTHER_CARE_GIVER}))
 SCOPED_PORTAL = Caller(
@@ -987,8 +987,8 @@ async def test_another_care_givers_certificate_is_refused_as_unknown_audited_and
     )
 
 
-# Ids that cannot be certificate ids (issue 10): refused before they reach the store, where a NUL
-# made the SQL fail and the read went unaudited.
+# Ids that cannot be certificate ids (README "Input"): refused before they reach the store, where a NUL
+# once made the SQL fail and the read went unaudited.
 BAD_IDS = {"nul": "\x00", "nul inside": "a\x00b", "control": "a\nb", "empty": "", "too long": "x" * 129}
 
 # Each operation that reads one certificate by the id a caller gives.
@@ -1043,7 +1043,7 @@ async def test_a_fault_nobody_foresaw_is_audited_as_an_error_and_raised(operatio
     )
 
 
-# Each operation that acts for a citizen, as a system limited to one care giver would call it (issue 10).
+# Each operation that acts for a citizen, as a system limited to one care giver would call it.
 FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
     "withdraw_consent": lambda uow: operations.set_consent(
         uow, citizen=PATIENT, given=False, caller=SCOPED_PORTAL, now=NOW
@@ -1083,7 +1083,7 @@ FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
 
 @pytest.mark.parametrize("operation", FOR_CITIZEN)
 async def test_a_system_limited_to_some_care_givers_may_not_act_for_a_citizen(operation: str) -> None:
-    # The attack of issue 10: the certificate of another care giver, kept only for the citizen's
+    # The attack: the certificate of another care giver, kept only for the citizen's
     # consent (its care copy removed), which withdrawing consent would delete (rule 6).
     kept_for_citizen = stored(care_available=False)
     uow = FakeUnitOfWork(certificates=[kept_for_citizen], consent_given=[PATIENT])
