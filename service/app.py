@@ -189,7 +189,6 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
     app.include_router(
         health_router(
             engine,
-            schema_loaded=True,
             draining=lambda: bool(app.state.draining),
             deadline=settings.db_ready_deadline_seconds,
         )

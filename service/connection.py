@@ -1,5 +1,6 @@
-"""How ``intygstjanst serve`` takes client connections, bounds them, and lets go of them (issue 10,
-items 7 and 8). With no ingress in front (the chart's direct mode) nothing else bounds a client.
+"""How ``intygstjanst serve`` takes client connections, bounds them, and lets go of them (README
+"Operating", and its settings ``INTYG_HEADER_DEADLINE_SECONDS``, ``INTYG_BODY_DEADLINE_SECONDS`` and
+``INTYG_MAX_CONNECTIONS``). With no ingress in front (the chart's direct mode) nothing else bounds a client.
 
 - ``Supervisor``: with several workers, the listening socket closes as the drain begins, so that a
   client connecting meanwhile is refused at once rather than left hanging.

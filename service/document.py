@@ -20,7 +20,8 @@ from typing import Final
 
 from lxml import etree
 
-CORE3: Final = "{urn:riv:clinicalprocess:healthcond:certificate:3}"
+# The namespace of core 3 ``Intyg``; the SOAP adapter writes the certificates it answers with in it too.
+CORE3: Final = "urn:riv:clinicalprocess:healthcond:certificate:3"
 
 # The one hardened parser for XML from outside: entities are never expanded, nothing is fetched, and
 # depth is bounded by libxml2 itself (256 without huge_tree). The SOAP adapter parses with it too.
@@ -126,8 +127,8 @@ def answers(stored: bytes) -> tuple[Answer, ...]:
 
 def _answers(intyg: etree._Element) -> tuple[Answer, ...]:
     found = []
-    for answer in intyg.iterfind(f"{CORE3}svar"):
-        instance = answer.findtext(f"{CORE3}instans")
-        parts = tuple(Part(p.get("id", ""), _value(p)) for p in answer.iterfind(f"{CORE3}delsvar"))
+    for answer in intyg.iterfind(f"{{{CORE3}}}svar"):
+        instance = answer.findtext(f"{{{CORE3}}}instans")
+        parts = tuple(Part(p.get("id", ""), _value(p)) for p in answer.iterfind(f"{{{CORE3}}}delsvar"))
         found.append(Answer(answer.get("id", ""), int(instance) if instance else None, parts))
     return tuple(found)

@@ -118,7 +118,7 @@ class KekMissing(StoredDataUnreadable):
 
 
 # Another care giver's or another citizen's certificate is answered, counted and logged as an unknown id
-# (README "Callers"; issue 10: metrics told them apart). The audit record keeps "denied", NotPermitted.
+# (README "Callers": not even the metrics tell them apart). The audit record keeps "denied", NotPermitted.
 ANSWERED_AS: Final[dict[type[ServiceError], type[ServiceError]]] = {NotPermitted: CertificateNotFound}
 
 

@@ -165,7 +165,7 @@ def permissions(settings: Settings) -> PermissionTable | None:
     with _reading(CALLERS):
         path = settings.permissions_file
         entries = PermissionsFile.parse(path.read_bytes(), str(path)).consumers
-        return access.permission_table((_consumer(e) for e in entries), CONTRACTS)
+        return access.permission_table((_consumer(e) for e in entries), tuple(CONTRACTS))
 
 
 def client_certificates(settings: Settings) -> ClientCertificates | None:

@@ -673,18 +673,6 @@ async def set_consent(
     return await _retrying(run)
 
 
-async def give_consent(
-    uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime
-) -> ConsentChange:
-    return await set_consent(uow, citizen=citizen, given=True, caller=caller, now=now)
-
-
-async def withdraw_consent(
-    uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime
-) -> ConsentChange:
-    return await set_consent(uow, citizen=citizen, given=False, caller=caller, now=now)
-
-
 async def refuse_call(
     uow: UnitOfWork,
     *,

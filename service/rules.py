@@ -76,7 +76,7 @@ def _keep(certificate: Certificate, event: StatusEvent | None = None, **flags: b
 def register(existing: Certificate | None, new: Certificate) -> Registration:
     """A new id is stored with both flags true; the same id again changes nothing. An id that another
     care giver's certificate holds is refused, and audited as denied, with one answer whichever patient
-    ``new`` names: neither that it is stored nor whose it is is told (issue 10)."""
+    ``new`` names: neither that it is stored nor whose it is is told (README "Callers")."""
     if existing is None:
         return Registration.CREATE
     if existing.care_unit.care_giver_id != new.care_unit.care_giver_id:
@@ -150,7 +150,7 @@ def care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None)
 def require_may_act_for(caller: Caller) -> None:
     """Acting for a citizen (their consent, lists, reads, sends and archive) reaches every care giver's
     certificates, and withdrawing consent deletes some (rule 6): a system limited to some care givers
-    may not, whatever contract it calls (issue 10)."""
+    may not, whatever contract it calls (DOMAIN.md, Who calls what)."""
     if caller.kind is CallerKind.CITIZEN and caller.care_giver_scope is not None:
         raise errors.CallerNotPermitted("a system limited to some care givers may not act for a citizen")
 

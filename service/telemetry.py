@@ -75,7 +75,7 @@ _PROJECT: Final = Path(__file__).resolve().parent.parent
 def log_unforeseen(logger: logging.Logger, what: str, exc: BaseException, **extra: str) -> None:
     """One line for a fault no handler foresaw: its type and where it arose (the innermost frame of
     the project's own code), with the request id. Never its message nor its traceback: a driver's
-    message quotes the SQL and the request's values (issue 10)."""
+    message quotes the SQL and the request's values (README "Input")."""
     logger.error(
         "%s: %s at %s",
         what,

@@ -1,5 +1,5 @@
 """Mutual TLS in the server itself: the SSL context uvicorn serves with, and the client certificate
-in each request's ASGI TLS extension (issue 5; ``soap/caller.py`` reads it).
+in each request's ASGI TLS extension (README "Callers"; ``soap/caller.py`` reads it).
 
 One port serves SOAP callers, the citizen REST API (bearer tokens), the probes and ``/metrics``, so a
 client certificate is asked for but not required (``CERT_OPTIONAL``): a connection without one is
@@ -26,7 +26,7 @@ _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 def server_context(*, cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # TLS 1.2 at least (issue 5); OpenSSL's defaults pick the ciphers.
+    # TLS 1.2 at least (README "Callers"); OpenSSL's defaults pick the ciphers.
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
     context.load_verify_locations(cafile=str(client_ca_file))

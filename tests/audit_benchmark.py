@@ -1,4 +1,5 @@
-"""How fast ``intygstjanst verify-audit`` checks a long audit chain: a measurement, not a test (issue 5).
+"""How fast ``intygstjanst verify-audit`` checks a long audit chain: a measurement, not a test (README
+"Audit log").
 
     .venv/bin/python -m tests.audit_benchmark [--records 100000] [--every 1000]
 

@@ -1,4 +1,5 @@
-"""Ways to tamper with an audit chain, each with the place ``audit_chain.verify`` must name (issue 5).
+"""Ways to tamper with an audit chain, each with the place ``audit_chain.verify`` must name (README
+"Audit log").
 
 A chain here is what the database holds: the records as rows (every stored column, in order of seq),
 the signed checkpoints, the head, and the copy of the checkpoints in the external log. Each tampering

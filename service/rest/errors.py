@@ -125,7 +125,7 @@ class Unforeseen:
     """An exception no handler answered is answered here as problem+json 500 and logged as one line.
     Starlette's outermost ``ServerErrorMiddleware`` would answer it too, but then raises it again for
     the server to log with its traceback, whose messages may quote SQL and the request's values, and
-    the server drops the connection (issue 10). Installed inside the telemetry middleware, which
+    the server drops the connection (README "Input"). Installed inside the telemetry middleware, which
     counts the 500 and holds the request id."""
 
     def __init__(self, app: ASGIApp) -> None:

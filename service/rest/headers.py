@@ -1,4 +1,4 @@
-"""Headers every answer carries (issue 10).
+"""Headers every answer carries (README "Input").
 
 The citizen API's answers hold a citizen's health data: no shared or browser cache keeps them
 (``Cache-Control: no-store``). No browser guesses a type other than the one declared

@@ -1,4 +1,4 @@
-"""Who is calling the SOAP endpoint: the system's HSA id from its client certificate (issue 5).
+"""Who is calling the SOAP endpoint: the system's HSA id from its client certificate (README "Callers").
 
 A verified client certificate reaches a request in one of two ways:
 
@@ -47,7 +47,7 @@ def _utc_now() -> dt.datetime:
 
 # An HSA id: a country code, the organisation number, a dash and the organisation's own part, 31
 # characters at most (Inera's HSA id form). Anything else from a certificate, a NUL among it, names no
-# system: it would reach the audit trail's actor (issue 10).
+# system: it would reach the audit trail's actor (README "Callers").
 _HSA_ID: Final = re.compile(r"[A-Z]{2}[0-9]{10}-[0-9A-Za-z]{1,18}")
 
 

@@ -1,8 +1,8 @@
-"""The SOAP contracts this service serves, each with its handler.
+"""The SOAP contracts this service serves, each defined just before its handler.
 
 A handler reads the (schema-checked) request body into plain values, calls one function of
 ``service.operations`` and renders the answer: a response element, or for contracts whose response is
-only a ``result``, an ``Answer``. Errors are left to ``endpoint``, which maps them through ``faults``.
+only a ``result``, a ``Result``. Errors are left to ``endpoint``, which maps them through ``faults``.
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from lxml import etree
 
 from service import document, errors, operations, rules
 from service.access import Consumer
+from service.document import CORE3
 from service.model import Caller, CallerKind, Channel, Party, PersonId, Recipient, StaffId, StatusCode
 from service.soap import faults
 from service.soap import messages as m
-from service.soap.messages import CORE1, CORE3, OK, TYPES3, Answer, q
+from service.soap.messages import CORE1, OK, TYPES3, Result, q
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One permitted request: a fresh unit of work, the time, the routing address the caller gave,
-    and the calling system (from its client certificate) with its permissions."""
+    """One permitted request: a fresh unit of work, the time, and the calling system (from its client
+    certificate) with its permissions."""
 
     uow: operations.UnitOfWork
     now: dt.datetime
-    address: str
     consumer: Consumer
     recipients: Mapping[str, Recipient] = field(default_factory=dict)
 
@@ -43,7 +43,8 @@ class Call:
         care_unit_id: str | None = None,
         care_giver_id: str | None = None,
     ) -> Caller:
-        # The audit trail names the system its certificate proves, not the address it wrote (issue 5).
+        # The audit trail names the system its certificate proves, not the address it wrote (README.md,
+        # "Callers").
         return Caller(
             kind,
             Channel.SOAP,
@@ -56,8 +57,8 @@ class Call:
         )
 
 
-# A handler answers with a response element, an ``Answer``, or a whole envelope it wrote as bytes.
-Handler = Callable[[Call, etree._Element], Awaitable["etree._Element | Answer | bytes"]]
+# A handler answers with a response element, a ``Result``, or a whole envelope it wrote as bytes.
+Handler = Callable[[Call, etree._Element], Awaitable["etree._Element | Result | bytes"]]
 
 
 class ResultKind(enum.Enum):
@@ -67,38 +68,46 @@ class ResultKind(enum.Enum):
     RESULT_OF_CALL = "result_of_call"  # insuranceprocess ResultOfCall
 
 
+class Domain(enum.Enum):
+    """The RIVTA service domain of a contract, which names its responder namespace and its path."""
+
+    CLINICAL = "clinicalprocess:healthcond:certificate"
+    # This project's own contract (contracts/README.md).
+    INTYGSTJANST = "intygstjanst:certificate"
+    # The 2013 contracts: RIVTA BP 2.0, addressed with ``wsa:To``; their request elements end in Request.
+    INSURANCE = "insuranceprocess:healthreporting"
+
+    @property
+    def bp20(self) -> bool:
+        return self is Domain.INSURANCE
+
+
 @dataclass(frozen=True, slots=True)
 class Contract:
     operation: str
     major: int
     result: ResultKind
-    handler: Handler = field(repr=False)
-    insurance: bool = False
+    domain: Domain = Domain.CLINICAL
     # Only ever acts for a citizen, across every care giver: never granted to a system limited to some
     # care givers (``config``'s permission table; the mixed contracts are refused at the call, by rules).
     for_citizen: bool = False
+    # Elements the response requires before its ``result``, with the values an answer of only a result
+    # gives them (GetConsent 1: an error reports no consent).
+    before_result: tuple[tuple[str, str], ...] = ()
 
     @property
     def namespace(self) -> str:
-        return m.responder(self.operation, self.major, insurance=self.insurance)
+        return f"urn:riv:{self.domain.value}:{self.operation}Responder:{self.major}"
 
     @property
     def request(self) -> str:
-        suffix = "Request" if self.insurance else ""
+        suffix = "Request" if self.domain is Domain.INSURANCE else ""
         return q(self.namespace, self.operation + suffix)
 
     @property
-    def bp20(self) -> bool:
-        """The 2013 insuranceprocess contracts are RIVTA BP 2.0 and address with ``wsa:To``."""
-        return self.insurance
-
-    @property
     def path(self) -> str:
-        if self.insurance:
-            return f"/insuranceprocess/healthreporting/{self.operation}/{self.major}/rivtabp20"
-        if self.operation == "RemoveCertificateForCare":
-            return f"/intygstjanst/certificate/{self.operation}/{self.major}/rivtabp21"
-        return f"/clinicalprocess/healthcond/certificate/{self.operation}/{self.major}/rivtabp21"
+        profile = "rivtabp20" if self.domain.bp20 else "rivtabp21"
+        return f"/{self.domain.value.replace(':', '/')}/{self.operation}/{self.major}/{profile}"
 
     @property
     def folder(self) -> str:
@@ -107,22 +116,21 @@ class Contract:
     def response(self) -> etree._Element:
         return etree.Element(q(self.namespace, f"{self.operation}Response"), nsmap={"ns": self.namespace})
 
-    def result_response(self, answer: Answer) -> etree._Element:
+    def result_response(self, result: Result) -> etree._Element:
         response = self.response()
-        if self.operation == "GetConsent":
-            # consent-given is required before result; an error reports no consent.
-            m.sub(response, self.namespace, "consent-given", "false")
-        add_result(self, response, answer)
+        for name, value in self.before_result:
+            m.sub(response, self.namespace, name, value)
+        add_result(self, response, result)
         return response
 
 
-def add_result(contract: Contract, response: etree._Element, answer: Answer) -> None:
+def add_result(contract: Contract, response: etree._Element, result: Result) -> None:
     if contract.result is ResultKind.RESULT_OF_CALL:
-        error_id = faults.RESULT_OF_CALL_ERROR_IDS.get(answer.error_id or "", answer.error_id)
-        m.result_of_call(response, contract.namespace, Answer(answer.code, answer.text, error_id))
+        error_id = faults.RESULT_OF_CALL_ERROR_IDS.get(result.error_id or "", result.error_id)
+        m.result_of_call(response, contract.namespace, Result(result.code, result.text, error_id))
     else:
         m.result_type(
-            response, contract.namespace, CORE1 if contract.result is ResultKind.CORE1 else CORE3, answer
+            response, contract.namespace, CORE1 if contract.result is ResultKind.CORE1 else CORE3, result
         )
 
 
@@ -130,10 +138,18 @@ def _ext(element: etree._Element, *path: str) -> str:
     return m.text(element, *path, q(TYPES3, "extension"))
 
 
+def _citizen(call: Call, body: etree._Element, *path: str) -> tuple[PersonId, Caller]:
+    """The citizen whose identity number is at ``path`` in the request, and the caller acting for them."""
+    citizen = PersonId.parse(m.text(body, *path))
+    return citizen, call.caller(CallerKind.CITIZEN, citizen=citizen)
+
+
 # --- Care systems: RegisterCertificate 3 (rule 1) -------------------------------------------------------
 
+REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3)
 
-async def register_certificate(call: Call, body: etree._Element) -> Answer:
+
+async def register_certificate(call: Call, body: etree._Element) -> Result:
     intyg = body.find(q(REGISTER_3.namespace, "intyg"))
     assert intyg is not None  # schema-checked
     certificate = m.certificate_from_intyg(intyg)
@@ -151,15 +167,17 @@ async def register_certificate(call: Call, body: etree._Element) -> Answer:
     )
     if registration is rules.Registration.ALREADY_EXISTS:
         # Webcert compares this exact text (rivta/README.md).
-        return Answer("INFO", "Certificate already exists")
+        return Result("INFO", "Certificate already exists")
     return OK
 
 
 # --- GetCertificate 2: HSVARD is the care read (rule 3), INVANA the citizen read (rule 2) ------------------
 
+GET_CERTIFICATE_2: Final = Contract("GetCertificate", 2, ResultKind.NONE)
+
 
 async def get_certificate(call: Call, body: etree._Element) -> bytes:
-    ns = etree.QName(body).namespace or ""
+    ns = GET_CERTIFICATE_2.namespace
     certificate_id = _ext(body, q(ns, "intygs-id"))
     part_element = body.find(q(ns, "part"))
     assert part_element is not None
@@ -181,7 +199,9 @@ async def get_certificate(call: Call, body: etree._Element) -> bytes:
     return m.intyg_envelope(GET_CERTIFICATE_2.response, ns, found.document, found.certificate.status_events)
 
 
-# --- ListCertificatesForCare 3 and 1 (rule 3) --------------------------------------------------------------
+# --- ListCertificatesForCare 3 and 1, GetCertificateForCare 1 (rule 3) -----------------------------------
+
+LIST_FOR_CARE_3: Final = Contract("ListCertificatesForCare", 3, ResultKind.NONE)
 
 
 async def list_certificates_for_care(call: Call, body: etree._Element) -> etree._Element:
@@ -208,6 +228,9 @@ async def list_certificates_for_care(call: Call, body: etree._Element) -> etree.
     return response
 
 
+LIST_FOR_CARE_1: Final = Contract("ListCertificatesForCare", 1, ResultKind.CORE1)
+
+
 async def list_certificates_for_care_1(call: Call, body: etree._Element) -> etree._Element:
     ns = LIST_FOR_CARE_1.namespace
     units = [m.text(e) for e in body.iterfind(q(ns, "enhet"))]
@@ -220,9 +243,12 @@ async def list_certificates_for_care_1(call: Call, body: etree._Element) -> etre
     )
     response = LIST_FOR_CARE_1.response()
     for certificate in listed:
-        m.meta1(response, ns, certificate, available=True)
+        m.meta1(response, ns, certificate)
     add_result(LIST_FOR_CARE_1, response, OK)
     return response
+
+
+GET_FOR_CARE_1: Final = Contract("GetCertificateForCare", 1, ResultKind.CORE1)
 
 
 async def get_certificate_for_care_1(call: Call, body: etree._Element) -> etree._Element:
@@ -234,27 +260,29 @@ async def get_certificate_for_care_1(call: Call, body: etree._Element) -> etree.
         now=call.now,
     )
     response = GET_FOR_CARE_1.response()
-    m.meta1(response, ns, found.certificate, available=True)
+    m.meta1(response, ns, found.certificate)
     # ErrorIdType REVOKED: the certificate exists but is revoked; the meta still says so.
     add_result(
         GET_FOR_CARE_1,
         response,
-        Answer("ERROR", "Certificate is revoked", "REVOKED") if found.certificate.revoked else OK,
+        Result("ERROR", "Certificate is revoked", "REVOKED") if found.certificate.revoked else OK,
     )
     return response
 
 
 # --- ListCertificatesForCitizen 4 (rule 2) -----------------------------------------------------------------
 
+LIST_FOR_CITIZEN_4: Final = Contract("ListCertificatesForCitizen", 4, ResultKind.NONE, for_citizen=True)
+
 
 async def list_certificates_for_citizen(call: Call, body: etree._Element) -> etree._Element:
     ns = LIST_FOR_CITIZEN_4.namespace
-    patient_element, part_element = body.find(q(ns, "person-id")), body.find(q(ns, "part"))
-    assert patient_element is not None and part_element is not None
+    part_element = body.find(q(ns, "part"))
+    assert part_element is not None
     if m.party(part_element) is not Party.INVANA:
         raise errors.InvalidInput("ListCertificatesForCitizen serves the part INVANA")
     start, end = m.optional_text(body, q(ns, "fromDatum")), m.optional_text(body, q(ns, "tomDatum"))
-    citizen = m.person_id(patient_element)
+    citizen, caller = _citizen(call, body, q(ns, "person-id"), q(TYPES3, "extension"))
     listed = await operations.list_certificates_for_citizen(
         call.uow,
         citizen=citizen,
@@ -262,7 +290,7 @@ async def list_certificates_for_citizen(call: Call, body: etree._Element) -> etr
         types=[m.text(e, q(TYPES3, "code")) for e in body.iterfind(q(ns, "intygTyp"))],
         signed_from=m.date(start) if start else None,
         signed_to=m.date(end) if end else None,
-        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
+        caller=caller,
         now=call.now,
     )
     response = LIST_FOR_CITIZEN_4.response()
@@ -274,8 +302,10 @@ async def list_certificates_for_citizen(call: Call, body: etree._Element) -> etr
 
 # --- SetCertificateStatus 2 (rule 4 and recipients' delivery) ----------------------------------------------
 
+SET_STATUS_2: Final = Contract("SetCertificateStatus", 2, ResultKind.CORE3)
 
-async def set_certificate_status(call: Call, body: etree._Element) -> Answer:
+
+async def set_certificate_status(call: Call, body: etree._Element) -> Result:
     ns = SET_STATUS_2.namespace
     part_element, status_element = body.find(q(ns, "part")), body.find(q(ns, "status"))
     assert part_element is not None and status_element is not None
@@ -301,8 +331,10 @@ async def set_certificate_status(call: Call, body: etree._Element) -> Answer:
 
 # --- RevokeCertificate 2 -----------------------------------------------------------------------------------
 
+REVOKE_2: Final = Contract("RevokeCertificate", 2, ResultKind.CORE3)
 
-async def revoke_certificate(call: Call, body: etree._Element) -> Answer:
+
+async def revoke_certificate(call: Call, body: etree._Element) -> Result:
     ns = REVOKE_2.namespace
     patient_element = body.find(q(ns, "patientPerson-id"))
     assert patient_element is not None
@@ -321,13 +353,15 @@ async def revoke_certificate(call: Call, body: etree._Element) -> Answer:
         ),
         now=call.now,
     )
-    return OK if revoked else Answer("INFO", "Certificate already revoked")
+    return OK if revoked else Result("INFO", "Certificate already revoked")
 
 
 # --- RemoveCertificateForCare 1 (this project's contract; rule 5) ------------------------------------------
 
+REMOVE_FOR_CARE_1: Final = Contract("RemoveCertificateForCare", 1, ResultKind.CORE3, Domain.INTYGSTJANST)
 
-async def remove_certificate_for_care(call: Call, body: etree._Element) -> Answer:
+
+async def remove_certificate_for_care(call: Call, body: etree._Element) -> Result:
     ns = REMOVE_FOR_CARE_1.namespace
     giver = _ext(body, q(ns, "vardgivare-id"))
     await operations.remove_care_copy(
@@ -342,29 +376,38 @@ async def remove_certificate_for_care(call: Call, body: etree._Element) -> Answe
 
 # --- SetConsent 1 and GetConsent 1 (rules 6 and 7) ---------------------------------------------------------
 
+SET_CONSENT_1: Final = Contract(
+    "SetConsent", 1, ResultKind.RESULT_OF_CALL, Domain.INSURANCE, for_citizen=True
+)
 
-async def set_consent(call: Call, body: etree._Element) -> Answer:
+
+async def set_consent(call: Call, body: etree._Element) -> Result:
     ns = SET_CONSENT_1.namespace
-    citizen = PersonId.parse(m.text(body, q(ns, "personnummer")))
+    citizen, caller = _citizen(call, body, q(ns, "personnummer"))
     await operations.set_consent(
         call.uow,
         citizen=citizen,
         given=m.boolean(m.text(body, q(ns, "consent-given"))),
-        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
+        caller=caller,
         now=call.now,
     )
     return OK
 
 
+GET_CONSENT_1: Final = Contract(
+    "GetConsent",
+    1,
+    ResultKind.RESULT_OF_CALL,
+    Domain.INSURANCE,
+    for_citizen=True,
+    before_result=(("consent-given", "false"),),
+)
+
+
 async def get_consent(call: Call, body: etree._Element) -> etree._Element:
     ns = GET_CONSENT_1.namespace
-    citizen = PersonId.parse(m.text(body, q(ns, "personnummer")))
-    consent = await operations.get_consent(
-        call.uow,
-        citizen=citizen,
-        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
-        now=call.now,
-    )
+    citizen, caller = _citizen(call, body, q(ns, "personnummer"))
+    consent = await operations.get_consent(call.uow, citizen=citizen, caller=caller, now=call.now)
     response = GET_CONSENT_1.response()
     m.sub(response, ns, "consent-given", "true" if consent.given else "false")
     add_result(GET_CONSENT_1, response, OK)
@@ -374,21 +417,25 @@ async def get_consent(call: Call, body: etree._Element) -> etree._Element:
 # --- The 2013 citizen contracts for legacy portals: GetCertificate 1, ListCertificates 1,
 # --- SetCertificateStatus 1 (rule 2; the same operations as the current contracts) ----------------------
 
+GET_CERTIFICATE_1: Final = Contract(
+    "GetCertificate", 1, ResultKind.RESULT_OF_CALL, Domain.INSURANCE, for_citizen=True
+)
+
 
 async def get_certificate_1(call: Call, body: etree._Element) -> etree._Element:
     ns = GET_CERTIFICATE_1.namespace
-    citizen = PersonId.parse(m.text(body, q(ns, "nationalIdentityNumber")))
+    citizen, caller = _citizen(call, body, q(ns, "nationalIdentityNumber"))
     found = await operations.get_certificate_for_citizen(
         call.uow,
         certificate_id=m.text(body, q(ns, "certificateId")),
         citizen=citizen,
-        caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
+        caller=caller,
         now=call.now,
     )
     response = GET_CERTIFICATE_1.response()
     if found.certificate.revoked:
         # A revoked certificate is no longer shown to the citizen: INFO, and no body.
-        add_result(GET_CERTIFICATE_1, response, Answer("INFO", "Certificate is revoked"))
+        add_result(GET_CERTIFICATE_1, response, Result("INFO", "Certificate is revoked"))
         return response
     m.insurance_meta(response, ns, found.certificate)
     # The certificate travels as opaque content: the document as it was registered.
@@ -397,9 +444,14 @@ async def get_certificate_1(call: Call, body: etree._Element) -> etree._Element:
     return response
 
 
+LIST_CERTIFICATES_1: Final = Contract(
+    "ListCertificates", 1, ResultKind.RESULT_OF_CALL, Domain.INSURANCE, for_citizen=True
+)
+
+
 async def list_certificates_1(call: Call, body: etree._Element) -> etree._Element:
     ns = LIST_CERTIFICATES_1.namespace
-    citizen = PersonId.parse(m.text(body, q(ns, "nationalIdentityNumber")))
+    citizen, caller = _citizen(call, body, q(ns, "nationalIdentityNumber"))
     start, end = m.optional_text(body, q(ns, "fromDate")), m.optional_text(body, q(ns, "toDate"))
     response = LIST_CERTIFICATES_1.response()
     try:
@@ -410,7 +462,7 @@ async def list_certificates_1(call: Call, body: etree._Element) -> etree._Elemen
             types=[m.text(e) for e in body.iterfind(q(ns, "certificateType"))],
             signed_from=m.date(start) if start else None,
             signed_to=m.date(end) if end else None,
-            caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
+            caller=caller,
             now=call.now,
         )
     except errors.ConsentRequired:
@@ -423,16 +475,18 @@ async def list_certificates_1(call: Call, body: etree._Element) -> etree._Elemen
     return response
 
 
+SET_STATUS_1: Final = Contract("SetCertificateStatus", 1, ResultKind.RESULT_OF_CALL, Domain.INSURANCE)
+
 # The 2013 recipient names, beside the current part codes.
 _LEGACY_TARGET: Final = {"FK": Party.FKASSA, "TS": Party.TRANSP}
 
 
-async def set_certificate_status_1(call: Call, body: etree._Element) -> Answer:
+async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
     """SENT: the citizen's portal has sent the certificate on, as REST's send (consent, a recipient
     that takes the type). RECEIVED: the recipient reports receipt (DOMAIN.md: recipients mark
     received), so it is the recipient's act, not the citizen's. Nothing else is set this way."""
     ns = SET_STATUS_1.namespace
-    citizen = PersonId.parse(m.text(body, q(ns, "nationalIdentityNumber")))
+    citizen, citizen_caller = _citizen(call, body, q(ns, "nationalIdentityNumber"))
     status, target = m.text(body, q(ns, "status")), m.text(body, q(ns, "target"))
     certificate_id = m.text(body, q(ns, "certificateId"))
     party = _LEGACY_TARGET.get(target) or (Party(target) if target in Party.__members__ else None)
@@ -445,7 +499,7 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Answer:
             certificate_id=certificate_id,
             citizen=citizen,
             recipient=recipient,
-            caller=call.caller(CallerKind.CITIZEN, citizen=citizen),
+            caller=citizen_caller,
             now=call.now,
         )
         return OK
@@ -465,50 +519,20 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Answer:
     raise errors.InvalidStatusChange("this status is not set through SetCertificateStatus")
 
 
-REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3, register_certificate)
-GET_CERTIFICATE_2: Final = Contract("GetCertificate", 2, ResultKind.NONE, get_certificate)
-LIST_FOR_CARE_3: Final = Contract("ListCertificatesForCare", 3, ResultKind.NONE, list_certificates_for_care)
-LIST_FOR_CITIZEN_4: Final = Contract(
-    "ListCertificatesForCitizen", 4, ResultKind.NONE, list_certificates_for_citizen, for_citizen=True
-)
-SET_STATUS_2: Final = Contract("SetCertificateStatus", 2, ResultKind.CORE3, set_certificate_status)
-REVOKE_2: Final = Contract("RevokeCertificate", 2, ResultKind.CORE3, revoke_certificate)
-LIST_FOR_CARE_1: Final = Contract(
-    "ListCertificatesForCare", 1, ResultKind.CORE1, list_certificates_for_care_1
-)
-GET_FOR_CARE_1: Final = Contract("GetCertificateForCare", 1, ResultKind.CORE1, get_certificate_for_care_1)
-REMOVE_FOR_CARE_1: Final = Contract(
-    "RemoveCertificateForCare", 1, ResultKind.CORE3, remove_certificate_for_care
-)
-SET_CONSENT_1: Final = Contract(
-    "SetConsent", 1, ResultKind.RESULT_OF_CALL, set_consent, insurance=True, for_citizen=True
-)
-GET_CONSENT_1: Final = Contract(
-    "GetConsent", 1, ResultKind.RESULT_OF_CALL, get_consent, insurance=True, for_citizen=True
-)
-GET_CERTIFICATE_1: Final = Contract(
-    "GetCertificate", 1, ResultKind.RESULT_OF_CALL, get_certificate_1, insurance=True, for_citizen=True
-)
-LIST_CERTIFICATES_1: Final = Contract(
-    "ListCertificates", 1, ResultKind.RESULT_OF_CALL, list_certificates_1, insurance=True, for_citizen=True
-)
-SET_STATUS_1: Final = Contract(
-    "SetCertificateStatus", 1, ResultKind.RESULT_OF_CALL, set_certificate_status_1, insurance=True
-)
-
-CONTRACTS: Final = (
-    REGISTER_3,
-    GET_CERTIFICATE_2,
-    LIST_FOR_CARE_3,
-    LIST_FOR_CITIZEN_4,
-    SET_STATUS_2,
-    REVOKE_2,
-    LIST_FOR_CARE_1,
-    GET_FOR_CARE_1,
-    REMOVE_FOR_CARE_1,
-    SET_CONSENT_1,
-    GET_CONSENT_1,
-    GET_CERTIFICATE_1,
-    LIST_CERTIFICATES_1,
-    SET_STATUS_1,
-)
+# Each contract served, and its handler.
+CONTRACTS: Final[Mapping[Contract, Handler]] = {
+    REGISTER_3: register_certificate,
+    GET_CERTIFICATE_2: get_certificate,
+    LIST_FOR_CARE_3: list_certificates_for_care,
+    LIST_FOR_CITIZEN_4: list_certificates_for_citizen,
+    SET_STATUS_2: set_certificate_status,
+    REVOKE_2: revoke_certificate,
+    LIST_FOR_CARE_1: list_certificates_for_care_1,
+    GET_FOR_CARE_1: get_certificate_for_care_1,
+    REMOVE_FOR_CARE_1: remove_certificate_for_care,
+    SET_CONSENT_1: set_consent,
+    GET_CONSENT_1: get_consent,
+    GET_CERTIFICATE_1: get_certificate_1,
+    LIST_CERTIFICATES_1: list_certificates_1,
+    SET_STATUS_1: set_certificate_status_1,
+}

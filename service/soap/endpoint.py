@@ -4,7 +4,7 @@ A request goes: size limit -> hardened parse -> the body element names the contr
 body's qualified name, not on SOAPAction, as rivta/README.md advises) -> addressing header -> our XSD
 -> the calling system (its client certificate) and its permissions -> handler. Every failure is
 answered in the contract's own form; nothing of the request, no stack trace and no SQL reaches the
-answer or the log. A call the permission table does not cover is audited as denied (issue 5).
+answer or the log. A call the permission table does not cover is audited as denied (README "Callers").
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ class SoapEndpoint:
         return wsdl
 
     def _base_url(self, scope: Scope) -> str:
-        """Where callers reach the service: configured, or told by a trusted proxy, or the socket it
-        listens on. Never the request's Host header, which anyone may write (issue 10)."""
+        """Where callers reach the service: configured, or told by a trusted proxy, or the socket it listens
+        on. Never the request's Host header, which anyone may write (README, INTYG_PUBLIC_BASE_URL)."""
         if self.public_base_url is not None:
             return self.public_base_url
         if self.callers.from_trusted_proxy(scope):
@@ -175,9 +175,9 @@ class SoapEndpoint:
             return _fault(
                 "Client", "The body does not hold a request of the contract at this address"
             ), "fault"
-        address = m.logical_address(envelope.header, bp20=contract.bp20)
+        address = m.logical_address(envelope.header, bp20=contract.domain.bp20)
         if address is None:
-            header = "wsa:To" if contract.bp20 else "LogicalAddress"
+            header = "wsa:To" if contract.domain.bp20 else "LogicalAddress"
             return _fault("Client", f"The {header} header is missing"), "fault"
         try:
             # Who calls, before the request is validated or acted on: a system that may not make this
@@ -188,25 +188,24 @@ class SoapEndpoint:
             call = Call(
                 uow=self.unit_of_work(),
                 now=self.clock(),
-                address=address,
                 consumer=consumer,
                 recipients=self.recipients,
             )
-            produced = await contract.handler(call, envelope.body)
+            produced = await CONTRACTS[contract](call, envelope.body)
         except errors.ServiceError as exc:
             error = faults.soap_error(exc)
             # Counted and logged as the error it is answered as: a foreign id as an unknown one.
             outcome = "denied" if issubclass(errors.answered_as(type(exc)), errors.Denied) else None
             if contract.result is ResultKind.NONE:
                 return _fault(error.fault_code, error.text), outcome or "fault"
-            return self._answer(contract, error.answer), outcome or error.error_id.lower()
+            return self._result(contract, error.result), outcome or error.error_id.lower()
         except Exception as exc:
             log_unforeseen(log, "soap request failed", exc, operation=contract.operation)
             if contract.result is ResultKind.NONE:
                 return _fault(faults.INTERNAL.fault_code, faults.INTERNAL.text), "fault"
-            return self._answer(contract, faults.INTERNAL.answer), faults.INTERNAL.error_id.lower()
-        if isinstance(produced, m.Answer):
-            return self._answer(contract, produced), (produced.error_id or produced.code).lower()
+            return self._result(contract, faults.INTERNAL.result), faults.INTERNAL.error_id.lower()
+        if isinstance(produced, m.Result):
+            return self._result(contract, produced), (produced.error_id or produced.code).lower()
         if isinstance(produced, bytes):
             return _xml(produced), "ok"
         return _xml(m.envelope(produced)), "ok"
@@ -221,7 +220,7 @@ class SoapEndpoint:
         text = f"The request does not follow the contract at {where}".strip()
         if contract.result is ResultKind.NONE:
             return _fault("Client", text), "fault"
-        return self._answer(contract, m.Answer("ERROR", text, "VALIDATION_ERROR")), "validation_error"
+        return self._result(contract, m.Result("ERROR", text, "VALIDATION_ERROR")), "validation_error"
 
     async def _permitted(self, contract: Contract, request: Request, address: str) -> access.Consumer:
         """The calling system, if its permissions cover this call; else the refusal is audited as
@@ -250,5 +249,5 @@ class SoapEndpoint:
             )
 
     @staticmethod
-    def _answer(contract: Contract, answer: m.Answer) -> Response:
-        return _xml(m.envelope(contract.result_response(answer)))
+    def _result(contract: Contract, result: m.Result) -> Response:
+        return _xml(m.envelope(contract.result_response(result)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from service import errors
-from service.soap.messages import Answer
+from service.soap.messages import Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +22,8 @@ class SoapError:
     text: str
 
     @property
-    def answer(self) -> Answer:
-        return Answer("ERROR", self.text, self.error_id)
+    def result(self) -> Result:
+        return Result("ERROR", self.text, self.error_id)
 
 
 # APPLICATION_ERROR where the state may change so that the same request succeeds later (Webcert resends
@@ -79,7 +79,7 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
 RESULT_OF_CALL_ERROR_IDS: Final = {"REVOKED": "APPLICATION_ERROR"}
 
 INTERNAL: Final = SoapError("TECHNICAL_ERROR", "Server", "Internal error")
-NO_CONSENT: Final = Answer("INFO", "NOCONSENT")
+NO_CONSENT: Final = Result("INFO", "NOCONSENT")
 
 
 def soap_error(exc: errors.ServiceError) -> SoapError:

@@ -19,12 +19,12 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from service import document, errors
+from service.document import CORE3
 from service.model import CareUnit, Certificate, Party, PersonId, StaffId, StatusCode, StatusEvent
 
 SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 REGISTRY: Final = "urn:riv:itintegration:registry:1"
 WSA: Final = "http://www.w3.org/2005/08/addressing"
-CORE3: Final = "urn:riv:clinicalprocess:healthcond:certificate:3"
 TYPES3: Final = "urn:riv:clinicalprocess:healthcond:certificate:types:3"
 CORE1: Final = "urn:riv:clinicalprocess:healthcond:certificate:1"
 HEALTHREPORTING2: Final = "urn:riv:insuranceprocess:healthreporting:2"
@@ -42,14 +42,6 @@ CONTRACTS: Final = Path(__file__).resolve().parents[2] / "contracts"
 _PARSER: Final = document.PARSER
 
 
-def responder(operation: str, major: int, *, insurance: bool = False) -> str:
-    if insurance:
-        return f"urn:riv:insuranceprocess:healthreporting:{operation}Responder:{major}"
-    if operation == "RemoveCertificateForCare":
-        return f"urn:riv:intygstjanst:certificate:{operation}Responder:{major}"
-    return f"urn:riv:clinicalprocess:healthcond:certificate:{operation}Responder:{major}"
-
-
 def q(namespace: str, name: str) -> str:
     return f"{{{namespace}}}{name}"
 
@@ -59,7 +51,7 @@ class MalformedMessage(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class Result:
     """A business outcome in a contract's ``result``: OK, INFO with a text, or ERROR with an errorId."""
 
     code: str
@@ -67,7 +59,7 @@ class Answer:
     error_id: str | None = None
 
 
-OK: Final = Answer("OK")
+OK: Final = Result("OK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,26 +423,26 @@ def intyg_from_document(content: bytes, name: str, events: Iterable[StatusEvent]
     return intyg
 
 
-def result_type(parent: etree._Element, namespace: str, core: str, answer: Answer) -> None:
+def result_type(parent: etree._Element, namespace: str, core: str, result: Result) -> None:
     """A core 3 or core 1 ``ResultType``: resultCode, resultText, errorId (in that order)."""
-    result = sub(parent, namespace, "result")
-    sub(result, core, "resultCode", answer.code)
-    if answer.text:
-        sub(result, core, "resultText", answer.text)
-    if answer.error_id:
-        sub(result, core, "errorId", answer.error_id)
+    element = sub(parent, namespace, "result")
+    sub(element, core, "resultCode", result.code)
+    if result.text:
+        sub(element, core, "resultText", result.text)
+    if result.error_id:
+        sub(element, core, "errorId", result.error_id)
 
 
-def result_of_call(parent: etree._Element, namespace: str, answer: Answer) -> None:
+def result_of_call(parent: etree._Element, namespace: str, result: Result) -> None:
     """The insuranceprocess ``ResultOfCall``: resultCode, infoText, errorId, errorText."""
-    result = sub(parent, namespace, "result")
-    sub(result, HEALTHREPORTING2, "resultCode", answer.code)
-    if answer.code == "INFO" and answer.text:
-        sub(result, HEALTHREPORTING2, "infoText", answer.text)
-    if answer.error_id:
-        sub(result, HEALTHREPORTING2, "errorId", answer.error_id)
-        if answer.text:
-            sub(result, HEALTHREPORTING2, "errorText", answer.text)
+    element = sub(parent, namespace, "result")
+    sub(element, HEALTHREPORTING2, "resultCode", result.code)
+    if result.code == "INFO" and result.text:
+        sub(element, HEALTHREPORTING2, "infoText", result.text)
+    if result.error_id:
+        sub(element, HEALTHREPORTING2, "errorId", result.error_id)
+        if result.text:
+            sub(element, HEALTHREPORTING2, "errorText", result.text)
 
 
 # The 2013 status words of core 1.0 ``StatusType`` for our status codes.
@@ -463,15 +455,16 @@ LEGACY_STATUS: Final = {
 }
 
 
-def meta1(parent: etree._Element, namespace: str, certificate: Certificate, *, available: bool) -> None:
-    """A core 1.0 ``CertificateMetaType`` built from columns."""
+def meta1(parent: etree._Element, namespace: str, certificate: Certificate) -> None:
+    """A core 1.0 ``CertificateMetaType`` built from columns. Only the care reads answer with it, and
+    they find only certificates care may read (rule 3): ``available`` is always true."""
     meta = sub(parent, namespace, "meta")
     sub(meta, CORE1, "certificateId", certificate.id)
     sub(meta, CORE1, "certificateType", certificate.type_code)
     sub(meta, CORE1, "issuerName", certificate.issuer_name or "-")
     sub(meta, CORE1, "facilityName", certificate.care_unit.unit_name or "-")
     sub(meta, CORE1, "signDate", stamp(certificate.signed_at or certificate.registered_at))
-    sub(meta, CORE1, "available", "true" if available else "false")
+    sub(meta, CORE1, "available", "true")
     for event in certificate.status_events:
         status = sub(meta, CORE1, "status")
         sub(status, CORE1, "target", event.party.value)

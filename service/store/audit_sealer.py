@@ -1,4 +1,5 @@
-"""The audit log's sealer (issue 9): chains committed records after commit, off every request's path.
+"""The audit log's sealer (README "Audit log"): chains committed records after commit, off every request's
+path.
 
 A request inserts its audit record in the transaction of its effect (STYLE.md, Audit) and takes no
 lock any other request needs: the record is stored with an ``id`` only. The sealer then gives the

@@ -1,8 +1,9 @@
-"""Reads the stored audit chain for ``intygstjanst verify-audit`` (issue 5) and has ``audit_chain`` judge it.
+"""Reads the stored audit chain for ``intygstjanst verify-audit`` (README "Audit log") and has
+``audit_chain`` judge it.
 
 Offline and read-only: a synchronous engine (the command runs outside any event loop), one snapshot
 (a record committed meanwhile cannot look like a record beyond the head), and the records streamed in
-order of seq, never all in memory. Records not sealed yet (issue 9) are read last, in
+order of seq, never all in memory. Records not sealed yet (``audit_sealer``) are read last, in
 order of id, as the unsealed tail. Checkpoints copied from the service's log (``log_checkpoint``)
 can be added: they anchor the chain where the database's own checkpoints and head were cut off too.
 """

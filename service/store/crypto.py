@@ -1,5 +1,5 @@
-"""Encryption at rest (README.md, "Data at rest"): what the store writes of a certificate is ciphertext, and what it keeps
-of a personal identity number (PIN) for lookups is a keyed hash.
+"""Encryption at rest (README "Data at rest"): what the store writes of a certificate is ciphertext, and what
+it keeps of a personal identity number (PIN) for lookups is a keyed hash.
 
 Each certificate has a data key of its own (32 random bytes, AES-256-GCM) that seals its document and
 its patient's PIN. The data key is stored wrapped (AES-256-GCM again) under a key-encryption key (KEK)

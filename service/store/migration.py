@@ -13,7 +13,6 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import store
@@ -22,14 +21,10 @@ from service.store.crypto import KeyRing
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def alembic_config(
-    url: str = "", connection: Connection | None = None, keyring: KeyRing | None = None
-) -> Config:
+def alembic_config(url: str = "", keyring: KeyRing | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url)
-    if connection is not None:
-        config.attributes["connection"] = connection
     if keyring is not None:
         config.attributes["keyring"] = keyring
     return config
@@ -40,15 +35,6 @@ def upgrade(url: str, *, keyring: KeyRing | None = None, revision: str = "head")
     ``keyring`` is needed where stored rows are to be encrypted (0003 says so if it is missing)."""
     with store.background():  # `serve` migrates before it serves: no request's statements
         command.upgrade(alembic_config(url, keyring=keyring), revision)
-
-
-async def upgrade_engine(engine: AsyncEngine, *, keyring: KeyRing | None = None) -> None:
-    """The same, on an engine the caller owns (tests, and start-up inside an event loop)."""
-    with store.background():
-        async with engine.begin() as connection:
-            await connection.run_sync(
-                lambda sync: command.upgrade(alembic_config(connection=sync, keyring=keyring), "head")
-            )
 
 
 def head_revision() -> str | None:

@@ -1,5 +1,5 @@
-"""Key rotation (issue 5): every data key not wrapped under the current KEK is re-wrapped under it,
-while the service keeps serving (``intygstjanst rotate-kek``).
+"""Key rotation (README "Data at rest", Rotating the KEK): every data key not wrapped under the current KEK is
+re-wrapped under it, while the service keeps serving (``intygstjanst rotate-kek``).
 
 Only the wrapped data keys change; the data keys, and so every ciphertext, stay as they are. Each
 batch is a short transaction of its own that locks its rows (FOR UPDATE on PostgreSQL; SQLite takes

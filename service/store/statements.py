@@ -1,4 +1,4 @@
-"""Statements on PostgreSQL for the request path, run by psycopg itself (issue 9).
+"""Statements on PostgreSQL for the request path, run by psycopg itself (README "Benchmark").
 
 The repositories build their statements with SQLAlchemy Core, once, as module constants; on SQLite they
 run them through SQLAlchemy's async connection. On PostgreSQL that layer cost more than the database:

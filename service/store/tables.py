@@ -4,11 +4,11 @@ The certificate's list fields are columns (lists never parse stored XML); the do
 of its own that only a get reads. Status events cascade with their certificate (rule 9), audit records
 do not reference certificates at all, so they outlive a permanent deletion.
 
-Encryption at rest (issue 5, ``store/crypto.py``): the document and the patient's personal identity
-number (PIN) are stored only as AES-256-GCM ciphertext under the certificate's own data key, which is
-kept wrapped under a key-encryption key on the certificate's row, so that deleting the row deletes
-the key with it. Every column named ``patient_key`` holds ``KeyRing.lookup(PIN)``, a keyed hash that
-finds a patient's rows without storing the number.
+Encryption at rest (README "Data at rest", ``store/crypto.py``): the document and the patient's personal
+identity number (PIN) are stored only as AES-256-GCM ciphertext under the certificate's own data key, which is
+kept wrapped under a key-encryption key on the certificate's row, so that deleting the row deletes the key
+with it. Every column named ``patient_key`` holds ``KeyRing.lookup(PIN)``, a keyed hash that finds a patient's
+rows without storing the number.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ consent_changes = Table(
     Column("channel", String(16), nullable=False),
 )
 
-# The audit log (issue 5, store/audit_chain.py; issue 9, store/audit_sealer.py). A request inserts its
+# The audit log (README "Audit log"; store/audit_chain.py, store/audit_sealer.py). A request inserts its
 # record in its own transaction with only ``id`` to order it by; ``seq``, ``prev_hash`` and ``hash`` stay
 # empty until the sealer, after commit, gives the record its place in the hash chain: ``seq`` 1, 2, 3 ...
 # without gaps, ``hash`` covering ``prev_hash`` and every other column but ``id``.

@@ -1,4 +1,4 @@
-"""How long database work may wait (issue 9: nothing waits without bound).
+"""How long database work may wait (README "Operating": nothing waits without bound).
 
 ``Timeouts``: what each connection starts with (``create_engine``). PostgreSQL ends a wait it is
 still able to end: for a lock, for a statement, and a transaction left idle (a worker paused while

@@ -74,10 +74,10 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT
         _serialise_sqlite_writers(engine, busy_seconds=timeouts.lock)
     else:
         # The server-side timeouts go in the startup packet, after any ``options`` of the URL, so that
-        # INTYG_DB_… is where they are set. No pre-ping on checkout: it was one more round trip on
-        # every request (a tenth of a get's time, issue 9). A connection the server dropped (a restart)
-        # fails its first statement instead; SQLAlchemy then invalidates every pooled connection, so
-        # one request per pool answers "unavailable" and the next ones connect anew.
+        # INTYG_DB_… is where they are set. No pre-ping on checkout: it was one more round trip on every
+        # request (a tenth of a get's time, measured with ``tests/benchmark``). A connection the server
+        # dropped (a restart) fails its first statement instead; SQLAlchemy then invalidates every pooled
+        # connection, so one request per pool answers "unavailable" and the next ones connect anew.
         connect_args = {"options": _startup_options(url, timeouts), "connect_timeout": timeouts.connect}
         engine = create_async_engine(
             url,
@@ -134,8 +134,9 @@ def _count_pool(engine: AsyncEngine) -> None:
 
 
 def _count_statements(engine: AsyncEngine) -> None:
-    """Statements per request, counted (issue 9): every cursor execute, by who runs it (``store.source``).
-    The pool's pre-ping and the driver's own BEGIN/COMMIT use no cursor event and are not counted."""
+    """Statements per request, counted (``tests/integration/test_round_trips.py``): every cursor execute, by
+    who runs it (``store.source``). The pool's pre-ping and the driver's own BEGIN/COMMIT use no cursor event
+    and are not counted."""
     counters = {source: metrics.DB_STATEMENTS.labels(source=source.value) for source in store.Source}
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
@@ -149,7 +150,7 @@ def _serialise_sqlite_writers(engine: AsyncEngine, *, busy_seconds: float) -> No
     WAL lets readers outside a transaction go on meanwhile; foreign keys are off unless asked for.
     secure_delete overwrites the bytes of deleted rows in the file: a permanent deletion (DOMAIN.md
     rules 5, 6 and 9) erases the certificate for good, not only unlinks pages that keep its wrapped
-    data key and ciphertext until reused (issue 5)."""
+    data key and ciphertext until reused (README "Data at rest")."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -213,7 +214,7 @@ class SqlUnitOfWork:
     store/timeout.py).
 
     The repositories work on a Core connection, not an ORM session: the store maps no classes, and the
-    session's bookkeeping cost about a tenth of a get's time (issue 9, measured with ``tests/benchmark``).
+    session's bookkeeping cost about a tenth of a get's time (measured with ``tests/benchmark``).
     """
 
     def __init__(

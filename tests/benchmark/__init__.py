@@ -1,4 +1,4 @@
-"""The service's throughput as a ratio to a bare FastAPI app: a measurement, not a test (issue 9, item 7).
+"""The service's throughput as a ratio to a bare FastAPI app: a measurement, not a test (README "Benchmark").
 
     .venv/bin/python -m tests.benchmark [--preload 100000] [--seconds 5] [--connections 32]
                                         [--database-url URL]

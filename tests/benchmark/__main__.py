@@ -77,7 +77,7 @@ READ_PATIENTS = [preload.person(p, READ_DAY) for p in range(PATIENTS)]
 
 
 def operations(tokens: dict[str, str]) -> list[Workload]:
-    """The measured operations (issue 9, item 7), each cycling through its pool."""
+    """The measured operations (README "Benchmark"), each cycling through its pool."""
     register_patients = [preload.person(p, REGISTER_DAY) for p in range(PATIENTS)]
 
     def bearer(patient: str) -> dict[str, str]:
@@ -223,8 +223,8 @@ class Bench:
 
 
 def _seal_lag(before: dict[float, float], after: dict[float, float]) -> str:
-    """Issue 9: the sealer keeps up at the peak. The p99 of the audit records sealed during the table's
-    runs, as the histogram's bucket bound that holds it (an upper bound)."""
+    """The sealer keeps up at the peak (README "Audit log"). The p99 of the audit records sealed during the
+    table's runs, as the histogram's bucket bound that holds it (an upper bound)."""
     sealed = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
     total = sealed.get(float("inf"), 0.0)
     if not total:

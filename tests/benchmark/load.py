@@ -1,12 +1,11 @@
 """The two load generators: ``peak`` (closed loop, wrk) and ``paced`` (open loop, asyncio).
 
-Both share the machine's two cores with the server and PostgreSQL, so the generator must cost little.
-``peak`` runs wrk (C, Debian's package), one thread driving every connection. Measured here against
-the hello app (November 2026): on asyncio and h11, wrk drew 5,700-6,100 req/s using 10% of a core,
-this module's client 5,600-5,900 using 21%; on uvloop and httptools (issue 9, item 5) wrk drew
-11,400-12,100 using 13-17%, the client 11,200-11,400 using 25%, and in a minute when other work shared
-the machine 6,500-8,900 against wrk's 8,700-10,700. So the peak, the denominator of every ratio, is
-left to wrk.
+Both share the machine's two cores with the server and PostgreSQL, so the generator must cost little. ``peak``
+runs wrk (C, Debian's package), one thread driving every connection. Measured here against the hello app
+(November 2026): on asyncio and h11, wrk drew 5,700-6,100 req/s using 10% of a core, this module's client
+5,600-5,900 using 21%; on uvloop and httptools (the event loop and parser ``serve`` runs on) wrk drew
+11,400-12,100 using 13-17%, the client 11,200-11,400 using 25%, and in a minute when other work shared the
+machine 6,500-8,900 against wrk's 8,700-10,700. So the peak, the denominator of every ratio, is left to wrk.
 
 ``paced`` sends at a fixed rate, half the peak, which wrk cannot do without coordinated omission (it
 sends only when an answer came back). Each request has its scheduled time and its latency counts from

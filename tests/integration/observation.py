@@ -2,7 +2,7 @@
 request log events.
 
 For the tests that a refused foreign id (another care giver's or another citizen's certificate) is
-counted and logged as the unknown id it is answered as (issue 10): ``test_callers.py`` (SOAP) and
+counted and logged as the unknown id it is answered as (README "Callers"): ``test_callers.py`` (SOAP) and
 ``test_rest_api.py`` (REST). The audit trail keeps the truth, and those tests check that too.
 """
 

@@ -1,4 +1,5 @@
-"""The tamper-evident audit log through the real store, the app and ``intygstjanst verify-audit`` (issues 5, 9).
+"""The tamper-evident audit log through the real store, the app and ``intygstjanst verify-audit`` (README
+"Audit log").
 
 Every operation's record, success or refusal, is written in the transaction of its effect and chained
 after commit by the sealer (``store/audit_sealer.py``); concurrent writers and a sealer on PostgreSQL
@@ -156,9 +157,9 @@ async def workload(uow: SqlUnitOfWork, rounds: int, *, prefix: str = "cert", sta
         await operations.get_certificate_for_care(uow, certificate_id=new.id, caller=CARE, now=now)
         await operations.list_certificates_for_care(uow, patient=patient, caller=CARE, now=now)
         if index % 2:
-            await operations.withdraw_consent(uow, citizen=patient, caller=citizen(patient), now=now)
+            await operations.set_consent(uow, citizen=patient, given=False, caller=citizen(patient), now=now)
         else:
-            await operations.give_consent(uow, citizen=patient, caller=citizen(patient), now=now)
+            await operations.set_consent(uow, citizen=patient, given=True, caller=citizen(patient), now=now)
         read = operations.get_certificate_for_citizen(
             uow, certificate_id=new.id, citizen=patient, caller=citizen(patient), now=now
         )
@@ -217,7 +218,7 @@ async def test_a_refused_write_leaves_neither_the_effect_nor_its_record_nor_a_mo
 
     after = await stored_chain(engine)
     assert (after.checkpoints, after.head) == (before.checkpoints, before.head)
-    # The effect's record is not there; the failed attempt's, an unsealed error, is (issue 10).
+    # The effect's record is not there; the failed attempt's, an unsealed error, is (STYLE.md, Audit).
     *kept, attempt = after.records
     assert kept == before.records
     assert (attempt["action"], attempt["outcome"], attempt["seq"]) == ("remove_care_copy", "error", None)
@@ -520,7 +521,7 @@ def test_the_app_signs_with_its_key_and_seals_its_last_records_when_it_stops(
 def test_the_app_stops_its_sealer_between_passes_and_leaves_every_record_sealed_and_signed(
     database_url: str, tmp_path: Path
 ) -> None:
-    """Issue 9, item 6: stopped while its sealer passes come every few milliseconds, the app waits for
+    """Stopped while its sealer passes come every few milliseconds, the app waits for
     the pass under way instead of cancelling it inside a transaction (which left SQLite's write lock
     to a dead transaction: the final seal then waited out the busy timeout and the last checkpoint was
     lost), seals the rest, signs the head, and is gone well within the shutdown grace."""

@@ -1,7 +1,7 @@
-"""Nothing waits without bound (issue 9, item 3): the real service (``intygstjanst serve``) on a
-PostgreSQL cluster of this module's own, which the tests lock rows of, freeze (SIGSTOP to the
-postmaster and every backend: it answers nothing, not even a timeout) and thaw; and the embedded
-SQLite database, whose write lock another process holds.
+"""Nothing waits without bound (README "Operating", When the database does not answer): the real service
+(``intygstjanst serve``) on a PostgreSQL cluster of this module's own, which the tests lock rows of, freeze
+(SIGSTOP to the postmaster and every backend: it answers nothing, not even a timeout) and thaw; and the
+embedded SQLite database, whose write lock another process holds.
 
 - A row lock held by another transaction: a change that needs it fails at the lock timeout (0.5 s
   here), well before the deadline, with the contract's error; once released it succeeds.
@@ -281,7 +281,7 @@ def test_a_frozen_database_gets_the_contracts_error_in_time_and_the_service_reco
 def test_after_a_database_restart_at_most_one_request_fails_and_the_service_serves_again(
     service: Service,
 ) -> None:
-    """The pool does not ping a connection before each use (a round trip on every request, issue 9):
+    """The pool does not ping a connection before each use (a round trip on every request):
     a connection the restart ended fails its first statement instead, which makes SQLAlchemy drop every
     pooled connection, so the requests after it connect anew. No restart of the service is needed."""
     certificate = "bounded-restart-1"

@@ -1,5 +1,5 @@
 """The permission table through the app, in process: who may call which SOAP operation, at which
-logical address, for which care givers (issue 5), and that every refusal is audited as denied and
+logical address, for which care givers (README "Callers"), and that every refusal is audited as denied and
 answered with the contract's error.
 
 ``FakeTls`` is a fake of the server's TLS layer (``service/tls.py``): it puts the client certificate
@@ -210,7 +210,7 @@ def test_a_forwarded_certificate_is_verified_again_against_the_ca_bundle(
 def test_a_certificate_of_the_ca_whose_hsa_id_holds_a_nul_identifies_nobody(
     callers: Callers, forwarded: bool
 ) -> None:
-    # Issue 10: the NUL reached the audit record's insert, which failed; every call was a server error.
+    # A NUL once reached the audit record's insert, which failed; every call was a server error.
     issued = callers.pki.clients["nul_in_hsa_id"]
     if forwarded:
         callers.tls.peer = PROXY
@@ -284,7 +284,7 @@ def test_a_system_may_not_call_a_logical_address_its_entry_does_not_name(callers
 
 @pytest.mark.shared
 def test_a_system_limited_to_one_care_giver_cannot_act_for_a_citizen_of_another(callers: Callers) -> None:
-    # Issue 10: a certificate of care giver A kept only for the citizen's consent (rule 5), which a
+    # A certificate of care giver A kept only for the citizen's consent (rule 5), which a
     # withdrawal would delete (rule 6). The journal system of care giver B is granted no consent
     # contract (the table allows none to it), and acting as the citizen through the mixed contracts
     # (part INVANA) is refused and audited.
@@ -394,8 +394,8 @@ def test_registering_an_id_another_care_giver_holds_is_denied_with_one_answer_wh
 
 @pytest.mark.shared
 def test_another_care_givers_certificate_is_counted_and_logged_as_an_unknown_id(callers: Callers) -> None:
-    """Issue 10: the metrics and the request log tell the two apart no more than the answer does; only
-    the audit trail says the call was refused (denied, NotPermitted)."""
+    """The metrics and the request log (README "Callers") tell the two apart no more than the answer does;
+    only the audit trail says the call was refused (denied, NotPermitted)."""
     assert register_for(callers.as_("webcert"), "c-a").result()[0] == "OK"
     journal = callers.as_("journal")
     revoke = s.peer_request("revokecertificate", **{"data.intygsId": "ID", "data.personId": PATIENT})

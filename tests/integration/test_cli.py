@@ -191,7 +191,7 @@ def test_serve_without_settings_listens_on_loopback_with_sqlite_in_the_working_d
     assert all(path.stat().st_mode & 0o077 == 0 for path in made), [
         (p.name, oct(p.stat().st_mode)) for p in made
     ]
-    # Without a client CA bundle and permission table, it says loudly what that means (issue 5).
+    # Without a client CA bundle and permission table, it says loudly what that means (README "Callers").
     warning = next(out for out in running.output if "development consumer" in out)
     assert "DEVELOPMENT MODE" in warning and "loopback only" in warning
 
@@ -226,7 +226,7 @@ def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Serv
     )
     assert wsdl.status_code == 200
     assert f"http://127.0.0.1:{port}/clinicalprocess" in wsdl.text
-    assert "server" not in wsdl.headers, "the server names no software (issue 10)"
+    assert "server" not in wsdl.headers, 'the server names no software (README "Input")'
 
     running.stop()
 
@@ -242,8 +242,9 @@ def _requests_counted(metrics: str) -> float:
 def test_serve_answers_metrics_on_their_own_port_for_every_worker_and_not_on_the_apis(
     tmp_path: Path, workers: int
 ) -> None:
-    """Issue 10: a caller of the API sees no metrics. With several workers the supervising process serves
-    them, once, for all of them (multiprocess mode): every request is counted whichever worker took it."""
+    """A caller of the API sees no metrics (README, INTYG_METRICS_PORT). With several workers the supervising
+    process serves them, once, for all of them (multiprocess mode): every request is counted whichever worker
+    took it."""
     port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         [str(COMMAND), "serve", "--port", str(port), "--workers", str(workers)],

@@ -239,11 +239,15 @@ def test_one_id_registered_at_once_for_two_patients_goes_to_one_and_conflicts_fo
 
 
 def give(patient: PersonId) -> Call:
-    return lambda uow: operations.give_consent(uow, citizen=patient, caller=citizen(patient), now=NOW)
+    return lambda uow: operations.set_consent(
+        uow, citizen=patient, given=True, caller=citizen(patient), now=NOW
+    )
 
 
 def withdraw(patient: PersonId) -> Call:
-    return lambda uow: operations.withdraw_consent(uow, citizen=patient, caller=citizen(patient), now=NOW)
+    return lambda uow: operations.set_consent(
+        uow, citizen=patient, given=False, caller=citizen(patient), now=NOW
+    )
 
 
 def remove(certificate_id: str) -> Call:
@@ -530,7 +534,8 @@ def test_a_care_copy_removed_while_the_citizen_archives_it_stays_removed(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Rule 2 (issue 10): a citizen's change that depends on consent never lands after a withdrawal
+# Rule 2 (README "Input", the consent lock): a citizen's change that depends on consent never lands
+# after a withdrawal
 
 
 def send(certificate_id: str, patient: PersonId) -> Call:

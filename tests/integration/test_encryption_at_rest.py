@@ -1,4 +1,4 @@
-"""Encryption at rest (issue 5) through the real store and the app, on SQLite and PostgreSQL.
+"""Encryption at rest (README "Data at rest") through the real store and the app, on SQLite and PostgreSQL.
 
 What the store writes of a certificate is ciphertext under a data key of its own, wrapped under a
 KEK; what it keeps of a personal identity number (PIN) for lookups is a keyed hash. A ciphertext or

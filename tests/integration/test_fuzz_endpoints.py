@@ -1,4 +1,4 @@
-"""Fuzzing the SOAP endpoints through the app, bounded (issue 5, Input): valid requests of several
+"""Fuzzing the SOAP endpoints through the app, bounded (README "Input"): valid requests of several
 contracts, mangled by random byte edits or by changed values and elements, are answered in the
 contract's own form — an OK or business ``result``, or a ``soap:Client`` fault — never an internal
 error, and the audit chain they leave is intact. ``tests/unit/test_fuzz.py`` fuzzes the parser and personnummer validation on their own.

@@ -223,7 +223,7 @@ def test_probes_and_the_citizen_api_answer_without_a_client_certificate(service:
         # The citizen API is reached (and asks for its bearer token), over the same port.
         refused = http.get(service.url + "/api/citizen/v1/consent")
         assert refused.status_code == 401
-        # Issue 10: browsers keep to HTTPS, nothing caches the answer, and the server is not named.
+        # README "Input": browsers keep to HTTPS, nothing caches the answer, and the server is not named.
         assert refused.headers["strict-transport-security"] == "max-age=31536000"
         assert refused.headers["cache-control"] == "no-store"
         assert "server" not in refused.headers
@@ -232,7 +232,7 @@ def test_probes_and_the_citizen_api_answer_without_a_client_certificate(service:
 def test_a_tls_connection_that_sends_no_request_is_answered_408_and_closed_at_the_header_deadline(
     service: Service,
 ) -> None:
-    """Issue 10, item 8, over TLS: the protocol that hands the app the client certificate bounds slow
+    """Over TLS, the protocol that hands the app the client certificate bounds slow
     and silent clients as the plain one does (``test_slow_clients.py``)."""
     host, port = "127.0.0.1", int(service.url.rsplit(":", 1)[1])
     with (

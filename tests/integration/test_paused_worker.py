@@ -1,12 +1,12 @@
-"""A paused service process stops no one (issue 9, item 4).
+"""A paused service process stops no one (README "Audit log": the sealer).
 
-Two ``intygstjanst serve`` processes on one PostgreSQL database, as two replicas (or workers) are.
-The first is the audit log's elected sealer; it is paused with SIGSTOP for a few seconds (as a GC
-pause, a slow node or a lost network path would pause it) while both take registrations. The other
-keeps completing requests the whole time; once the paused one resumes, its requests complete too,
-and nothing is lost: every registration is stored, and every audit record is sealed once, in one
-gapless chain that verifies. Before issue 9 every transaction locked the chain's one head row, and a
-paused holder stopped the whole service (4 times out of 4).
+Two ``intygstjanst serve`` processes on one PostgreSQL database, as two replicas (or workers) are. The first
+is the audit log's elected sealer; it is paused with SIGSTOP for a few seconds (as a GC pause, a slow node or
+a lost network path would pause it) while both take registrations. The other keeps completing requests the
+whole time; once the paused one resumes, its requests complete too, and nothing is lost: every registration is
+stored, and every audit record is sealed once, in one gapless chain that verifies. Before the sealer
+(migration 0005) every transaction locked the chain's one head row, and a paused holder stopped the whole
+service (4 times out of 4).
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def test_another_citizens_certificate_answers_exactly_like_an_unknown_id(
 def test_another_citizens_certificate_is_counted_and_logged_as_an_unknown_id(
     soap: SoapClient, client: TestClient, anna: CitizenApi, bertil: CitizenApi
 ) -> None:
-    """Issue 10: the metrics and the request log tell the two apart no more than the answer does; the
+    """The metrics and the request log (README "Callers") tell the two apart no more than the answer does; the
     audit trail keeps the truth (tests/integration/test_access_log.py)."""
     register(soap, "c-1", ANNA)
     anna.consent()
@@ -604,7 +604,7 @@ def test_the_openapi_document_declares_bearer_authentication_for_every_operation
 def test_an_id_that_cannot_be_a_certificate_id_does_not_follow_the_api(
     anna: CitizenApi, certificate_id: str
 ) -> None:
-    # Issue 10: a NUL reached PostgreSQL, which refused it with a 500 and an unaudited read. The
+    # A NUL once reached PostgreSQL, which refused it with a 500 and an unaudited read. The
     # published contract says what an id may hold; operations check it again for every channel.
     assert_problem(anna.get(f"/certificates/{certificate_id}"), 422, "invalid_request")
 

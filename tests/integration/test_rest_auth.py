@@ -223,7 +223,7 @@ def test_every_endpoint_refuses_a_request_without_a_token(
 def test_refused_tokens_are_audited_as_unidentified_within_a_budget_and_counted_past_it(
     database_url: str, tmp_path: Path
 ) -> None:
-    # Issue 10: audited as SOAP's refusals are, but a flood cannot grow the audit trail without bound.
+    # README "Input": audited as SOAP's refusals are, but a flood cannot grow the audit trail without bound.
     settings = portal_settings(
         database_url, tmp_path, audit_unidentified_burst=2, audit_unidentified_per_second=0.001
     )

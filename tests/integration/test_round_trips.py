@@ -1,5 +1,5 @@
-"""Statements per request, counted (issue 9): each operation's database statements through the app, on
-SQLite and PostgreSQL, so that a change that adds a round trip shows here.
+"""Statements per request, counted (README "Benchmark"): each operation's database statements through the app,
+on SQLite and PostgreSQL, so that a change that adds a round trip shows here.
 
 Every statement a request runs is seen beside the service's own counter (``intyg_db_statements_total``):
 by SQLAlchemy's event on SQLite, and where psycopg is given its SQL on PostgreSQL (store/statements.py).

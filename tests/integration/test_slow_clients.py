@@ -1,4 +1,4 @@
-"""Slow and silent clients against the real server (issue 10, item 8; ``service/connection.py``):
+"""Slow and silent clients against the real server (``service/connection.py``):
 ``intygstjanst serve`` on plain HTTP with deadlines of 1 s and a cap of a few connections, driven
 through raw sockets. One server serves the whole module; every test closes what it opens.
 

@@ -255,7 +255,7 @@ def test_revoke_is_ok_then_info_and_unknown_is_an_application_error(soap: SoapCl
 def test_an_id_that_cannot_be_a_certificate_id_is_a_validation_error(
     soap: SoapClient, certificate_id: str
 ) -> None:
-    # Issue 10: checked before the store, in each contract's own form of error.
+    # Checked before the store (README "Input"), in each contract's own form of error.
     got = soap.call("GetCertificate", 2, s.get_certificate(certificate_id, "HSVARD"))
     assert (got.fault_code, got.fault_string) == ("soap:Client", "The request has invalid values")
     revoke = s.peer_request(

@@ -664,7 +664,7 @@ def test_each_contracts_wsdl_names_its_own_address_and_every_schema_it_imports_r
 
 
 def test_the_wsdls_address_is_never_taken_from_the_requests_host_header(client: TestClient) -> None:
-    # Issue 10: any caller could make the served WSDL point elsewhere.
+    # Otherwise any caller could make the served WSDL point elsewhere (README, INTYG_PUBLIC_BASE_URL).
     forged = client.get(
         f"{REGISTER}?wsdl", headers={"host": "evil.example", "x-forwarded-host": "evil.example"}
     )

@@ -529,7 +529,7 @@ async def test_a_removal_the_store_refuses_deletes_nothing_and_audits_no_success
     [row] = await rows(engine, certificates)
     assert row.care_available is True
     assert await count(engine, documents) == 1
-    # The fault is audited as the error it is (issue 10), in a transaction of its own.
+    # The fault is audited as the error it is (STYLE.md, Audit), in a transaction of its own.
     assert [r.outcome for r in await audit_of(engine, "remove_care_copy")] == ["error"]
 
 
@@ -565,7 +565,7 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
         consent_given=[PATIENT, OTHER_PATIENT],
     )
 
-    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
     assert (change.changed, change.deleted, change.consent.given) == (True, 2, False)
     assert await stored_ids(engine) == {"kept", "kept-archived", "others-removed"}
@@ -598,8 +598,8 @@ async def test_withdrawing_consent_twice_deletes_nothing_more_and_records_one_ch
 ) -> None:
     await seed(uow, stored("kept"), consent_given=[PATIENT])
 
-    await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
-    again = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=LATER)
+    await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
+    again = await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=LATER)
 
     assert (again.changed, again.deleted, again.consent) == (False, 0, Consent(PATIENT, False, NOW))
     assert await stored_ids(engine) == {"kept"}
@@ -612,8 +612,8 @@ async def test_giving_consent_again_never_brings_a_deleted_certificate_back(
 ) -> None:
     await seed(uow, stored("removed", care_available=False), stored("kept"), consent_given=[PATIENT])
 
-    await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
-    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=LATER)
+    await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=LATER)
 
     assert (change.changed, change.deleted) == (True, 0)
     assert await stored_ids(engine) == {"kept"}
@@ -622,7 +622,7 @@ async def test_giving_consent_again_never_brings_a_deleted_certificate_back(
 
 
 async def test_a_first_consent_creates_the_citizens_row(uow: SqlUnitOfWork, engine: AsyncEngine) -> None:
-    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
 
     assert change == operations.ConsentChange(Consent(PATIENT, True, NOW), changed=True, deleted=0)
     assert [(r.given, r.changed_at) for r in await rows(engine, consents)] == [(True, NOW)]
@@ -637,12 +637,12 @@ async def test_a_withdrawal_the_store_refuses_deletes_nothing_and_audits_no_succ
     await refuse(engine, "BEFORE INSERT", consent_changes)
 
     with pytest.raises(STORE_FAILURE):
-        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
     assert await stored_ids(engine) == {"removed", "kept"}
     assert await count(engine, documents) == 2
     assert [r.given for r in await rows(engine, consents)] == [True]
-    # The fault is audited as the error it is (issue 10), in a transaction of its own.
+    # The fault is audited as the error it is (STYLE.md, Audit), in a transaction of its own.
     assert [r.outcome for r in await audit_of(engine, "withdraw_consent")] == ["error"]
 
 
@@ -654,7 +654,7 @@ async def test_the_store_and_the_fakes_agree_on_a_withdrawal(uow: SqlUnitOfWork)
 
     answers = []
     for unit in (fake, uow):
-        change = await operations.withdraw_consent(unit, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        change = await operations.set_consent(unit, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
         listed = await operations.list_certificates_for_care(unit, patient=PATIENT, caller=CARE, now=NOW)
         answers.append((change, listed))
 

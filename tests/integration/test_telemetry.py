@@ -61,7 +61,7 @@ def _registered(type_label: str) -> float:
 
 
 def test_a_certificate_type_the_service_does_not_know_is_counted_as_other(soap: SoapClient) -> None:
-    """Issue 10: the registering system writes the type code; a label value is never one it chose."""
+    """The registering system writes the type code; a label value is never one it chose."""
     before_known, before_other = _registered("LISJP"), _registered("other")
     soap.post(s.path_of("RegisterCertificate", 3), s.register_envelope("type-known", "191212121212"))
     for invented in ("XYZ123", "LISJP2"):
@@ -80,7 +80,7 @@ def test_a_certificate_type_the_service_does_not_know_is_counted_as_other(soap: 
 
 
 def test_the_api_does_not_answer_metrics(client: TestClient) -> None:
-    # Issue 10: the metrics have a port of their own (tests/integration/test_cli.py serves it).
+    # The metrics have a port of their own (INTYG_METRICS_PORT; tests/integration/test_cli.py serves it).
     answer = client.get("/metrics")
     assert answer.status_code == 404
     assert "intyg_" not in answer.text

@@ -1,9 +1,9 @@
-"""The Helm chart (helm/intygstjanst): it lints, renders with the default and the production values, in
-both caller modes and with monitoring on, every rendered object is valid Kubernetes 1.30
-(kubernetes-validate, strict), and the rendered objects hold what operators rely on: a locked-down, probed,
-resourced Deployment in the production profile with every secret file mounted read-only from a Secret
-(issue 5), a migration hook Job, the dashboard ConfigMap and the Prometheus Operator objects carrying the
-tested rule file. What the service would refuse to start without, the chart refuses to render without.
+"""The Helm chart (helm/intygstjanst): it lints, renders with the default and the production values, in both
+caller modes and with monitoring on, every rendered object is valid Kubernetes 1.30 (kubernetes-validate,
+strict), and the rendered objects hold what operators rely on: a locked-down, probed, resourced Deployment in
+the production profile with every secret file mounted read-only from a Secret (README "Security"), a migration
+hook Job, the dashboard ConfigMap and the Prometheus Operator objects carrying the tested rule file. What the
+service would refuse to start without, the chart refuses to render without.
 
 Needs helm on PATH (`bash tools/install-ops-tools` installs it); skipped with that reason otherwise.
 """
@@ -280,7 +280,7 @@ MISCONFIGURATIONS = {
     "two-jwks-sources": (("--set", "portalJwks.existingConfigMap=b"), "not both"),
     "non-intyg-setting": (("--set", "config.extra.PROFILE=production"), "not an INTYG_ setting"),
     "long-prestop": (("--set", "preStopSleepSeconds=30"), "below terminationGracePeriodSeconds"),
-    # issue 5: what the service refuses to start without
+    # what the service refuses to start without (README "Security")
     "unknown-profile": (
         ("--set", "config.profile=staging"),
         "config.profile must be production or development",
@@ -722,7 +722,7 @@ def test_network_policy_admits_callers_to_the_service_port_prometheus_to_the_met
         )
     api, metrics = policy["ingress"]
     # Ingress mode: the callers reach the pods through the ingress controller's namespace, and only
-    # to the API's port; Prometheus only to the metrics port (issue 10).
+    # to the API's port; Prometheus only to the metrics port (README, INTYG_METRICS_PORT).
     assert api["ports"] == [{"port": 8080, "protocol": "TCP"}]
     assert api["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}

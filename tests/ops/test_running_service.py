@@ -259,9 +259,10 @@ def _readiness_now(base: str) -> str:
 def test_a_client_connecting_while_the_service_drains_is_refused_at_once_never_left_hanging(
     tmp_path: Path, workers: str
 ) -> None:
-    """Issue 10, item 7: with several workers, uvicorn's parent process kept the listening socket open
-    through the drain, so a new connection was taken into its backlog, hung until the grace ended, and
-    was reset. Readiness is refused meanwhile, on a connection opened before SIGTERM as well."""
+    """With several workers, uvicorn's parent process used to keep the listening socket open through the
+    drain, so a new connection was taken into its backlog, hung until the grace ended, and was reset
+    (``service/connection.py``, Supervisor). Readiness is refused meanwhile, on a connection opened before
+    SIGTERM as well."""
     port = server.free_port()
     grace = 10
     process = server.start(

@@ -113,7 +113,7 @@ def test_without_a_serial_number_the_hsa_id_is_the_common_name() -> None:
     ids=["NUL after", "NUL between", "no HSA id", "short organisation number", "no own part", "more after"],
 )
 def test_a_certificate_naming_no_hsa_id_identifies_no_system(serial_number: str, utf8: bool) -> None:
-    # Issue 10: a NUL (a UTF8String may hold one) from a certificate of the trusted CA failed the audit
+    # A NUL (a UTF8String may hold one) from a certificate of the trusted CA once failed the audit
     # record's insert.
     certificates = ClientCertificates([AUTHORITY.certificate])
     issued = AUTHORITY.client(serial_number, utf8=utf8)

@@ -1,4 +1,4 @@
-"""The audit log's hash chain and checkpoints, pure (``service/store/audit_chain.py``, issue 5).
+"""The audit log's hash chain and checkpoints, pure (``service/store/audit_chain.py``; README "Audit log").
 
 The encoding and hash of a record, the checkpoints' signatures, and the verifier's verdict on each way
 of tampering (``tests/tampering.py``), on synthetic records. The chain written by the real store, the

@@ -1,4 +1,4 @@
-"""The settings that identify SOAP callers (``service/config.py``, issue 5): the TLS files, the
+"""The settings that identify SOAP callers (``service/config.py``; README "Callers"): the TLS files, the
 permission table and the trusted proxies come in combinations that identify callers, the table is
 validated strictly, and only loopback may be served without them. ``serve`` acting on this is tested
 in ``tests/integration/test_cli.py``.
@@ -137,7 +137,7 @@ def test_the_permission_table_is_read_into_consumers(tmp_path: Path) -> None:
 def test_only_a_system_allowed_every_care_giver_may_be_granted_the_contracts_acting_for_a_citizen(
     tmp_path: Path,
 ) -> None:
-    # Issue 10: consent, the citizen's lists and reads reach every care giver (withdrawal deletes, rule 6).
+    # Consent, the citizen's lists and reads reach every care giver (withdrawal deletes, rule 6).
     citizen_contracts = [
         "SetConsent",
         "GetConsent",
@@ -231,7 +231,7 @@ def test_the_development_default_serves_loopback_only() -> None:
 
 
 def test_the_metrics_have_a_port_of_their_own() -> None:
-    # Issue 10: a network policy can admit Prometheus to it and no caller of the API.
+    # A network policy can admit Prometheus to it and no caller of the API.
     assert settings().metrics_port == 9464
     assert settings().unfit_to_serve(port=8080) == []
     [problem] = settings(metrics_port=8080).unfit_to_serve(port=8080)

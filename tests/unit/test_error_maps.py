@@ -90,8 +90,8 @@ def test_every_soap_answer_is_a_result_type_error_id_and_a_soap_fault_code(entry
     assert entry.error_id in result_type_error_ids()
     assert entry.fault_code in {"Client", "Server"}
     assert entry.text.strip()
-    answer = entry.answer
-    assert (answer.code, answer.text, answer.error_id) == ("ERROR", entry.text, entry.error_id)
+    result = entry.result
+    assert (result.code, result.text, result.error_id) == ("ERROR", entry.text, entry.error_id)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_a_server_fault_is_kept_for_failures_that_are_not_the_callers() -> None:
 
 
 def test_a_stored_ciphertext_that_fails_its_check_is_answered_as_any_internal_error() -> None:
-    # Encryption at rest (issue 5): a tampered or unreadable row says nothing more than that.
+    # Encryption at rest (README "Data at rest"): a tampered or unreadable row says nothing more than that.
     for cls in (errors.StoredDataUnreadable, errors.KekMissing):
         assert (faults.ERRORS[cls].text, faults.ERRORS[cls].error_id) == (
             faults.INTERNAL.text,
@@ -201,7 +201,7 @@ def test_a_server_error_status_is_kept_for_failures_that_are_not_the_callers() -
 
 
 def test_a_store_that_does_not_answer_is_a_technical_error_and_a_503_to_retry_later() -> None:
-    # Issue 9: a frozen or unreachable database, or a lock held past the lock timeout.
+    # README "Operating": a frozen or unreachable database, or a lock held past the lock timeout.
     soap = faults.ERRORS[errors.StoreUnavailable]
     assert (soap.error_id, soap.fault_code) == ("TECHNICAL_ERROR", "Server")
     rest = rest_errors.ERRORS[errors.StoreUnavailable]

@@ -83,7 +83,8 @@ def test_the_repr_never_shows_the_number(raw: str) -> None:
 
 
 def test_every_type_a_default_recipient_takes_is_a_known_certificate_type() -> None:
-    # The metrics count a registered certificate by its type only where it is known (issue 10).
+    # The metrics count a registered certificate by its type only where it is known (README "Operating",
+    # metrics).
     taken = {type_code for recipient in DEFAULT_RECIPIENTS for type_code in recipient.certificate_types}
     assert taken <= CERTIFICATE_TYPES
     assert {"AG114", "AG7804"} <= CERTIFICATE_TYPES - taken

@@ -754,7 +754,7 @@ async def test_removing_the_care_copy_without_consent_deletes_the_certificate_fo
     )
     assert record.detail == "deleted"
 
-    await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
     with pytest.raises(errors.CertificateNotFound):
         await operations.get_certificate_for_citizen(
             uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
@@ -809,7 +809,7 @@ async def test_removing_a_care_copy_already_removed_finds_nothing_and_changes_no
 async def test_giving_consent_records_when_by_whom_and_through_which_channel() -> None:
     uow = FakeUnitOfWork()
 
-    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
 
     assert (change.consent.given, change.consent.changed_at, change.changed, change.deleted) == (
         True,
@@ -869,7 +869,7 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
         consent_given=[PATIENT, OTHER_PATIENT],
     )
 
-    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
     assert (change.consent.given, change.changed, change.deleted) == (False, True, 2)
     assert sorted(uow.stored.certificates) == ["another-patient-removed", "kept", "kept-archived"]
@@ -899,9 +899,9 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
 async def test_giving_consent_again_brings_no_deleted_certificate_back() -> None:
     uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
     await remove(uow)
-    await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
-    change = await operations.give_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
 
     assert (change.changed, change.deleted) == (True, 0)
     assert uow.certificate("cert-1") is None
@@ -926,7 +926,7 @@ async def test_removing_the_care_copy_and_withdrawing_consent_run_again_after_lo
 
     removal = await remove(uow)
     uow.fail_commits = operations.RETRIES - 1
-    change = await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+    change = await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
 
     assert (removal, change.deleted) == (Removal.KEPT_FOR_CITIZEN, 1)
     assert uow.certificate("cert-1") is None
@@ -935,9 +935,9 @@ async def test_removing_the_care_copy_and_withdrawing_consent_run_again_after_lo
 
 
 # ---------------------------------------------------------------------------------------------------
-# Who calls what (issue 5): a calling system acts only within the care givers its permissions name.
-# Another care giver's certificate is refused exactly as if it did not exist (NotPermitted answers like
-# not found), audited as denied, and changes nothing; every list leaves it out.
+# Who calls what (DOMAIN.md; README "Callers"): a calling system acts only within the care givers its
+# permissions name. Another care giver's certificate is refused exactly as if it did not exist
+# (NotPermitted answers like not found), audited as denied, and changes nothing; every list leaves it out.
 
 SCOPED = dataclasses.replace(CARE, care_giver_scope=frozenset({OTHER_CARE_GIVER}))
 SCOPED_PORTAL = Caller(
@@ -988,8 +988,8 @@ async def test_another_care_givers_certificate_is_refused_as_unknown_audited_and
     )
 
 
-# Ids that cannot be certificate ids (issue 10): refused before they reach the store, where a NUL
-# made the SQL fail and the read went unaudited.
+# Ids that cannot be certificate ids (README "Input"): refused before they reach the store, where a NUL
+# once made the SQL fail and the read went unaudited.
 BAD_IDS = {"nul": "\x00", "nul inside": "a\x00b", "control": "a\nb", "empty": "", "too long": "x" * 129}
 
 # Each operation that reads one certificate by the id a caller gives.
@@ -1044,12 +1044,14 @@ async def test_a_fault_nobody_foresaw_is_audited_as_an_error_and_raised(operatio
     )
 
 
-# Each operation that acts for a citizen, as a system limited to one care giver would call it (issue 10).
+# Each operation that acts for a citizen, as a system limited to one care giver would call it.
 FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
-    "withdraw_consent": lambda uow: operations.withdraw_consent(
-        uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
+    "withdraw_consent": lambda uow: operations.set_consent(
+        uow, citizen=PATIENT, given=False, caller=SCOPED_PORTAL, now=NOW
     ),
-    "give_consent": lambda uow: operations.give_consent(uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW),
+    "give_consent": lambda uow: operations.set_consent(
+        uow, citizen=PATIENT, given=True, caller=SCOPED_PORTAL, now=NOW
+    ),
     "read_consent": lambda uow: operations.get_consent(uow, citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW),
     "read": lambda uow: operations.get_certificate_for_citizen(
         uow, certificate_id="cert-1", citizen=PATIENT, caller=SCOPED_PORTAL, now=NOW
@@ -1082,7 +1084,7 @@ FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
 
 @pytest.mark.parametrize("operation", FOR_CITIZEN)
 async def test_a_system_limited_to_some_care_givers_may_not_act_for_a_citizen(operation: str) -> None:
-    # The attack of issue 10: the certificate of another care giver, kept only for the citizen's
+    # The attack: the certificate of another care giver, kept only for the citizen's
     # consent (its care copy removed), which withdrawing consent would delete (rule 6).
     kept_for_citizen = stored(care_available=False)
     uow = FakeUnitOfWork(certificates=[kept_for_citizen], consent_given=[PATIENT])
@@ -1176,9 +1178,9 @@ async def test_after_permanent_deletion_only_the_audit_trail_remains_and_it_hold
     )
     if cause == "withdraw_consent":
         await remove(uow)
-        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
     else:
-        await operations.withdraw_consent(uow, citizen=PATIENT, caller=CITIZEN, now=NOW)
+        await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
         await remove(uow)
 
     assert uow.certificate("cert-1") is None

@@ -332,7 +332,7 @@ def test_revoking_a_revoked_certificate_records_nothing() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Who calls what (DOMAIN.md, issue 5): a calling system's permissions name the care givers whose
+# Who calls what (DOMAIN.md; README "Callers"): a calling system's permissions name the care givers whose
 # certificates it may see or change; None means every care giver. The operations that apply this
 # scope to every load and list are in test_operations.py.
 

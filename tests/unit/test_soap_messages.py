@@ -71,8 +71,8 @@ def canonical(element: etree._Element) -> str:
 
 def status_codes(response: etree._Element) -> list[str]:
     """The status codes of the answered certificate's history, in order."""
-    own = response[0].iterchildren(m.q(m.CORE3, "status"))
-    return [m.text(s, m.q(m.CORE3, "status"), m.q(m.TYPES3, "code")) for s in own]
+    own = response[0].iterchildren(m.q(document.CORE3, "status"))
+    return [m.text(s, m.q(document.CORE3, "status"), m.q(m.TYPES3, "code")) for s in own]
 
 
 @pytest.mark.parametrize("history", HISTORIES)
@@ -97,7 +97,7 @@ def test_a_documents_own_status_elements_give_way_to_the_status_history_now() ->
     need_shared()
     [template] = [p.values[1] for p in registered() if p.id == "register/request_lisjp:request"]
     intyg = intyg_of(template)
-    first_answer = intyg.find(m.q(m.CORE3, "svar"))
+    first_answer = intyg.find(m.q(document.CORE3, "svar"))
     assert first_answer is not None
     for event in (SENT, ARCHIVED):
         own = m.status_element(event)
@@ -118,7 +118,7 @@ def test_a_document_declaring_the_responses_prefix_is_answered_under_another() -
     [template] = [p.values[1] for p in registered() if p.id == "register/request_luse:request"]
     original = intyg_of(template)
     # The same certificate, its core 3 elements under the prefix ``ns`` the response element uses.
-    intyg = etree.Element(original.tag, nsmap={"ns": m.CORE3, "t": m.TYPES3})
+    intyg = etree.Element(original.tag, nsmap={"ns": document.CORE3, "t": m.TYPES3})
     intyg.text = original.text
     intyg.extend(deepcopy(list(original)))
     stored = m.document_of(intyg)

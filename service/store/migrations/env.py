@@ -46,8 +46,4 @@ async def _migrate(url: str) -> None:
         await dispose(engine)
 
 
-connection = context.config.attributes.get("connection")
-if connection is not None:
-    _run(connection)
-else:
-    asyncio.run(_migrate(context.config.get_main_option("sqlalchemy.url") or ""))
+asyncio.run(_migrate(context.config.get_main_option("sqlalchemy.url") or ""))

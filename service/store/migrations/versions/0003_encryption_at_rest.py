@@ -4,12 +4,12 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-23 08:30:00.000000
 
-Issue 5 (``service/store/crypto.py``). Every stored row is converted in this migration's transaction:
-each certificate gets a data key (wrapped under the current KEK) that seals its document and its
-patient's PIN; every ``patient_id`` becomes ``patient_key``, the lookup hash of the PIN; an audit
-record's actor person id that is a citizen's PIN becomes its hash. The keys come from
-``config.attributes["keyring"]`` (``migration.upgrade(url, keyring=...)``); with rows to convert and
-no keys it stops before changing anything. It cannot be undone: the hashes do not give the numbers back.
+Encryption at rest (README "Data at rest", ``service/store/crypto.py``). Every stored row is converted in this
+migration's transaction: each certificate gets a data key (wrapped under the current KEK) that seals its
+document and its patient's PIN; every ``patient_id`` becomes ``patient_key``, the lookup hash of the PIN; an
+audit record's actor person id that is a citizen's PIN becomes its hash. The keys come from
+``config.attributes["keyring"]`` (``migration.upgrade(url, keyring=...)``); with rows to convert and no keys
+it stops before changing anything. It cannot be undone: the hashes do not give the numbers back.
 """
 
 import re

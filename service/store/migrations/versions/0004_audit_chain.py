@@ -4,11 +4,11 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-22 08:30:00.000000
 
-Issue 5: records already stored are chained in the order of their old ids, which become the gapless
-``seq`` 1, 2, 3 ... (an autoincrement leaves gaps where transactions rolled back). The hash covers
-every other column as stored at this revision, read back the way the verifier reads it, so it must
-run after any migration that rewrites audit values (e.g. encrypts or pseudonymises them): a later one
-would break the chain it finds and has to rehash it.
+The hash chain of the audit log (README "Audit log"): records already stored are chained in the order of their
+old ids, which become the gapless ``seq`` 1, 2, 3 ... (an autoincrement leaves gaps where transactions rolled
+back). The hash covers every other column as stored at this revision, read back the way the verifier reads it,
+so it must run after any migration that rewrites audit values (e.g. encrypts or pseudonymises them): a later
+one would break the chain it finds and has to rehash it.
 """
 
 from collections.abc import Sequence

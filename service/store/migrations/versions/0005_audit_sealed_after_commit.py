@@ -4,7 +4,7 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30 23:30:00.000000
 
-Issue 9 (``service/store/audit_sealer.py``): a request no longer locks the chain's head to take the
+The sealer (``service/store/audit_sealer.py``): a request no longer locks the chain's head to take the
 next ``seq``; it inserts its record with an autoincrement ``id`` only, and the sealer fills in ``seq``,
 ``prev_hash`` and ``hash`` after commit. Records chained before this revision keep their places and
 hashes (``id`` is not hashed) and get ``id = seq``, so the unsealed records written after them sort
