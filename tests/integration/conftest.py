@@ -113,7 +113,7 @@ def empty_database_url(
         path = tmp_path_factory.mktemp("db") / "empty.db"
         yield f"sqlite+aiosqlite:///{path}"
         # A migration test may leave rows of before encryption at rest in it (identity numbers in the
-        # clear, as 0002 stored them); tests/zz_suite reads every database the suite leaves behind.
+        # clear, as 0002 stored them); tests/conftest.py reads every database a test leaves behind.
         for leftover in path.parent.glob("empty.db*"):
             leftover.unlink()
         return
