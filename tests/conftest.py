@@ -1,36 +1,88 @@
-"""Suite-wide: every log record any test produces is kept, formatted as the service prints it, so
-that ``tests/zz_suite`` can check the whole suite's log output once every other test has run."""
+"""Suite-wide: after every test, what that test produced is looked at for leaks (``tests/leaks.py``):
+the log records emitted while it ran (formatted as the service prints them), the metric label values
+that appeared meanwhile, and the SQLite files written under pytest's temporary directory. A leak is an
+error at the teardown of the test that leaked, whatever order the tests run in."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 
 from service.telemetry import json_formatter
-
-SUITE_LOG: list[str] = []
-
+from tests import leaks
 
 # The test clients' own request logs are not the service's output.
 _CLIENTS = ("httpx", "httpcore", "hpack", "urllib3", "zeep")
 
 
 class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
     def emit(self, record: logging.LogRecord) -> None:
         if not record.name.startswith(_CLIENTS):
-            SUITE_LOG.append(self.format(record))
+            self.lines.append(self.format(record))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def suite_log() -> Iterator[list[str]]:
-    handler = _Keep(level=logging.DEBUG)
+@dataclass
+class _Seen:
+    """What earlier tests already left: metric label values and temporary folders."""
+
+    labels: set[str] = field(default_factory=set)
+    folders: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="session")
+def leak_baseline() -> _Seen:
+    return _Seen()
+
+
+@pytest.fixture(scope="session")
+def kept_log() -> Iterator[_Keep]:
+    handler = _Keep()
     handler.setFormatter(json_formatter())
     root = logging.getLogger()
     root.addHandler(handler)
     previous = root.level
     root.setLevel(logging.INFO)
-    yield SUITE_LOG
+    yield handler
     root.removeHandler(handler)
     root.setLevel(previous)
+
+
+@pytest.fixture(autouse=True)
+def nothing_leaks(
+    kept_log: _Keep, leak_baseline: _Seen, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """Yields this test's log lines so far (a test may look at them; ``test_leaks.py`` does)."""
+    base = tmp_path_factory.getbasetemp()
+    # Records emitted between tests (a background thread's) count for the next one.
+    yield kept_log.lines
+    lines, kept_log.lines = kept_log.lines, []
+    found = leaks.in_log(lines)
+    labels = leaks.label_values()
+    found += leaks.in_labels(labels - leak_baseline.labels)
+    leak_baseline.labels = labels
+    folders = leaks.folders(base)
+    for name, changed in folders.items():
+        if leak_baseline.folders.get(name) != changed:
+            found += leaks.in_sqlite_files(base / name)
+    leak_baseline.folders = folders
+    assert not found, "this test leaked:\n" + "\n".join(found)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the tests in the reverse of their order (.ci/run does, to show no test needs another first)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()

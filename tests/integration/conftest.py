@@ -1,13 +1,24 @@
 """Fixtures for tests through the real store and the app: a fresh database per test, on SQLite and,
 where INTYG_TEST_POSTGRES_URL names a server, on PostgreSQL too (the same tests, parametrised).
 
-On PostgreSQL every test gets its own database, cloned from a template migrated once per session.
+A test (or module, or class) marked ``one_engine("why")`` runs on SQLite only: the mark says that its
+outcome cannot depend on the database, and why (the requests are refused before the store, say). Tests
+whose outcome can differ by engine keep both: the store, the unit of work, concurrency and locking,
+encryption at rest, the audit log, NUL bytes (PostgreSQL's text refuses them), column lengths
+(PostgreSQL enforces them), SQL dialect paths, round trips, pools and timeouts.
+
+Every test gets its own database, cloned from a template migrated once per session: on PostgreSQL
+with ``CREATE DATABASE ... TEMPLATE``, on SQLite as a copy of the migrated file. The migrations
+themselves are tested from an empty database (``empty_database_url``).
 Without a server the PostgreSQL half is reported as skipped with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,15 +65,41 @@ def postgres_template() -> Iterator[str]:
     _admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" not in metafunc.fixturenames:
+        return
+    one = metafunc.definition.get_closest_marker("one_engine")
+    if one is not None and not (one.args and isinstance(one.args[0], str) and one.args[0].strip()):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: one_engine needs the reason as its argument")
+    metafunc.parametrize("database_url", ["sqlite"] if one else ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "intyg.db"
+    migration.upgrade(f"sqlite+aiosqlite:///{path}")
+    # Everything in the one file, so that a copy of it is the whole database.
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert not [p for p in path.parent.iterdir() if p != path and p.stat().st_size], (
+        "left beside the template"
+    )
+    return path
+
+
 @contextmanager
 def fresh_database(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, engine: str
 ) -> Iterator[str]:
-    """The URL of a new, migrated database on ``engine`` ("sqlite" or "postgres"), dropped after."""
+    """The URL of a new, migrated database on ``engine`` ("sqlite" or "postgres"), dropped after: a
+    copy of the session's migrated template."""
     if engine == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'intyg.db'}"
-        migration.upgrade(url)
-        yield url
+        path = tmp_path_factory.mktemp("db") / "intyg.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
     template = request.getfixturevalue("postgres_template")
     assert POSTGRES_URL is not None
@@ -74,8 +111,9 @@ def fresh_database(
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Parametrised by ``pytest_generate_tests``: both engines, or SQLite alone under ``one_engine``."""
     with fresh_database(request, tmp_path_factory, request.param) as url:
         yield url
 
@@ -89,7 +127,7 @@ def empty_database_url(
         path = tmp_path_factory.mktemp("db") / "empty.db"
         yield f"sqlite+aiosqlite:///{path}"
         # A migration test may leave rows of before encryption at rest in it (identity numbers in the
-        # clear, as 0002 stored them); tests/zz_suite reads every database the suite leaves behind.
+        # clear, as 0002 stored them); tests/conftest.py reads every database a test leaves behind.
         for leftover in path.parent.glob("empty.db*"):
             leftover.unlink()
         return

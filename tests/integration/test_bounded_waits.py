@@ -43,8 +43,7 @@ from service.config import Settings
 from service.store import migration
 from service.store.timeout import GRACE
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose, request_pool
-from tests import postgres, server
-from tests.conftest import SUITE_LOG
+from tests import leaks, postgres, server
 from tests.integration import soap as s
 from tests.integration.soap import Reply, SoapClient
 from tests.keys import KEYRING, key_of, settings_keys
@@ -120,8 +119,10 @@ def service(cluster: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory)
             ):
                 yield Service(url, data, log, SoapClient(soap), rest)
     finally:
-        if log.exists():  # tests/zz_suite checks these lines with the rest of the suite's
-            SUITE_LOG.extend(log.read_text(encoding="utf-8", errors="replace").splitlines())
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.exists() else []
+    # The service's own log, checked as tests/conftest.py checks what each test logs in process.
+    leaked = leaks.in_log(lines)
+    assert not leaked, "the service leaked in its log:\n" + "\n".join(leaked)
 
 
 def _register(service: Service, certificate_id: str) -> None:

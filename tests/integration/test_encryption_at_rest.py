@@ -6,8 +6,8 @@ wrapped key moved to another row is refused with a clean internal error, never a
 a permanent deletion takes the ciphertext and its wrapped key in one transaction; a KEK rotation
 re-wraps every data key while the service keeps reading; migration 0003 converts stored rows.
 
-The primitives are tested in ``tests/unit/test_crypto.py``; a dump of the databases after the whole
-suite in ``tests/zz_suite/test_database_dump.py``.
+The primitives are tested in ``tests/unit/test_crypto.py``; the database files each test writes are
+read after it (``tests/conftest.py``), and dumps in ``tests/integration/test_database_dump.py``.
 """
 
 from __future__ import annotations

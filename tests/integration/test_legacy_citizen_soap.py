@@ -134,6 +134,7 @@ def test_get_certificate_1_of_another_citizens_certificate_is_exactly_not_found(
     assert others["meta"] is None and others["certificate"] is None
 
 
+@pytest.mark.one_engine("an invalid personnummer is refused before the store")
 def test_get_certificate_1_with_an_invalid_personnummer_is_a_validation_error(client: TestClient) -> None:
     response = get_certificate(client, "c-1", citizen="191212121213")
     assert result(response)[0::2] == ("ERROR", "VALIDATION_ERROR")

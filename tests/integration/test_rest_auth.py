@@ -28,7 +28,6 @@ from service.app import create_app
 from service.config import Settings
 from service.model import PersonId
 from service.rest.auth import TokenVerifier, dev_token
-from service.store import migration
 from service.store.tables import audit_records
 from tests.integration.rest import (
     ANNA,
@@ -54,12 +53,7 @@ from tests.keys import settings_keys
 COMMAND = Path(sys.executable).parent / "intygstjanst"
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    # Authentication happens before the store is reached: SQLite alone, not once per database.
-    url = f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}"
-    migration.upgrade(url)
-    return url
+pytestmark = pytest.mark.one_engine("authentication happens before the store is reached")
 
 
 @pytest.fixture

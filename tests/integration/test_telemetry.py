@@ -1,7 +1,7 @@
 """Request telemetry through the app: request ids, the RED metrics' labels, and the JSON log event.
 
 The suite-wide checks that no label or log line names a person or a certificate are in
-tests/zz_suite; the dashboard against a real Prometheus in tests/ops/test_running_service.py.
+tests/conftest.py (after each test); the dashboard against a real Prometheus in tests/ops/test_running_service.py.
 """
 
 from __future__ import annotations

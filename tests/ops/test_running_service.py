@@ -179,14 +179,18 @@ def test_every_dashboard_panel_answers_from_a_real_prometheus_scraping_two_worke
         30,
         "Prometheus has scraped the load",
     )
-    time.sleep(3)
+    queries = _panel_queries()
+    server.wait_until(
+        lambda: all(_query(prometheus, expr) for _, expr in queries),
+        30,
+        "every panel's rate() window holds two samples of the new values",
+    )
 
     total = float(_query(prometheus, "sum(intyg_requests_total)")[0]["value"][1])
     assert total == sent, "both workers' requests are counted once each (multiprocess mode)"
     assert len(_query(prometheus, 'up{job="intygstjanst"} == 1')) == 1
     assert httpx.get(f"{service.base}/metrics").status_code == 404
 
-    queries = _panel_queries()
     assert len(queries) >= 10
     empty = [(title, expr) for title, expr in queries if not _query(prometheus, expr)]
     assert not empty, f"panels with no series: {empty}"

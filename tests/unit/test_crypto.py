@@ -1,7 +1,7 @@
 """Encryption at rest, the primitives (``service/store/crypto.py``) and the keys' configuration
 (``Settings.keyring``). The store's use of them, on SQLite and PostgreSQL, through the real app, is in
-``tests/integration/test_encryption_at_rest.py``; the database dump after the suite in
-``tests/zz_suite/test_database_dump.py``.
+``tests/integration/test_encryption_at_rest.py``; the database dumps in
+``tests/integration/test_database_dump.py``.
 """
 
 from __future__ import annotations

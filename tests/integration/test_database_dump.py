@@ -1,9 +1,9 @@
-"""After the suite: the databases as whoever obtains a copy of them sees them (issue 5, encryption at
-rest). No dump may hold a personal identity number (PIN) in any common form, nor document text.
+"""The databases as whoever obtains a copy of them sees them (issue 5, encryption at rest). No dump may
+hold a personal identity number (PIN) in any common form, nor document text.
 
-Two checks. Every SQLite file the suite's own tests wrote (under pytest's base temporary directory,
-with their -wal and -journal files) is read byte for byte, free pages included. And one database per
-engine is populated here through the real app with the national service's peer requests and a
+Two checks. Every SQLite file each test writes (under pytest's base temporary directory, with their
+-wal and -journal files) is read byte for byte, free pages included, after that test, by the autouse
+fixture of ``tests/conftest.py`` (``tests/leaks.py``). And one database per engine is populated here through the real app with the national service's peer requests and a
 citizen's REST session, then dumped: the SQLite file (with its WAL, while the app still runs, and after
 it has checkpointed) and ``pg_dump`` of the PostgreSQL database (the suite's own are dropped per test).
 ``pg_dump`` writes bytea as hex, so every needle is also looked for hex-encoded.
@@ -15,7 +15,6 @@ The store's encryption is in ``service/store/crypto.py``; its tests in
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -23,29 +22,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service import errors
 from service.app import create_app
-from service.model import PersonId
 from service.store import migration
 from tests.integration import soap as s
 from tests.integration.rest import BERTIL, CECILIA, CitizenApi, portal_settings
 from tests.integration.soap import SoapClient
+from tests.leaks import DOCUMENT_TEXT, sqlite_files, valid_pins_in
 from tests.postgres import PostgresUnavailable, find_bindir
 from tests.reference import PERSONNUMMER, SAMORDNINGSNUMMER, need_shared, peer_requests, with_check_digit
-
-# Text only the certificates' documents hold: the patient's name and address, and answers.
-DOCUMENT_TEXT = (
-    "Olivia",
-    "Pgatan 2",
-    "Klockarevägen",
-    "Arbetsplatsolycka",
-    "Skada på multipla",
-    "Klämskada skuldra",
-    "Haltar när han dansar",
-)
-# 12 digits as a PIN is written, with or without its separator; checked to be a valid number, so that
-# an id or a timestamp that merely looks like one is not counted.
-PIN_LIKE = re.compile(rb"(?<![0-9A-Za-z])((?:19|20)\d{6})[-+]?(\d{4})(?![0-9A-Za-z])")
 
 # The operation each folder of peer requests is posted to.
 OPERATIONS = {
@@ -79,50 +63,6 @@ def needles(pids: list[str]) -> dict[str, list[bytes]]:
 def assert_holds_none(dump: bytes, pids: list[str], what: str) -> None:
     held = [label for label, forms_ in needles(pids).items() if any(f in dump for f in forms_)]
     assert not held, f"{what} holds {held}"
-
-
-def valid_pins_in(data: bytes) -> set[str]:
-    found = set()
-    for match in PIN_LIKE.finditer(data):
-        candidate = (match.group(1) + match.group(2)).decode("ascii")
-        try:
-            found.add(PersonId.parse(candidate).value)
-        except errors.InvalidPersonId:
-            continue
-    return found
-
-
-def sqlite_files(folder: Path) -> list[Path]:
-    """SQLite databases under ``folder`` and the WAL and rollback journals beside them."""
-    found = []
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        if path.name.endswith(("-wal", "-journal")):
-            found.append(path)
-            continue
-        with path.open("rb") as file:
-            if file.read(16) == b"SQLite format 3\x00":
-                found.append(path)
-    return found
-
-
-# --- the suite's own databases -------------------------------------------------------------------------
-
-
-def test_no_sqlite_database_the_suite_wrote_holds_a_pin_or_document_text(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    files = sqlite_files(tmp_path_factory.getbasetemp())
-    if len(files) < 20:
-        pytest.skip(
-            "run alone: the databases of the suite's own tests are what this reads (run the whole suite)"
-        )
-    for path in files:
-        data = path.read_bytes()
-        assert not valid_pins_in(data), f"{path}: a personal identity number"
-        held = [text for text in DOCUMENT_TEXT if text.encode("utf-8") in data]
-        assert not held, f"{path}: document text {held}"
 
 
 # --- one database per engine, populated and dumped here -----------------------------------------------
