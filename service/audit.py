@@ -60,7 +60,7 @@ class RefusalBudget:
     token) are audited one by one: a bucket of ``burst`` records, refilled at ``per_second``. Past it a
     refusal is answered alike but only counted (``on_skipped``, a metric), so that a flood of them
     cannot grow the audit trail without bound. Nothing is lost to the citizen's extract: such a caller
-    reached no operation and named nobody whose data it was given (issue 10)."""
+    reached no operation and named nobody whose data it was given (README.md, "Input")."""
 
     def __init__(
         self,

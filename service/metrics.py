@@ -77,7 +77,7 @@ AUDIT_LAST_WRITE = Gauge(
     "When an audit record was last committed (audit lag: time() minus this)",
     multiprocess_mode="max",
 )
-# The audit log's sealer (issue 9, store/audit_sealer.py). The tamper-evidence window is the seal lag
+# The audit log's sealer (store/audit_sealer.py, README.md "Audit log"). The tamper-evidence window is the seal lag
 # plus the checkpoint interval: these show the first, and alert when it grows.
 AUDIT_UNSEALED = Gauge(
     "intyg_audit_unsealed_records",
@@ -103,7 +103,7 @@ AUDIT_SEALER_ELECTED = Gauge(
 POOL_IN_USE = Gauge("intyg_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum")
 POOL_SIZE = Gauge("intyg_db_pool_size", "Database connections the pool keeps", multiprocess_mode="livesum")
 # Counted by an engine event (store/unit_of_work.py) so that statements per request are measured, not
-# estimated (issue 9). Requests and background loops apart: label ``source`` (``store.Source``).
+# estimated (README.md, "Benchmark"). Requests and background loops apart: label ``source`` (``store.Source``).
 DB_STATEMENTS = Counter(
     "intyg_db_statements",
     "SQL statements executed through a database cursor, by source (request or background). "
@@ -115,7 +115,7 @@ BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multipr
 
 _SEND = re.compile(r"^send:([A-Z]+)$")
 # A refusal's record names its error (operations.py); it is counted as the error it is answered as, so
-# that the metrics do not tell a foreign id from an unknown one (errors.ANSWERED_AS, issue 10).
+# that the metrics do not tell a foreign id from an unknown one (errors.ANSWERED_AS).
 _ANSWERED_AS: Final = {error.__name__: errors.answered_as(error).__name__ for error in errors.ANSWERED_AS}
 _DELETED_COUNT = re.compile(r"^deleted (\d+)$")
 
@@ -130,7 +130,7 @@ def observe(record: AuditRecord) -> None:
         return
     action = record.action
     if action == "register":
-        # The record names the type as the caller wrote it; the label only a known one (issue 10).
+        # The record names the type as the caller wrote it; the label only a known one (model.CERTIFICATE_TYPES).
         known = record.detail in CERTIFICATE_TYPES
         REGISTERED.labels(type=record.detail if known else OTHER_CERTIFICATE_TYPE).inc()
     elif action == "revoke":

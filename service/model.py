@@ -75,7 +75,8 @@ class Outcome(enum.StrEnum):
 
 
 # A certificate id as the store keeps it (certificates.id, 128 characters): no control characters, NUL
-# among them, which PostgreSQL's text cannot hold and no XML document can carry (issue 10).
+# among them, which PostgreSQL's text cannot hold and no XML document can carry
+# (README.md, "Input").
 CERTIFICATE_ID_LENGTH = 128
 # As a regular expression too, for the REST API's published contract (OpenAPI ``pattern``).
 CERTIFICATE_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
@@ -92,7 +93,7 @@ def require_certificate_id(value: str) -> str:
 # The certificate types the service knows by name: the national types, among them every type the
 # default recipients take (config.DEFAULT_RECIPIENTS; tests/unit/test_model.py keeps it so). A type code
 # is whatever the registering system writes, so only these become values of the metrics' ``type`` label,
-# any other one ``OTHER_CERTIFICATE_TYPE``: a label takes no value a caller chooses (issue 10). A table of
+# any other one ``OTHER_CERTIFICATE_TYPE``: a label takes no value a caller chooses (README.md, "Operating"). A table of
 # certificate types, once the service keeps one, replaces this constant.
 CERTIFICATE_TYPES: Final = frozenset(
     {

@@ -272,7 +272,7 @@ async def _load_with_document(
 async def _held(uow: UnitOfWork, patient: PersonId) -> Consent:
     """The consent an operation depends on (rule 2), locked against a change until the operation
     commits: a withdrawal committed before it is seen, and one that comes during it waits, so no effect
-    of the citizen's lands after their withdrawal (issue 10). A withdrawal locks consent, then the
+    of the citizen's lands after their withdrawal (rules 2 and 6). A withdrawal locks consent, then the
     certificates it deletes: operations that lock a certificate too take consent first where they can."""
     return await uow.consents.get(patient, for_share=True)
 

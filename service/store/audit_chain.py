@@ -1,4 +1,4 @@
-"""The audit log's hash chain and its signed checkpoints (issue 5). Pure: no I/O, no clock.
+"""The audit log's hash chain and its signed checkpoints (README.md, "Audit log"). Pure: no I/O, no clock.
 
 Every audit record holds ``seq`` (its place: 1, 2, 3 ... without gaps), ``prev_hash`` (the hash of
 the record before it; ``GENESIS`` for the first) and ``hash``: SHA-256 over a versioned prefix, the
@@ -14,7 +14,7 @@ the database's own reach. Only records after the newest checkpoint are unprotect
 by someone who can also rewrite the head; the periodic sealer (``app.py``) keeps that window short.
 
 Records are written unsealed, in the transactions of their effects, and chained after commit by the
-sealer (``audit_sealer``, issue 9): until then a record is in the unsealed tail, which the verifier
+sealer (``audit_sealer``): until then a record is in the unsealed tail, which the verifier
 counts and checks for form only. The sealer, the migrations that chain older records, and the verifier
 (``intygstjanst verify-audit``) share these functions.
 """

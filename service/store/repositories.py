@@ -1,6 +1,6 @@
 """SQL repositories behind the Protocols of ``operations``. They never commit.
 
-Reads are one statement each (issue 9): a get loads the certificate with its status history, and with
+Reads are one statement each (README.md, "Benchmark"): a get loads the certificate with its status history, and with
 its document where the operation needs it (``get_with_document``); a list loads the certificates with
 their histories. The history comes as a correlated subquery aggregated to one JSON array per certificate
 (``_rows_as_json``), so no second query and no join that repeats the certificate's row per event.
@@ -447,7 +447,7 @@ def actor_person_key(keyring: KeyRing, record: AuditRecord) -> str | None:
 
 class SqlAuditLog:
     """The audit log. A record is inserted unsealed, in the transaction of its effect, and takes no
-    lock another transaction needs (issue 9): the sealer (``audit_sealer``) gives it its place in the
+    lock another transaction needs (README.md, "Audit log"): the sealer (``audit_sealer``) gives it its place in the
     hash chain after commit."""
 
     def __init__(self, connection: Connection, keyring: KeyRing) -> None:
