@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -32,30 +31,24 @@ from service.model import (
 )
 from service.operations import UnitOfWork
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
-from tests.fakes import FakeUnitOfWork, a_certificate, document_of
+from tests.fakes import FakeUnitOfWork, document_of
 from tests.integration.conftest import fresh_database
+from tests.integration.test_store import (
+    CARE_GIVER,
+    NOW,
+    OTHER_CARE_GIVER,
+    OTHER_PATIENT,
+    PATIENT,
+    REGISTERED,
+    SIGNED,
+    stored,
+)
 from tests.keys import KEYRING
 
-SIGNED = dt.datetime(2024, 5, 2, 10, 0)
-REGISTERED = dt.datetime(2024, 5, 2, 10, 1)
-NOW = dt.datetime(2024, 5, 17, 9, 30)
-PATIENT = PersonId.parse("191212121212")
-OTHER_PATIENT = PersonId.parse("194404041230")
-GIVER = "SE2321000016-GIVER1"
-OTHER_GIVER = "SE2321000016-GIVER2"
+GIVER = CARE_GIVER
+OTHER_GIVER = OTHER_CARE_GIVER
 
 Seeded = Callable[..., Awaitable[UnitOfWork]]
-
-
-def stored(certificate_id: str, **changes: Any) -> Certificate:
-    """A certificate as the store holds it: naive times, the RECEIV event."""
-    fields: dict[str, Any] = {
-        "signed_at": SIGNED,
-        "registered_at": REGISTERED,
-        "status_events": (StatusEvent(StatusCode.RECEIV, Party.HSVARD, REGISTERED),),
-        **changes,
-    }
-    return a_certificate(certificate_id, **fields)
 
 
 def record(at: dt.datetime, action: str, patient: PersonId | None = PATIENT) -> AuditRecord:
