@@ -74,10 +74,13 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT
         _serialise_sqlite_writers(engine, busy_seconds=timeouts.lock)
     else:
         # The server-side timeouts go in the startup packet, after any ``options`` of the URL, so that
-        # INTYG_DB_… is where they are set. No pre-ping on checkout: it was one more round trip on every
-        # request (a tenth of a get's time, measured with ``tests/benchmark``). A connection the server
-        # dropped (a restart) fails its first statement instead; SQLAlchemy then invalidates every pooled
-        # connection, so one request per pool answers "unavailable" and the next ones connect anew.
+        # INTYG_DB_… is where they are set. This engine serves the background work and /readyz (the
+        # requests have the pool below), so it pings a connection before handing it out: a connection a
+        # database restart ended is replaced there, and never makes the first probe after the restart
+        # answer "not ready". The requests' pool does not ping (one more round trip on every request, a
+        # tenth of a get's time, measured with ``tests/benchmark``): a connection the server dropped fails
+        # its first statement instead, the pool is drained, and one request per pool answers
+        # "unavailable" while the next ones connect anew.
         connect_args = {"options": _startup_options(url, timeouts), "connect_timeout": timeouts.connect}
         engine = create_async_engine(
             url,
@@ -85,6 +88,7 @@ def create_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = DEFAULT
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_timeout=timeouts.pool,
+            pool_pre_ping=True,
         )
         # The same bounds: pool_size kept, as many again when busy, and the same wait for one.
         _REQUEST_POOLS[engine.sync_engine] = psycopg_pool.AsyncConnectionPool(

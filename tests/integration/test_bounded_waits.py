@@ -282,9 +282,10 @@ def test_a_frozen_database_gets_the_contracts_error_in_time_and_the_service_reco
 def test_after_a_database_restart_at_most_one_request_fails_and_the_service_serves_again(
     service: Service,
 ) -> None:
-    """The pool does not ping a connection before each use (a round trip on every request):
-    a connection the restart ended fails its first statement instead, which makes SQLAlchemy drop every
-    pooled connection, so the requests after it connect anew. No restart of the service is needed."""
+    """The requests' pool does not ping a connection before each use (a round trip on every request):
+    a connection the restart ended fails its first statement instead, the pool is drained, and the
+    requests after it connect anew. The engine that answers /readyz pings, so the first probe after the
+    restart is ready already. No restart of the service is needed."""
     certificate = "bounded-restart-1"
     _register(service, certificate)
     get = s.get_certificate(certificate, "HSVARD")
