@@ -10,19 +10,25 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 
-from service.model import AuditRecord, Caller, Certificate, Outcome, PersonId
+from service import errors
+from service.model import Action, AuditRecord, Caller, Certificate, Outcome, Party, PersonId, StatusCode
 
 
 def record(
     caller: Caller,
     *,
-    action: str,
+    action: Action,
     outcome: Outcome,
     now: dt.datetime,
     patient: PersonId | None,
     certificates: Iterable[Certificate] = (),
     certificate_ids: Iterable[str] = (),
-    detail: str = "",
+    recipient: Party | None = None,
+    status: StatusCode | None = None,
+    certificate_type: str | None = None,
+    deleted: int = 0,
+    called: str | None = None,
+    reason: type[errors.ServiceError] | None = None,
 ) -> AuditRecord:
     certificates = tuple(certificates)
     ids = tuple(dict.fromkeys([*(c.id for c in certificates), *certificate_ids]))
@@ -49,7 +55,12 @@ def record(
         care_giver_id=giver,
         actor_citizen=caller.citizen,
         actor_professional=caller.professional,
-        detail=detail,
+        recipient=recipient,
+        status=status,
+        certificate_type=certificate_type,
+        deleted=deleted,
+        called=called,
+        reason=reason,
         care_unit_name=units.get(unit) if unit else None,
         care_giver_name=givers.get(giver) if giver else None,
     )

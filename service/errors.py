@@ -22,8 +22,9 @@ keeps those tables complete.
     │   └── Unauthenticated          the citizen did not prove who it is (no or bad token)
     ├── ConcurrentChange             a concurrent transaction won; the operation may be retried
     ├── StoreUnavailable             the database did not answer in time: frozen, unreachable, or a lock held too long
-    └── StoredDataUnreadable         a stored ciphertext fails its check: altered, or moved from another row
-        └── KekMissing               its data key is wrapped under a key-encryption key not configured
+    ├── StoredDataUnreadable         a stored ciphertext fails its check: altered, or moved from another row
+    │   └── KekMissing               its data key is wrapped under a key-encryption key not configured
+    └── UnexpectedError              never raised: an audit record's reason for a fault no class here describes
 
 Messages are safe to show to a caller: they never hold a personal identity number or document text.
 
@@ -115,6 +116,24 @@ class StoredDataUnreadable(ServiceError):
 
 class KekMissing(StoredDataUnreadable):
     pass
+
+
+class UnexpectedError(ServiceError):
+    """Not raised. The reason an audit record gives (``operations``) where an operation ended in a fault
+    that is no ``ServiceError``, a defect: that fault's own kind is not recorded, since a reason is also
+    a metric's label, whose values are a closed set. Answered as any internal error."""
+
+
+def named(name: str) -> type[ServiceError] | None:
+    """The class of this tree named ``name`` (as an audit record stores its reason), or None."""
+    return _BY_NAME.get(name)
+
+
+def _tree(cls: type[ServiceError]) -> list[type[ServiceError]]:
+    return [cls, *(found for sub in cls.__subclasses__() for found in _tree(sub))]
+
+
+_BY_NAME: Final = {cls.__name__: cls for cls in _tree(ServiceError)}
 
 
 # Another care giver's or another citizen's certificate is answered, counted and logged as an unknown id

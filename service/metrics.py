@@ -11,7 +11,6 @@ are served on a port of their own (``serve``), never on the API's: a caller of t
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Final
 
@@ -26,7 +25,7 @@ from prometheus_client import (
 )
 
 from service import errors
-from service.model import CERTIFICATE_TYPES, OTHER_CERTIFICATE_TYPE, AuditRecord, Outcome
+from service.model import CERTIFICATE_TYPES, OTHER_CERTIFICATE_TYPE, Action, AuditRecord, Outcome
 
 BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -113,42 +112,41 @@ DB_STATEMENTS = Counter(
 )
 BUILD_INFO = Gauge("intyg_build_info", "Build information", ["version"], multiprocess_mode="max")
 
-_SEND = re.compile(r"^send:([A-Z]+)$")
-# A refusal's record names its error (operations.py); it is counted as the error it is answered as, so
-# that the metrics do not tell a foreign id from an unknown one (errors.ANSWERED_AS).
-_ANSWERED_AS: Final = {error.__name__: errors.answered_as(error).__name__ for error in errors.ANSWERED_AS}
-_DELETED_COUNT = re.compile(r"^deleted (\d+)$")
-
 
 def observe(record: AuditRecord) -> None:
     """Count what a committed audit record says happened (the business counters)."""
     AUDIT_LAST_WRITE.set(time.time())
     if record.outcome in (Outcome.DENIED, Outcome.ERROR):
-        REFUSALS.labels(reason=_ANSWERED_AS.get(record.detail, record.detail) or "unknown").inc()
+        # Counted as the error it is answered as, so that the metrics do not tell a foreign id from an
+        # unknown one (errors.ANSWERED_AS); the audit record keeps the refusal itself.
+        reason = errors.answered_as(record.reason).__name__ if record.reason else "unknown"
+        REFUSALS.labels(reason=reason).inc()
         return
     if record.outcome is not Outcome.OK:
         return
-    action = record.action
-    if action == "register":
-        # The record names the type as the caller wrote it; the label only a known one (model.CERTIFICATE_TYPES).
-        known = record.detail in CERTIFICATE_TYPES
-        REGISTERED.labels(type=record.detail if known else OTHER_CERTIFICATE_TYPE).inc()
-    elif action == "revoke":
-        REVOKED.inc()
-    elif action == "archive":
-        ARCHIVED.inc()
-    elif action == "restore":
-        RESTORED.inc()
-    elif sent := _SEND.match(action):
-        SENT.labels(recipient=sent.group(1)).inc()
-    elif action == "remove_care_copy":
-        CARE_COPIES_REMOVED.inc()
-        if record.detail == "deleted":
-            DELETED.labels(rule="5").inc()
-    elif action in ("give_consent", "withdraw_consent"):
-        CONSENT_CHANGES.labels(change="given" if action == "give_consent" else "withdrawn").inc()
-        if count := _DELETED_COUNT.match(record.detail):
-            DELETED.labels(rule="6").inc(int(count.group(1)))
+    match record.action:
+        case Action.REGISTER:
+            # The record names the type as the caller wrote it; the label only a known one (model.CERTIFICATE_TYPES).
+            known = record.certificate_type in CERTIFICATE_TYPES
+            REGISTERED.labels(type=record.certificate_type if known else OTHER_CERTIFICATE_TYPE).inc()
+        case Action.REVOKE:
+            REVOKED.inc()
+        case Action.ARCHIVE:
+            ARCHIVED.inc()
+        case Action.RESTORE:
+            RESTORED.inc()
+        case Action.SEND if record.recipient is not None:
+            SENT.labels(recipient=record.recipient.value).inc()
+        case Action.REMOVE_CARE_COPY:
+            CARE_COPIES_REMOVED.inc()
+            if record.deleted:
+                DELETED.labels(rule="5").inc(record.deleted)
+        case Action.GIVE_CONSENT | Action.WITHDRAW_CONSENT:
+            CONSENT_CHANGES.labels(
+                change="given" if record.action is Action.GIVE_CONSENT else "withdrawn"
+            ).inc()
+            if record.deleted:
+                DELETED.labels(rule="6").inc(record.deleted)
 
 
 def serve(host: str, port: int) -> None:

@@ -74,6 +74,26 @@ class Outcome(enum.StrEnum):
     ERROR = "error"
 
 
+class Action(enum.StrEnum):
+    """What an audit record says was done. The values are stored, and shown to the citizen in their access
+    log as they are (README.md, "Access log"): a value keeps its meaning for good."""
+
+    REGISTER = "register"  # a care system registered a certificate (rule 1)
+    READ = "read"  # a certificate was read, with its document
+    LIST = "list"  # a patient's certificates were listed
+    REVOKE = "revoke"
+    ARCHIVE = "archive"  # the citizen took a certificate out of their direct view (rule 4)
+    RESTORE = "restore"  # ... and back into it
+    SEND = "send"  # sent to ``recipient``
+    SET_STATUS = "set_status"  # ``status`` set for ``recipient``, e.g. its receipt
+    REMOVE_CARE_COPY = "remove_care_copy"  # rule 5
+    GIVE_CONSENT = "give_consent"
+    WITHDRAW_CONSENT = "withdraw_consent"  # rule 6
+    READ_CONSENT = "read_consent"
+    READ_ACCESS_LOG = "read_access_log"
+    CALL = "call"  # a call refused before any operation; ``called`` names it
+
+
 # A certificate id as the store keeps it (certificates.id, 128 characters): no control characters, NUL
 # among them, which PostgreSQL's text cannot hold and no XML document can carry
 # (README.md, "Input").
@@ -261,10 +281,16 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """Who did what to whose certificates, when, and how it ended (PDL)."""
+    """Who did what to whose certificates, when, and how it ended (PDL).
+
+    Beside ``action``, only the fields that action has: ``recipient`` (and ``status``) of a send or a
+    status set for a recipient; ``certificate_type`` of a registered certificate; ``deleted``, how many
+    certificates the operation deleted permanently (rules 5 and 6); ``called`` of a refused call;
+    ``reason``, the error, of every refusal (outcome ``denied`` or ``error``).
+    """
 
     at: dt.datetime
-    action: str
+    action: Action
     outcome: Outcome
     actor_kind: CallerKind
     actor_id: str
@@ -277,6 +303,11 @@ class AuditRecord:
     # citizen is known only where it is the record's own patient, a professional only by staff id.
     actor_citizen: PersonId | None = field(default=None, repr=False)
     actor_professional: StaffId | PersonId | None = field(default=None, repr=False)
-    detail: str = ""
+    recipient: Party | None = None
+    status: StatusCode | None = None
+    certificate_type: str | None = None
+    deleted: int = 0
+    called: str | None = None
+    reason: type[errors.ServiceError] | None = None
     care_unit_name: str | None = None
     care_giver_name: str | None = None

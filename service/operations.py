@@ -38,6 +38,7 @@ from typing import NoReturn, Protocol, Self, TypeVar
 
 from service import audit, errors, rules
 from service.model import (
+    Action,
     AuditRecord,
     Caller,
     CallerKind,
@@ -58,8 +59,6 @@ T = TypeVar("T")
 # A concurrent transaction on the same certificate or citizen makes ours fail at commit; running
 # the whole operation again sees the winner's result (e.g. rule 1's "already exists").
 RETRIES = 3
-# The audited reason of a fault that is no ``ServiceError``.
-UNEXPECTED = "UnexpectedError"
 _TYPE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 
@@ -160,11 +159,24 @@ class ConsentChange:
 class _Attempt:
     """Holds what an operation has learnt, so that a refusal is audited with it and committed."""
 
-    def __init__(self, uow: UnitOfWork, caller: Caller, action: str, now: dt.datetime) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        caller: Caller,
+        action: Action,
+        now: dt.datetime,
+        *,
+        recipient: Party | None = None,
+        status: StatusCode | None = None,
+        called: str | None = None,
+    ) -> None:
         self.uow = uow
         self.caller = caller
         self.action = action
         self.now = now
+        self.recipient = recipient
+        self.status = status
+        self.called = called
         self.patient: PersonId | None = None
         self.certificates: list[Certificate] = []
         self.certificate_ids: list[str] = []
@@ -176,11 +188,20 @@ class _Attempt:
         elif certificates:
             self.patient = certificates[0].patient
 
-    async def succeed(self, outcome: Outcome = Outcome.OK, *, detail: str = "") -> None:
-        await self.uow.audit.add(self._record(outcome, detail))
+    async def succeed(
+        self, outcome: Outcome = Outcome.OK, *, certificate_type: str | None = None, deleted: int = 0
+    ) -> None:
+        await self.uow.audit.add(self._record(outcome, certificate_type=certificate_type, deleted=deleted))
         await self.uow.commit()
 
-    def _record(self, outcome: Outcome, detail: str) -> AuditRecord:
+    def _record(
+        self,
+        outcome: Outcome,
+        *,
+        reason: type[errors.ServiceError] | None = None,
+        certificate_type: str | None = None,
+        deleted: int = 0,
+    ) -> AuditRecord:
         return audit.record(
             self.caller,
             action=self.action,
@@ -189,7 +210,12 @@ class _Attempt:
             patient=self.patient,
             certificates=self.certificates,
             certificate_ids=self.certificate_ids,
-            detail=detail,
+            recipient=self.recipient,
+            status=self.status,
+            certificate_type=certificate_type,
+            deleted=deleted,
+            called=self.called,
+            reason=reason,
         )
 
     async def __aenter__(self) -> Self:
@@ -211,7 +237,7 @@ class _Attempt:
             exc, (errors.ConcurrentChange, errors.StoreUnavailable)
         ):
             outcome = Outcome.DENIED if isinstance(exc, errors.Denied) else Outcome.ERROR
-            await self._audit_refusal(outcome, type(exc).__name__)
+            await self._audit_refusal(outcome, type(exc))
         elif (
             isinstance(exc, Exception)
             and not isinstance(exc, errors.ServiceError)
@@ -220,13 +246,12 @@ class _Attempt:
             # A fault nobody foresaw, where a patient's data may have been asked for: the attempt is
             # audited as an error if the store still takes it. If it does not, the fault itself is what
             # the caller is answered and the log tells, not this second one.
-            # Its kind is not named: the reason is a metric's label, whose values are a closed set.
             with contextlib.suppress(Exception):
-                await self._audit_refusal(Outcome.ERROR, UNEXPECTED)
+                await self._audit_refusal(Outcome.ERROR, errors.UnexpectedError)
 
-    async def _audit_refusal(self, outcome: Outcome, reason: str) -> None:
+    async def _audit_refusal(self, outcome: Outcome, reason: type[errors.ServiceError]) -> None:
         await self.uow.rollback()
-        await self.uow.audit.add(self._record(outcome, reason))
+        await self.uow.audit.add(self._record(outcome, reason=reason))
         await self.uow.commit()
 
 
@@ -296,7 +321,7 @@ async def register_certificate(
     certificate = new.certificate
 
     async def run() -> rules.Registration:
-        async with uow, _Attempt(uow, caller, "register", now) as attempt:
+        async with uow, _Attempt(uow, caller, Action.REGISTER, now) as attempt:
             require_certificate_id(certificate.id)
             attempt.about(certificate)
             rules.require_may_register(certificate, caller.care_giver_scope)
@@ -313,9 +338,9 @@ async def register_certificate(
             if registration is rules.Registration.CREATE:
                 # The record names the certificate's type where it has a type code's shape (the row keeps
                 # it in full); the metrics count only the known ones by name (metrics.observe).
-                await attempt.succeed(detail=_type_label(certificate.type_code))
+                await attempt.succeed(certificate_type=_type_label(certificate.type_code))
             else:
-                await attempt.succeed(Outcome.INFO, detail="already exists")
+                await attempt.succeed(Outcome.INFO)  # rule 1: it exists already
             return registration
 
     return await _retrying(run)
@@ -325,7 +350,7 @@ async def register_certificate(
 async def get_certificate_for_care(
     uow: UnitOfWork, *, certificate_id: str, caller: Caller, now: dt.datetime
 ) -> CertificateWithDocument:
-    async with uow, _Attempt(uow, caller, "read", now) as attempt:
+    async with uow, _Attempt(uow, caller, Action.READ, now) as attempt:
         found = await _load_with_document(uow, attempt, certificate_id)
         rules.require_care_visible(found.certificate)
         await attempt.succeed()
@@ -341,7 +366,7 @@ async def list_certificates_for_care(
     caller: Caller,
     now: dt.datetime,
 ) -> list[Certificate]:
-    async with uow, _Attempt(uow, caller, "list", now) as attempt:
+    async with uow, _Attempt(uow, caller, Action.LIST, now) as attempt:
         attempt.patient = patient
         found = await uow.certificates.list_for_patient(
             patient, care_unit_ids=care_unit_ids, care_giver_id=care_giver_id
@@ -364,7 +389,7 @@ async def get_certificate_for_citizen(
     now: dt.datetime,
 ) -> CertificateWithDocument:
     """The citizen's read. ``citizen`` is the authenticated citizen where the channel names one."""
-    async with uow, _Attempt(uow, caller, "read", now) as attempt:
+    async with uow, _Attempt(uow, caller, Action.READ, now) as attempt:
         # Whatever the read meets, it is in that citizen's access log (the certificate's own patient's,
         # if it is another's).
         attempt.patient = citizen
@@ -387,7 +412,7 @@ async def list_certificates_for_citizen(
     caller: Caller,
     now: dt.datetime,
 ) -> list[Certificate]:
-    async with uow, _Attempt(uow, caller, "list", now) as attempt:
+    async with uow, _Attempt(uow, caller, Action.LIST, now) as attempt:
         attempt.patient = citizen
         rules.require_consent(await _held(uow, citizen))
         found = await uow.certificates.list_for_patient(citizen, types=types)
@@ -425,7 +450,7 @@ async def set_certificate_status(
     """Set a status; returns the event appended, or None where the status was already in force."""
 
     async def run() -> StatusEvent | None:
-        async with uow, _Attempt(uow, caller, _status_action(party, code), now) as attempt:
+        async with uow, _status_attempt(uow, caller, party, code, now) as attempt:
             certificate = await _load(uow, attempt, certificate_id, for_update=True)
             if citizen is not None:
                 rules.require_owner(certificate, citizen)
@@ -446,7 +471,8 @@ async def set_certificate_status(
 async def _citizen_change(
     uow: UnitOfWork,
     *,
-    action: str,
+    action: Action,
+    recipient: Party | None = None,
     certificate_id: str,
     citizen: PersonId,
     decide: Callable[[Certificate], rules.Decision],
@@ -454,7 +480,7 @@ async def _citizen_change(
     now: dt.datetime,
 ) -> tuple[Certificate, rules.Decision]:
     """A change the authenticated citizen makes to their own certificate, with consent (rule 2)."""
-    async with uow, _Attempt(uow, caller, action, now) as attempt:
+    async with uow, _Attempt(uow, caller, action, now, recipient=recipient) as attempt:
         consent = await _held(uow, citizen)
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         rules.require_owner(certificate, citizen)
@@ -471,7 +497,7 @@ async def archive_certificate(
 ) -> Certificate:
     changed, _ = await _citizen_change(
         uow,
-        action="archive",
+        action=Action.ARCHIVE,
         certificate_id=certificate_id,
         citizen=citizen,
         decide=lambda c: rules.archive(c, now=now),
@@ -486,7 +512,7 @@ async def restore_certificate(
 ) -> Certificate:
     changed, _ = await _citizen_change(
         uow,
-        action="restore",
+        action=Action.RESTORE,
         certificate_id=certificate_id,
         citizen=citizen,
         decide=lambda c: rules.restore(c, now=now),
@@ -508,7 +534,8 @@ async def send_certificate(
     """The citizen sends a certificate on; returns it and whether it had been sent there already."""
     changed, decision = await _citizen_change(
         uow,
-        action=f"send:{recipient.party.value}",
+        action=Action.SEND,
+        recipient=recipient.party,
         certificate_id=certificate_id,
         citizen=citizen,
         decide=lambda c: rules.send_to(c, recipient=recipient, now=now),
@@ -536,7 +563,7 @@ async def access_log(
     caller: Caller,
     now: dt.datetime,
 ) -> AccessLogPage:
-    async with uow, _Attempt(uow, caller, "read_access_log", now) as attempt:
+    async with uow, _Attempt(uow, caller, Action.READ_ACCESS_LOG, now) as attempt:
         attempt.patient = citizen
         records, total = await uow.audit.list_for_patient(
             citizen, start=start, end=end, limit=limit, offset=offset
@@ -545,22 +572,24 @@ async def access_log(
         return AccessLogPage(records, total)
 
 
-def _status_action(party: Party, code: StatusCode) -> str:
-    """The audit action of a status change: the same words as the citizen's own actions."""
+def _status_attempt(
+    uow: UnitOfWork, caller: Caller, party: Party, code: StatusCode, now: dt.datetime
+) -> _Attempt:
+    """A status change is audited in the same words as the citizen's own actions where it is one."""
     if code is StatusCode.DELETE:
-        return "archive"
+        return _Attempt(uow, caller, Action.ARCHIVE, now)
     if code is StatusCode.RESTOR:
-        return "restore"
+        return _Attempt(uow, caller, Action.RESTORE, now)
     if code is StatusCode.SENTTO:
-        return f"send:{party.value}"
-    return f"status:{code.value}:{party.value}"
+        return _Attempt(uow, caller, Action.SEND, now, recipient=party)
+    return _Attempt(uow, caller, Action.SET_STATUS, now, recipient=party, status=code)
 
 
 async def revoke_certificate(
     uow: UnitOfWork, *, certificate_id: str, patient: PersonId, caller: Caller, now: dt.datetime
 ) -> bool:
     """Revoke; returns False where the certificate was already revoked."""
-    async with uow, _Attempt(uow, caller, "revoke", now) as attempt:
+    async with uow, _Attempt(uow, caller, Action.REVOKE, now) as attempt:
         attempt.patient = patient
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         rules.require_patient(certificate, patient)
@@ -575,14 +604,14 @@ async def remove_care_copy(
     uow: UnitOfWork, *, certificate_id: str, care_giver_id: str, caller: Caller, now: dt.datetime
 ) -> Removal:
     async def run() -> Removal:
-        async with uow, _Attempt(uow, caller, "remove_care_copy", now) as attempt:
+        async with uow, _Attempt(uow, caller, Action.REMOVE_CARE_COPY, now) as attempt:
             certificate = await _load(uow, attempt, certificate_id, for_update=True)
             # The consent row is locked so that a concurrent withdrawal sees this removal (rule 8).
             consent = await uow.consents.get(certificate.patient, for_update=True)
             decision = rules.remove_care_copy(certificate, care_giver_id=care_giver_id, consent=consent)
             await _apply(uow, certificate, decision)
             removal = Removal.DELETED if decision.delete else Removal.KEPT_FOR_CITIZEN
-            await attempt.succeed(detail=removal.value)
+            await attempt.succeed(deleted=1 if decision.delete else 0)
             return removal
 
     return await _retrying(run)
@@ -650,7 +679,7 @@ async def _care_copies(
 async def set_consent(
     uow: UnitOfWork, *, citizen: PersonId, given: bool, caller: Caller, now: dt.datetime
 ) -> ConsentChange:
-    action = "give_consent" if given else "withdraw_consent"
+    action = Action.GIVE_CONSENT if given else Action.WITHDRAW_CONSENT
 
     async def run() -> ConsentChange:
         async with uow, _Attempt(uow, caller, action, now) as attempt:
@@ -664,9 +693,7 @@ async def set_consent(
             changed = current.given != given
             if changed:
                 await uow.consents.set(citizen, given=given, at=now, caller=caller)
-            await attempt.succeed(
-                Outcome.OK if changed else Outcome.INFO, detail=f"deleted {len(deleted)}" if deleted else ""
-            )
+            await attempt.succeed(Outcome.OK if changed else Outcome.INFO, deleted=len(deleted))
             consent = Consent(citizen, given, now if changed else current.changed_at)
             return ConsentChange(consent, changed, len(deleted))
 
@@ -677,22 +704,22 @@ async def refuse_call(
     uow: UnitOfWork,
     *,
     caller: Caller,
-    action: str,
+    called: str,
     now: dt.datetime,
     error: errors.Denied,
     budget: audit.RefusalBudget | None = None,
 ) -> NoReturn:
     """A call refused before it reaches an operation (an unidentified system or citizen, or a system
     whose permissions do not cover it) is audited as denied, committed, and only then raised; within
-    ``budget``, for a caller that proved no identity."""
+    ``budget``, for a caller that proved no identity. ``called`` names the contract or route."""
     if budget is not None and not budget.take():
         raise error
-    async with uow, _Attempt(uow, caller, action, now):
+    async with uow, _Attempt(uow, caller, Action.CALL, now, called=called):
         raise error
 
 
 async def get_consent(uow: UnitOfWork, *, citizen: PersonId, caller: Caller, now: dt.datetime) -> Consent:
-    async with uow, _Attempt(uow, caller, "read_consent", now) as attempt:
+    async with uow, _Attempt(uow, caller, Action.READ_CONSENT, now) as attempt:
         attempt.patient = citizen
         consent = await uow.consents.get(citizen)
         await attempt.succeed()

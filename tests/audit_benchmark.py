@@ -33,14 +33,15 @@ _BATCH = 10_000
 
 def _contents(count: int) -> Iterator[dict[str, Any]]:
     """Records like the service writes: care reads and lists, citizens' reads, refusals."""
-    actions = ("read", "list", "register", "give_consent", "send:FKASSA")
+    actions = ("read", "list", "register", "give_consent", "send")
     for index in range(count):
+        action = actions[index % len(actions)]
         # What the store keeps of a patient: the keyed hash of the number (store/crypto.py), 43 characters.
         patient = f"{index % 100_000:x>43}"
         citizen = index % 3 == 0
         yield {
             "at": START + dt.timedelta(milliseconds=137 * index),
-            "action": actions[index % len(actions)],
+            "action": action,
             "outcome": "denied" if index % 17 == 0 else "ok",
             "actor_kind": "citizen" if citizen else "care_system",
             "actor_id": "1177-portal" if citizen else "SE2321000016-WEBCERT",
@@ -50,9 +51,10 @@ def _contents(count: int) -> Iterator[dict[str, Any]]:
             "certificate_ids": f"bench-{index},bench-{index + 1}",
             "care_unit_id": None if citizen else f"SE2321000016-UNIT{index % 40}",
             "care_giver_id": None if citizen else "SE2321000016-GIVER1",
-            "detail": "",
             "care_unit_name": None if citizen else f"Vårdcentralen {index % 40}",
             "care_giver_name": None if citizen else "Region Exempel",
+            "recipient": "FKASSA" if action == "send" else None,
+            "reason": "NotPermitted" if index % 17 == 0 else None,
         }
 
 

@@ -62,6 +62,7 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     # Encryption at rest: the same answer as any internal error; nothing of the row is shown.
     errors.StoredDataUnreadable: RestError(500, "internal_error", "The request could not be carried out"),
     errors.KekMissing: RestError(500, "internal_error", "The request could not be carried out"),
+    errors.UnexpectedError: RestError(500, "internal_error", "The request could not be carried out"),
 }
 
 # Problems the framework raises before an operation is reached.

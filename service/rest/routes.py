@@ -124,7 +124,7 @@ def citizen_router(
             await operations.refuse_call(
                 unit_of_work(),
                 caller=Caller(CallerKind.CITIZEN, Channel.REST, UNIDENTIFIED),
-                action=f"call:{request.method} {request.scope['route'].path}",
+                called=f"{request.method} {request.scope['route'].path}",
                 now=clock(),
                 error=refusal,
                 budget=unidentified,

@@ -6,13 +6,13 @@ Request bodies reject unknown fields. Conversions from the domain model are the 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import document
-from service.model import AuditRecord, Certificate, Consent, StatusCode
+from service.model import Action, AuditRecord, Certificate, Consent, StatusCode
 
 
 def aware(value: dt.datetime | None, zone: ZoneInfo) -> dt.datetime | None:
@@ -139,15 +139,40 @@ class ConsentResult(ConsentState):
     deleted: int = Field(description="certificates deleted permanently by this change (DOMAIN.md rule 6)")
 
 
+# What each action of the access log means to the citizen; every action has its words here
+# (tests/integration/test_access_log.py), and a value, once published, keeps its meaning (model.Action).
+ACTION_MEANINGS: Final = {
+    Action.REGISTER: "a care system stored the certificate here",
+    Action.READ: "the certificate was read, with its content",
+    Action.LIST: "a list of your certificates was read",
+    Action.REVOKE: "the certificate was revoked by the care provider",
+    Action.ARCHIVE: "the certificate was archived (taken out of your direct view)",
+    Action.RESTORE: "the certificate was restored to your direct view",
+    Action.SEND: "the certificate was sent to `recipient`",
+    Action.SET_STATUS: "`status` was set for `recipient`, e.g. that it received the certificate",
+    Action.REMOVE_CARE_COPY: "the care provider removed its copy; `deleted` 1 if it was then deleted for good",
+    Action.GIVE_CONSENT: "you gave consent",
+    Action.WITHDRAW_CONSENT: "you withdrew consent; `deleted` certificates were deleted for good",
+    Action.READ_CONSENT: "your consent was read",
+    Action.READ_ACCESS_LOG: "this access log was read",
+    Action.CALL: "a call was refused before it reached your data",
+}
+
+
 class AccessLogEntry(_Out):
     at: dt.datetime
-    action: str
+    action: Action = Field(
+        description="What was done: " + "; ".join(f"`{a.value}`, {m}" for a, m in ACTION_MEANINGS.items())
+    )
     outcome: Literal["ok", "info", "denied", "error"]
     channel: str
     accessed_by: str = Field(description="care_system, citizen, recipient or operator")
     care_unit: Organisation | None
     care_giver: Organisation | None
     certificates: list[str]
+    recipient: str | None = Field(description="where the certificate was sent, or whose status was set")
+    status: StatusCode | None = Field(description="the status set (`set_status`)")
+    deleted: int = Field(description="certificates deleted for good by this action (DOMAIN.md rules 5 and 6)")
 
     @classmethod
     def of(cls, record: AuditRecord, zone: ZoneInfo) -> AccessLogEntry:
@@ -164,6 +189,9 @@ class AccessLogEntry(_Out):
             if record.care_giver_id
             else None,
             certificates=list(record.certificate_ids),
+            recipient=record.recipient.value if record.recipient else None,
+            status=record.status,
+            deleted=record.deleted,
         )
 
 

@@ -242,7 +242,7 @@ class SoapEndpoint:
             await operations.refuse_call(
                 self.unit_of_work(),
                 caller=caller,
-                action=f"call:{contract.operation}:{contract.major}",
+                called=f"{contract.operation}:{contract.major}",
                 now=self.clock(),
                 error=refusal,
                 budget=self.unidentified if system_id == access.UNIDENTIFIED else None,

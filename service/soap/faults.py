@@ -26,6 +26,9 @@ class SoapError:
         return Result("ERROR", self.text, self.error_id)
 
 
+# The answer to any internal error: a fault of the service, of nothing the caller sent.
+INTERNAL: Final = SoapError("TECHNICAL_ERROR", "Server", "Internal error")
+
 # APPLICATION_ERROR where the state may change so that the same request succeeds later (Webcert resends
 # a revoke that overtook its register); VALIDATION_ERROR where the request itself is wrong.
 ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
@@ -71,14 +74,14 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
         "TECHNICAL_ERROR", "Server", "The service is temporarily unavailable; try again later"
     ),
     # Encryption at rest: the same answer as any internal error; nothing of the row is shown.
-    errors.StoredDataUnreadable: SoapError("TECHNICAL_ERROR", "Server", "Internal error"),
-    errors.KekMissing: SoapError("TECHNICAL_ERROR", "Server", "Internal error"),
+    errors.StoredDataUnreadable: INTERNAL,
+    errors.KekMissing: INTERNAL,
+    errors.UnexpectedError: INTERNAL,
 }
 
 # The insuranceprocess ResultOfCall has no REVOKED errorId.
 RESULT_OF_CALL_ERROR_IDS: Final = {"REVOKED": "APPLICATION_ERROR"}
 
-INTERNAL: Final = SoapError("TECHNICAL_ERROR", "Server", "Internal error")
 NO_CONSENT: Final = Result("INFO", "NOCONSENT")
 
 

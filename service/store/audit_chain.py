@@ -26,7 +26,8 @@ import binascii
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -73,13 +74,59 @@ def canonical(values: Mapping[str, object]) -> bytes:
 
 
 def record_hash(prev_hash: str, values: Mapping[str, object]) -> str:
-    """The hash of a record: its predecessor's hash and its stored values (not seq/prev_hash/hash)."""
-    content = {key: value for key, value in values.items() if value is not None and key not in CHAIN_COLUMNS}
+    """The hash of a record: its predecessor's hash and its stored values (not seq/prev_hash/hash), in
+    the words records were first written in (``first_written``)."""
+    content = first_written({key: value for key, value in values.items() if key not in CHAIN_COLUMNS})
     digest = hashlib.sha256(_RECORD_V1)
     digest.update(prev_hash.encode("ascii"))
     digest.update(b"\n")
     digest.update(_encoded(content))
     return digest.hexdigest()
+
+
+# What a record's action has beside it, each in a column of its own (model.AuditRecord, migration 0006).
+# Records were first written, and hashed, with all of it in two strings: ``action`` ("send:FKASSA",
+# "status:RECEIV:FKASSA", "call:GetCertificate:2") and ``detail`` (the refusal's error, the registered
+# type, "already exists", "deleted 3", "kept_for_citizen"). Every record is still hashed in those words, so
+# that records sealed before the columns keep their hashes, and migrating either way changes no hash.
+TYPED_COLUMNS: Final = ("recipient", "status", "certificate_type", "deleted", "called", "reason")
+_REFUSED: Final = frozenset({"denied", "error"})
+_PART: Final = re.compile(r"[A-Z]+")
+
+
+def first_written(values: Mapping[str, object]) -> dict[str, object]:
+    """``values`` without ``None``s, the typed columns folded into ``action`` and ``detail`` as records were
+    first written. A typed value the old words cannot hold, which no record the service writes has, is
+    left as a column of its own: it is hashed all the same, and the fold stays one to one."""
+    present = {key: value for key, value in values.items() if value is not None}
+    if "detail" in present:  # a record as stored before the typed columns (below revision 0006)
+        return present
+    typed: dict[str, object] = {key: present.pop(key) for key in TYPED_COLUMNS if key in present}
+    action, outcome = present.get("action"), present.get("outcome")
+
+    def take(key: str, fits: Callable[[object], bool] = lambda value: isinstance(value, str)) -> object:
+        return typed.pop(key) if key in typed and fits(typed[key]) else None
+
+    def part(value: object) -> bool:
+        return isinstance(value, str) and _PART.fullmatch(value) is not None
+
+    if action == "send" and (recipient := take("recipient", part)):
+        present["action"] = f"send:{recipient}"
+    elif action == "set_status" and part(typed.get("status")) and (recipient := take("recipient", part)):
+        present["action"] = f"status:{take('status')}:{recipient}"
+    elif action == "call" and (called := take("called")):
+        present["action"] = f"call:{called}"
+    detail: object = ""
+    if outcome in _REFUSED:
+        detail = take("reason") or ""
+    elif action == "register":
+        detail = (take("certificate_type") or "") if outcome == "ok" else "already exists"
+    elif action == "remove_care_copy" and outcome == "ok":
+        detail = "deleted" if take("deleted", lambda value: value == 1) else "kept_for_citizen"
+    elif action in ("give_consent", "withdraw_consent"):
+        deleted = take("deleted", lambda value: isinstance(value, int) and value > 0)
+        detail = f"deleted {deleted}" if deleted else ""
+    return {**present, "detail": detail, **typed}
 
 
 @dataclass(frozen=True, slots=True)

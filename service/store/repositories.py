@@ -47,6 +47,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from service import errors, rules
 from service.model import (
+    Action,
     AuditRecord,
     Caller,
     CallerKind,
@@ -465,7 +466,7 @@ class SqlAuditLog:
             _ADD_AUDIT_RECORD,
             {
                 "at": record.at,
-                "action": record.action,
+                "action": record.action.value,
                 "outcome": record.outcome.value,
                 "actor_kind": record.actor_kind.value,
                 "actor_id": record.actor_id,
@@ -475,9 +476,14 @@ class SqlAuditLog:
                 "certificate_ids": ",".join(record.certificate_ids),
                 "care_unit_id": record.care_unit_id,
                 "care_giver_id": record.care_giver_id,
-                "detail": record.detail,
                 "care_unit_name": record.care_unit_name,
                 "care_giver_name": record.care_giver_name,
+                "recipient": record.recipient.value if record.recipient else None,
+                "status": record.status.value if record.status else None,
+                "certificate_type": record.certificate_type,
+                "deleted": record.deleted or None,
+                "called": record.called,
+                "reason": record.reason.__name__ if record.reason else None,
             },
         )
         self.pending.append(record)
@@ -519,7 +525,7 @@ def _audit_record(row: Row[Any], patient: PersonId, patient_key: str) -> AuditRe
     hashed = stored is not None and _HASHED.fullmatch(stored) is not None
     return AuditRecord(
         at=row.at,
-        action=row.action,
+        action=Action(row.action),
         outcome=Outcome(row.outcome),
         actor_kind=CallerKind(row.actor_kind),
         actor_id=row.actor_id,
@@ -530,7 +536,13 @@ def _audit_record(row: Row[Any], patient: PersonId, patient_key: str) -> AuditRe
         care_giver_id=row.care_giver_id,
         actor_citizen=citizen,
         actor_professional=StaffId(stored) if stored is not None and not hashed else None,
-        detail=row.detail,
+        recipient=Party(row.recipient) if row.recipient else None,
+        status=StatusCode(row.status) if row.status else None,
+        certificate_type=row.certificate_type,
+        deleted=row.deleted or 0,
+        called=row.called,
+        # A reason the error tree no longer has reads as none: the row keeps its name.
+        reason=errors.named(row.reason) if row.reason else None,
         care_unit_name=row.care_unit_name,
         care_giver_name=row.care_giver_name,
     )

@@ -143,9 +143,15 @@ audit_records = Table(
     Column("certificate_ids", Text(), nullable=False),
     Column("care_unit_id", String(128), nullable=True),
     Column("care_giver_id", String(128), nullable=True),
-    Column("detail", String(256), nullable=False),
     Column("care_unit_name", String(256), nullable=True),
     Column("care_giver_name", String(256), nullable=True),
+    # What ``action`` has beside it (model.AuditRecord); empty where the action has no such thing.
+    Column("recipient", String(64), nullable=True),
+    Column("status", String(64), nullable=True),
+    Column("certificate_type", String(64), nullable=True),
+    Column("deleted", Integer(), nullable=True),
+    Column("called", String(64), nullable=True),
+    Column("reason", String(64), nullable=True),
     Column("prev_hash", String(64), nullable=True),
     Column("hash", String(64), nullable=True),
     # The citizen's access log extract reads one patient's records, newest first.

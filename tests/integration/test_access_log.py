@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.config import Settings
+from service.model import Action
 from tests.integration import soap as s
 from tests.integration.rest import ANNA, BERTIL, CitizenApi, assert_problem, portal_settings, register
 from tests.integration.soap import SoapClient
@@ -82,7 +83,7 @@ def test_the_extract_lists_exactly_the_accesses_to_the_citizens_certificates_new
     log = extract(anna)
 
     assert [summary(e) for e in log["entries"]] == [
-        ("send:FKASSA", "ok", "rest", "citizen", UNIT, GIVER, ["c-1"]),
+        ("send", "ok", "rest", "citizen", UNIT, GIVER, ["c-1"]),
         ("read", "ok", "rest", "citizen", UNIT, GIVER, ["c-1"]),
         ("list", "ok", "soap", "care_system", None, GIVER, ["c-1"]),
         ("read", "ok", "soap", "care_system", UNIT, GIVER, ["c-1"]),
@@ -90,6 +91,11 @@ def test_the_extract_lists_exactly_the_accesses_to_the_citizens_certificates_new
         ("register", "ok", "soap", "care_system", UNIT, GIVER, ["c-1"]),
     ]
     assert log["total"] == 6 and (log["page"], log["page_size"]) == (1, 50)
+    # What an action has beside it, in fields of its own: where the certificate went.
+    assert [(e["recipient"], e["status"], e["deleted"]) for e in log["entries"][:2]] == [
+        ("FKASSA", None, 0),
+        (None, None, 0),
+    ]
     times = [dt.datetime.fromisoformat(e["at"]) for e in log["entries"]]
     assert times == sorted(times, reverse=True)
     # Care's reads name where the data was read from, by name as well as HSA id.
@@ -161,7 +167,7 @@ def test_the_extract_is_filtered_by_time(soap: SoapClient, client: TestClient) -
 
     assert [summary(e)[:2] for e in between] == [("read", "ok")]
     assert between[0]["channel"] == "soap"
-    assert [e["action"] for e in since][-3:] == ["send:FKASSA", "read", "list"]
+    assert [e["action"] for e in since][-3:] == ["send", "read", "list"]
     assert_problem(anna.get("/access-log", **{"from": "yesterday"}), 422, "invalid_request")
 
 
@@ -183,3 +189,12 @@ def test_every_care_access_in_the_extract_names_the_care_unit_and_giver(
         for organisation in (entry["care_unit"], entry["care_giver"]):
             if organisation is not None:
                 assert organisation["name"], entry
+
+
+def test_every_action_the_extract_can_show_is_a_documented_value_of_the_api(client: TestClient) -> None:
+    """The citizen reads stable values whose meanings the API publishes, one for each action there is."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    action = schemas["AccessLogEntry"]["properties"]["action"]
+
+    assert set(action.get("enum") or schemas["Action"]["enum"]) == {a.value for a in Action}
+    assert all(f"`{a.value}`" in action["description"] for a in Action)

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service import cli, errors, loader, operations
 from service.app import create_app
 from service.config import Settings
-from service.model import AuditRecord, Caller, CallerKind, Channel, Outcome, PersonId
+from service.model import Action, AuditRecord, Caller, CallerKind, Channel, Outcome, PersonId
 from service.store import audit_chain, audit_sealer, migration
 from service.store.audit_chain import Checkpoint, Head, Signer
 from service.store.tables import audit_checkpoints, audit_head, audit_records, certificates
@@ -54,6 +54,7 @@ from tests.integration.test_store import STORE_FAILURE, refuse
 from tests.keys import KEYRING, settings_keys
 from tests.reference import with_check_digit
 from tests.tampering import Chain
+from tests.unit.test_audit_chain import FIRST_WORDS, KINDS
 
 NOW = dt.datetime(2024, 5, 17, 9, 30)
 SIGNED = dt.datetime(2024, 5, 2, 10, 0)
@@ -285,7 +286,7 @@ async def test_a_seal_the_store_refuses_places_nothing_and_the_next_pass_places_
 def _a_record(serial: int) -> AuditRecord:
     return AuditRecord(
         at=NOW + dt.timedelta(milliseconds=serial),
-        action="read",
+        action=Action.READ,
         outcome=Outcome.OK,
         actor_kind=CallerKind.CARE_SYSTEM,
         actor_id=CARE.system_id,
@@ -686,6 +687,121 @@ def test_downgrading_below_the_sealer_chains_the_unsealed_tail_as_revision_0004_
     assert verdict == audit_chain.Verdict(records=12, checkpoints=1, problem=None)  # at 4: 7-12 unsigned
     migration.upgrade(database_url)  # and up again, the records keeping their places
     assert asyncio.run(chain_at(database_url)).verdict(keys_of(signer)).intact
+
+
+def _records_at_revision_0005(database_url: str, signer: Signer) -> list[tuple[str, str]]:
+    """Records of every kind, written, sealed and signed as revision 0005 wrote them: all they had beside
+    their action in the strings ``action`` and ``detail``. Returns those strings, in the order of seq."""
+    migration.upgrade(database_url, revision="0005")
+    plain = sqlalchemy.create_engine(sync_url(database_url))
+    last, words = audit_chain.GENESIS, []
+    try:
+        with plain.begin() as connection:
+            for seq, (kind, (action, detail)) in enumerate(zip(KINDS, FIRST_WORDS, strict=True), start=1):
+                row = {
+                    "at": NOW + dt.timedelta(seconds=seq),
+                    "action": action,
+                    "outcome": kind["outcome"],
+                    "actor_kind": "care_system",
+                    "actor_id": "SE2321000016-WEBCERT",
+                    "channel": "soap",
+                    "certificate_ids": f"cert-{seq}",
+                    "detail": detail,
+                }
+                digest = audit_chain.record_hash(last, row)
+                connection.execute(
+                    insert(
+                        sqlalchemy.table(
+                            "audit_records", *map(sqlalchemy.column, [*row, "id", "seq", "prev_hash", "hash"])
+                        )
+                    ),
+                    {**row, "id": seq, "seq": seq, "prev_hash": last, "hash": digest},
+                )
+                last = digest
+                words.append((action, detail))
+            checkpoint = signer.sign(len(words), last, NOW)
+            connection.execute(insert(audit_checkpoints), dataclasses.asdict(checkpoint))
+            connection.execute(
+                sqlalchemy.text("UPDATE audit_head SET seq = :seq, hash = :hash"),
+                {"seq": len(words), "hash": last},
+            )
+    finally:
+        plain.dispose()
+    return words
+
+
+def test_the_typed_vocabulary_migration_converts_every_record_and_changes_no_hash_either_way(
+    empty_database_url: str, signer: Signer
+) -> None:
+    """Revision 0006: each record's strings become its action and typed columns; the chain and its signed
+    checkpoint still verify; and on the way back each record has its strings again, verifying still."""
+    database_url = empty_database_url
+    words = _records_at_revision_0005(database_url, signer)
+
+    migration.upgrade(database_url)
+
+    chain = asyncio.run(chain_at(database_url))
+    verdict = chain.verdict(keys_of(signer))
+    assert (verdict.records, verdict.problem) == (len(words), None)
+    assert verdict.checkpoints >= 1  # ours, at the last record, among them
+    assert [
+        {
+            k: v
+            for k, v in row.items()
+            if k in ("action", "outcome", *audit_chain.TYPED_COLUMNS) and v is not None
+        }
+        for row in chain.records
+    ] == KINDS
+    assert "detail" not in chain.records[0]
+
+    command.downgrade(migration.alembic_config(database_url), "0005")
+
+    plain = sqlalchemy.create_engine(sync_url(database_url))
+    try:
+        with plain.connect() as connection:
+            back = connection.execute(
+                sqlalchemy.text("SELECT action, detail FROM audit_records ORDER BY seq")
+            )
+            assert [tuple(row) for row in back] == words
+    finally:
+        plain.dispose()
+    migration.upgrade(database_url)
+    assert asyncio.run(chain_at(database_url)).verdict(keys_of(signer)).intact
+
+
+def test_the_typed_vocabulary_migration_stops_at_a_record_of_no_known_form_and_changes_nothing(
+    empty_database_url: str, signer: Signer
+) -> None:
+    database_url = empty_database_url
+    _records_at_revision_0005(database_url, signer)
+    plain = sqlalchemy.create_engine(sync_url(database_url))
+    try:
+        with plain.begin() as connection:
+            connection.execute(
+                sqlalchemy.text("UPDATE audit_records SET detail = 'deleted many' WHERE seq = 10")
+            )
+    finally:
+        plain.dispose()
+
+    with pytest.raises(RuntimeError, match="audit record 10 has an action or detail of no known form"):
+        migration.upgrade(database_url)
+
+    async def revision() -> str | None:
+        engine = create_engine(database_url)
+        try:
+            return await migration.current_revision(engine)
+        finally:
+            await dispose(engine)
+
+    assert asyncio.run(revision()) == "0005"
+    plain = sqlalchemy.create_engine(sync_url(database_url))
+    try:
+        with plain.connect() as connection:
+            records = sqlalchemy.Table("audit_records", sqlalchemy.MetaData(), autoload_with=connection)
+            assert "recipient" not in records.c  # the columns of revision 0005 only
+            assert connection.scalar(select(records.c.detail).where(records.c.seq == 10)) == "deleted many"
+    finally:
+        plain.dispose()
 
 
 # --- verify-audit ----------------------------------------------------------------------------------------

@@ -569,7 +569,7 @@ def lock_waits(db: Engine) -> int:
 
 @pytest.mark.parametrize(
     ("action", "change"),
-    [("send:FKASSA", send), ("archive", archive_through_rest), ("archive", archive)],
+    [("send", send), ("archive", archive_through_rest), ("archive", archive)],
 )
 async def test_a_withdrawal_during_a_citizens_change_waits_for_it_and_the_audit_trail_tells_that_order(
     postgres_url: str, db: Engine, action: str, change: Callable[[str, PersonId], Call]

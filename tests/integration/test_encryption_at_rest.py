@@ -231,7 +231,7 @@ def test_a_ciphertext_moved_to_another_row_is_refused_cleanly_and_shows_nothing_
     with db.connect() as connection:
         failed = connection.execute(
             select(audit_records.c.certificate_ids).where(
-                audit_records.c.outcome == "error", audit_records.c.detail == "StoredDataUnreadable"
+                audit_records.c.outcome == "error", audit_records.c.reason == "StoredDataUnreadable"
             )
         ).scalars()
         assert set(failed) == {"c-1", "b-1"}

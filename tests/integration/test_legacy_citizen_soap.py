@@ -259,6 +259,7 @@ def test_set_status_1_received_is_the_recipients_receipt_not_the_citizens_act(
     care = soap.call("GetCertificate", 2, s.get_certificate("c-1", "HSVARD"))
     assert ("FKASSA", "RECEIV") in s.statuses(care)
     entries = anna.get("/access-log").json()["entries"]
-    receipt = next(e for e in entries if e["action"] == "status:RECEIV:FKASSA")
+    receipt = next(e for e in entries if e["action"] == "set_status")
+    assert (receipt["status"], receipt["recipient"]) == ("RECEIV", "FKASSA")
     assert receipt["accessed_by"] == "recipient"
     assert result(set_status(client, "c-1", "HSVARD", "RECEIVED"))[0::2] == ("ERROR", "VALIDATION_ERROR")

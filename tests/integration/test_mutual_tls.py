@@ -77,10 +77,13 @@ class Service:
             return http.post(self.url + REGISTER, content=data, headers=XML)
 
     def audit(self) -> list[tuple[str, str, str]]:
-        """(action, outcome, actor_id) of every audit record, oldest first."""
+        """(action, outcome, actor_id) of every audit record, oldest first; a refused call's action with
+        what was called: ``call RegisterCertificate:3``."""
         with sqlite3.connect(self.database) as connection:
-            rows = connection.execute("SELECT action, outcome, actor_id FROM audit_records ORDER BY seq")
-            return [(str(a), str(o), str(i)) for a, o, i in rows]
+            rows = connection.execute(
+                "SELECT action, called, outcome, actor_id FROM audit_records ORDER BY seq"
+            )
+            return [(f"{a} {c}" if c else str(a), str(o), str(i)) for a, c, o, i in rows]
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +189,7 @@ def test_a_caller_that_proves_no_permitted_system_gets_the_contracts_error_and_i
 
     assert response.status_code == 200, response.text
     assert result_of(response) == ("ERROR", "APPLICATION_ERROR")
-    assert service.audit()[-1] == ("call:RegisterCertificate:3", "denied", system)
+    assert service.audit()[-1] == ("call RegisterCertificate:3", "denied", system)
 
 
 def test_a_tls_1_1_client_fails_the_handshake(service: Service) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from service import rules
 from service.model import (
+    Action,
     AuditRecord,
     Caller,
     CallerKind,
@@ -50,15 +51,17 @@ from tests.keys import KEYRING
 Seeded = Callable[..., Awaitable[UnitOfWork]]
 
 
-def record(at: dt.datetime, action: str, patient: PersonId | None = PATIENT) -> AuditRecord:
+def record(at: dt.datetime, certificate_id: str, patient: PersonId | None = PATIENT) -> AuditRecord:
+    """A care system's read of ``certificate_id``, which names the record in a test."""
     return AuditRecord(
         at=at,
-        action=action,
+        action=Action.READ,
         outcome=Outcome.OK,
         actor_kind=CallerKind.CARE_SYSTEM,
         actor_id="SE2321000016-WEBCERT",
         channel=Channel.SOAP,
         patient=patient,
+        certificate_ids=(certificate_id,),
     )
 
 
@@ -285,10 +288,10 @@ async def test_a_patients_audit_records_are_newest_first_bounded_and_paged(seede
             PATIENT, start=NOW, end=NOW + dt.timedelta(hours=1), limit=10, offset=0
         )
 
-    assert [r.action for r in everything] == ["later", "second", "first", "earlier"]
+    assert [r.certificate_ids for r in everything] == [("later",), ("second",), ("first",), ("earlier",)]
     assert total == 4
-    assert [r.action for r in page] == ["second", "first"]
-    assert ([r.action for r in bounded], within) == (["second", "first"], 2)
+    assert [r.certificate_ids for r in page] == [("second",), ("first",)]
+    assert ([r.certificate_ids for r in bounded], within) == ([("second",), ("first",)], 2)
 
 
 # --- The transaction ----------------------------------------------------------------------------------

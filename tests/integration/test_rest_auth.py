@@ -231,11 +231,16 @@ def test_refused_tokens_are_audited_as_unidentified_within_a_budget_and_counted_
     try:
         with engine.connect() as connection:
             rows = connection.execute(
-                select(audit_records.c.action, audit_records.c.outcome, audit_records.c.actor_id)
+                select(
+                    audit_records.c.action,
+                    audit_records.c.called,
+                    audit_records.c.outcome,
+                    audit_records.c.actor_id,
+                )
             ).all()
     finally:
         engine.dispose()
-    assert [tuple(r) for r in rows] == [("call:GET /api/citizen/v1/consent", "denied", "unidentified")] * 2
+    assert [tuple(r) for r in rows] == [("call", "GET /api/citizen/v1/consent", "denied", "unidentified")] * 2
     assert (REGISTRY.get_sample_value("intyg_refusals_not_audited_total") or 0.0) - before == 3
 
 

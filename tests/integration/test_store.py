@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import errors, operations, rules
 from service.model import (
+    Action,
     AuditRecord,
     Caller,
     CallerKind,
@@ -322,9 +323,9 @@ async def test_registering_the_same_certificate_again_stores_it_once_and_audits_
         False,
     )
     assert [(r.code, r.party) for r in await rows(engine, status_events)] == [("RECEIV", "HSVARD")]
-    assert [(r.outcome, r.detail) for r in await audit_of(engine, "register")] == [
+    assert [(r.outcome, r.certificate_type) for r in await audit_of(engine, "register")] == [
         ("ok", "LISJP"),  # the type, which the metrics count by
-        ("info", "already exists"),
+        ("info", None),  # rule 1: it exists already
     ]
 
 
@@ -340,7 +341,7 @@ async def test_registering_a_taken_id_for_another_patient_changes_nothing_and_is
     [row] = await rows(engine, certificates)
     assert row.patient_key == key_of(PATIENT.value)
     [record] = await audit_of(engine, "register")
-    assert (record.outcome, record.detail, record.patient_key) == (
+    assert (record.outcome, record.reason, record.patient_key) == (
         "error",
         "CertificateIdConflict",
         key_of(OTHER_PATIENT.value),
@@ -365,7 +366,7 @@ async def test_removing_the_care_copy_with_consent_keeps_the_certificate_for_the
     assert (row.care_available, row.citizen_available) == (False, True)
     assert await count(engine, documents) == 1
     [record] = await audit_of(engine, "remove_care_copy")
-    assert (record.outcome, record.detail, record.certificate_ids) == ("ok", "kept_for_citizen", "cert-1")
+    assert (record.outcome, record.deleted, record.certificate_ids) == ("ok", None, "cert-1")
     # Care no longer sees it (rule 3); the citizen still does (rule 2).
     with pytest.raises(errors.CertificateNotFound):
         await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
@@ -387,7 +388,7 @@ async def test_removing_the_care_copy_without_consent_deletes_the_certificate_pe
     assert await count(engine, documents, documents.c.certificate_id == "cert-1") == 0
     assert await count(engine, status_events, status_events.c.certificate_id == "cert-1") == 0
     [record] = await audit_of(engine, "remove_care_copy")
-    assert (record.outcome, record.detail, record.certificate_ids) == ("ok", "deleted", "cert-1")
+    assert (record.outcome, record.deleted, record.certificate_ids) == ("ok", 1, "cert-1")
     assert record.patient_key == key_of(PATIENT.value)
 
 
@@ -404,7 +405,7 @@ async def test_removing_another_care_givers_copy_is_denied_audited_and_changes_n
     [row] = await rows(engine, certificates)
     assert row.care_available is True
     [record] = await audit_of(engine, "remove_care_copy")
-    assert (record.outcome, record.detail) == ("denied", "NotPermitted")
+    assert (record.outcome, record.reason) == ("denied", "NotPermitted")
 
 
 async def test_a_removal_the_store_refuses_deletes_nothing_and_audits_no_success(
@@ -481,7 +482,7 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
         (False, NOW),
     ]
     [record] = await audit_of(engine, "withdraw_consent")
-    assert (record.outcome, record.detail) == ("ok", "deleted 2")
+    assert (record.outcome, record.deleted) == ("ok", 2)
     assert set(record.certificate_ids.split(",")) == {"removed-1", "removed-archived"}
 
 
@@ -611,11 +612,12 @@ async def test_the_person_who_acted_is_stored_by_type_and_a_personal_identity_nu
         "by hsa id": {"actor_professional": StaffId("SE2321000016-DOC1")},
     }
     async with uow:
-        for action, actor in acted.items():
+        for label, actor in acted.items():
             await uow.audit.add(
                 AuditRecord(
                     at=NOW,
-                    action=action,
+                    action=Action.READ,
+                    certificate_ids=(label,),
                     outcome=Outcome.OK,
                     actor_kind=CallerKind.CARE_SYSTEM,
                     actor_id="SE2321000016-WEBCERT",
@@ -628,14 +630,14 @@ async def test_the_person_who_acted_is_stored_by_type_and_a_personal_identity_nu
     async with uow:
         read, _ = await uow.audit.list_for_patient(PATIENT, start=None, end=None, limit=10, offset=0)
 
-    stored = {r.action: r.actor_person_id for r in await rows(engine, audit_records)}
+    stored = {r.certificate_ids: r.actor_person_id for r in await rows(engine, audit_records)}
     assert stored == {
         "own": key_of(PATIENT.value),
         "by number": key_of(OTHER_PATIENT.value),
         "by hsa id": "SE2321000016-DOC1",
     }
     # Read back: the citizen where it is the record's own patient; another's number is named to no one.
-    assert {r.action: (r.actor_citizen, r.actor_professional) for r in read} == {
+    assert {r.certificate_ids[0]: (r.actor_citizen, r.actor_professional) for r in read} == {
         "own": (PATIENT, None),
         "by number": (None, None),
         "by hsa id": (None, StaffId("SE2321000016-DOC1")),

@@ -27,11 +27,39 @@ SIGNER = Signer(Ed25519PrivateKey.generate())
 KEYS = {SIGNER.key_id: SIGNER.public_key}
 
 
+# What records of each kind have beside their action (model.AuditRecord), as the store keeps it.
+KINDS: list[dict[str, Any]] = [
+    {"action": "read", "outcome": "ok"},
+    {"action": "register", "outcome": "ok", "certificate_type": "LISJP"},
+    {"action": "register", "outcome": "info"},
+    {"action": "send", "outcome": "ok", "recipient": "FKASSA"},
+    {"action": "set_status", "outcome": "ok", "status": "RECEIV", "recipient": "FKASSA"},
+    {"action": "call", "outcome": "denied", "called": "GetCertificate:2", "reason": "CallerNotPermitted"},
+    {"action": "read", "outcome": "denied", "reason": "NotPermitted"},
+    {"action": "remove_care_copy", "outcome": "ok", "deleted": 1},
+    {"action": "remove_care_copy", "outcome": "ok"},
+    {"action": "withdraw_consent", "outcome": "ok", "deleted": 3},
+    {"action": "withdraw_consent", "outcome": "info"},
+]
+# ... and the words the same records were first written, and hashed, in: action and detail.
+FIRST_WORDS = [
+    ("read", ""),
+    ("register", "LISJP"),
+    ("register", "already exists"),
+    ("send:FKASSA", ""),
+    ("status:RECEIV:FKASSA", ""),
+    ("call:GetCertificate:2", "CallerNotPermitted"),
+    ("read", "NotPermitted"),
+    ("remove_care_copy", "deleted"),
+    ("remove_care_copy", "kept_for_citizen"),
+    ("withdraw_consent", "deleted 3"),
+    ("withdraw_consent", ""),
+]
+
+
 def content(index: int) -> dict[str, Any]:
     return {
         "at": AT + dt.timedelta(seconds=index),
-        "action": "get_certificate_for_care",
-        "outcome": "ok",
         "actor_kind": "care_system",
         "actor_id": "SE2321000016-WEBCERT",
         "actor_person_id": None,
@@ -40,9 +68,10 @@ def content(index: int) -> dict[str, Any]:
         "certificate_ids": f"cert-{index}",
         "care_unit_id": "SE2321000016-UNIT1",
         "care_giver_id": "SE2321000016-GIVER1",
-        "detail": "",
         "care_unit_name": "Vårdenheten",
         "care_giver_name": None,
+        **dict.fromkeys(audit_chain.TYPED_COLUMNS),
+        **KINDS[index % len(KINDS)],
     }
 
 
@@ -87,6 +116,31 @@ def test_every_stored_value_and_the_previous_hash_change_a_records_hash() -> Non
         changed = dict(values, **{column: "changed"})
         assert audit_chain.record_hash(GENESIS, changed) != original, column
     assert audit_chain.record_hash("1" * 64, values) != original
+
+
+@pytest.mark.parametrize(("kind", "words"), list(enumerate(FIRST_WORDS)))
+def test_a_record_hashes_as_in_the_words_it_was_first_written_in(kind: int, words: tuple[str, str]) -> None:
+    """A record sealed before the typed columns keeps its hash once migrated to them, and back."""
+    assert len(FIRST_WORDS) == len(KINDS)
+    typed = content(kind)
+    first = {k: v for k, v in typed.items() if k not in audit_chain.TYPED_COLUMNS}
+    first["action"], first["detail"] = words
+
+    assert audit_chain.first_written(typed) == {k: v for k, v in first.items() if v is not None}
+    assert audit_chain.record_hash(GENESIS, typed) == audit_chain.record_hash(GENESIS, first)
+
+
+@pytest.mark.parametrize("kind", range(len(KINDS)))
+def test_every_typed_value_of_a_record_changes_its_hash_the_fold_is_one_to_one(kind: int) -> None:
+    values = content(kind)
+    original = audit_chain.record_hash(GENESIS, values)
+    changes: list[object] = [None, "FKASSA", "RECEIV:FKASSA", "", "x", 0, 1, 2]
+
+    for column in (*audit_chain.TYPED_COLUMNS, "action", "outcome"):
+        for change in changes:
+            if change != values[column]:
+                changed = dict(values, **{column: change})
+                assert audit_chain.record_hash(GENESIS, changed) != original, (column, change)
 
 
 def test_the_chain_columns_are_not_hashed_with_the_content() -> None:

@@ -114,6 +114,7 @@ def test_a_server_fault_is_kept_for_failures_that_are_not_the_callers() -> None:
         errors.StoreUnavailable,
         errors.StoredDataUnreadable,
         errors.KekMissing,
+        errors.UnexpectedError,
     }
     assert faults.INTERNAL.fault_code == "Server"
 
@@ -197,6 +198,7 @@ def test_a_server_error_status_is_kept_for_failures_that_are_not_the_callers() -
         errors.StoreUnavailable,
         errors.StoredDataUnreadable,
         errors.KekMissing,
+        errors.UnexpectedError,
     }
 
 

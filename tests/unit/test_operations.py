@@ -141,7 +141,7 @@ async def test_registering_the_same_id_for_the_same_patient_again_changes_nothin
         certificate_ids=("cert-1",),
         caller=CARE,
     )
-    assert record.detail == "already exists"
+    assert record.certificate_type is None  # rule 1: nothing registered, outcome INFO says it exists
 
 
 async def test_registering_the_same_id_for_another_patient_is_a_conflict_that_changes_nothing() -> None:
@@ -531,14 +531,15 @@ async def test_a_recipient_reports_a_certificate_received() -> None:
 
     assert event == StatusEvent(StatusCode.RECEIV, Party.FKASSA, NOW)
     assert uow.certificate("cert-1").status_events[-1] == event  # type: ignore[union-attr]
-    assert_one_commit_audited(
+    record = assert_one_commit_audited(
         uow,
-        action="status:RECEIV:FKASSA",
+        action="set_status",
         outcome=Outcome.OK,
         patient=PATIENT,
         certificate_ids=("cert-1",),
         caller=RECIPIENT,
     )
+    assert (record.status, record.recipient) == (StatusCode.RECEIV, Party.FKASSA)
 
 
 async def test_sending_twice_to_the_same_recipient_records_once() -> None:
@@ -562,14 +563,15 @@ async def test_sending_a_revoked_certificate_is_refused_and_records_nothing() ->
         await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
 
     assert uow.certificate("cert-1") == before
-    assert_one_commit_audited(
+    record = assert_one_commit_audited(
         uow,
-        action="send:FKASSA",
+        action="send",
         outcome=Outcome.ERROR,
         patient=PATIENT,
         certificate_ids=("cert-1",),
         caller=CITIZEN,
     )
+    assert (record.recipient, record.reason) == (Party.FKASSA, errors.CertificateRevoked)
 
 
 @pytest.mark.parametrize(
@@ -577,7 +579,7 @@ async def test_sending_a_revoked_certificate_is_refused_and_records_nothing() ->
     [
         (Party.HSVARD, StatusCode.DELETE, "archive"),
         (Party.FKASSA, StatusCode.RESTOR, "restore"),
-        (Party.INVANA, StatusCode.CANCEL, "status:CANCEL:INVANA"),
+        (Party.INVANA, StatusCode.CANCEL, "set_status"),
     ],
 )
 async def test_a_party_setting_a_status_that_is_not_its_own_is_refused_and_records_nothing(
@@ -610,7 +612,7 @@ async def test_a_citizen_without_consent_can_not_send_a_certificate() -> None:
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
         uow,
-        action="send:FKASSA",
+        action="send",
         outcome=Outcome.DENIED,
         patient=PATIENT,
         certificate_ids=("cert-1",),
@@ -721,7 +723,7 @@ async def test_removing_the_care_copy_with_consent_keeps_the_certificate_for_the
         certificate_ids=("cert-1",),
         caller=CARE,
     )
-    assert record.detail == "kept_for_citizen"
+    assert record.deleted == 0
 
     read = await operations.get_certificate_for_citizen(
         uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
@@ -752,7 +754,7 @@ async def test_removing_the_care_copy_without_consent_deletes_the_certificate_fo
         certificate_ids=("cert-1",),
         caller=CARE,
     )
-    assert record.detail == "deleted"
+    assert record.deleted == 1
 
     await operations.set_consent(uow, citizen=PATIENT, given=True, caller=CITIZEN, now=NOW)
     with pytest.raises(errors.CertificateNotFound):
@@ -883,7 +885,7 @@ async def test_withdrawing_consent_deletes_exactly_the_certificates_the_care_pro
         certificate_ids=("removed", "removed-archived"),
         caller=CITIZEN,
     )
-    assert record.detail == "deleted 2"
+    assert record.deleted == 2
 
     # Care keeps what it kept; the citizen loses all access at once.
     for_care = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=CARE, now=NOW)
@@ -955,7 +957,7 @@ SINGLE: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
     "remove_care_copy": lambda uow: operations.remove_care_copy(
         uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=SCOPED, now=NOW
     ),
-    "status:RECEIV:FKASSA": lambda uow: operations.set_certificate_status(
+    "set_status": lambda uow: operations.set_certificate_status(
         uow,
         certificate_id="cert-1",
         party=Party.FKASSA,
@@ -1023,7 +1025,7 @@ async def test_an_id_that_cannot_be_a_certificate_id_is_invalid_input_audited_wi
         await BY_ID[operation](uow, certificate_id)
 
     [record] = uow.audit.records
-    assert (record.outcome, record.certificate_ids, record.detail) == (Outcome.ERROR, (), "InvalidInput")
+    assert (record.outcome, record.certificate_ids, record.reason) == (Outcome.ERROR, (), errors.InvalidInput)
     assert uow.certificate("cert-1") == stored()
 
 
@@ -1037,10 +1039,10 @@ async def test_a_fault_nobody_foresaw_is_audited_as_an_error_and_raised(operatio
 
     assert raised.value is fault
     [record] = uow.audit.records
-    assert (record.outcome, record.certificate_ids, record.detail) == (
+    assert (record.outcome, record.certificate_ids, record.reason) == (
         Outcome.ERROR,
         ("cert-1",),
-        operations.UNEXPECTED,
+        errors.UnexpectedError,
     )
 
 
@@ -1143,20 +1145,20 @@ async def test_a_refused_call_is_audited_as_denied_and_committed_before_it_is_ra
         await operations.refuse_call(
             uow,
             caller=refused,
-            action="call:RegisterCertificate:3",
+            called="RegisterCertificate:3",
             now=NOW,
             error=errors.CallerNotPermitted("no verified client certificate"),
         )
 
     record = assert_one_commit_audited(
         uow,
-        action="call:RegisterCertificate:3",
+        action="call",
         outcome=Outcome.DENIED,
         patient=None,
         certificate_ids=(),
         caller=refused,
     )
-    assert record.detail == "CallerNotPermitted"
+    assert (record.called, record.reason) == ("RegisterCertificate:3", errors.CallerNotPermitted)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1367,9 +1369,9 @@ async def test_erasing_a_care_giver_applies_rule_5_to_each_copy_it_keeps_and_to_
     )
     # One removal, one transaction, one record each: the patient sees the operator in their access log.
     assert uow.committed == 2
-    assert [(r.action, r.detail, r.patient, r.certificate_ids, r.actor_kind) for r in uow.audit.records] == [
-        ("remove_care_copy", "kept_for_citizen", PATIENT, ("a-kept",), CallerKind.OPERATOR),
-        ("remove_care_copy", "deleted", OTHER_PATIENT, ("b-deleted",), CallerKind.OPERATOR),
+    assert [(r.action, r.deleted, r.patient, r.certificate_ids, r.actor_kind) for r in uow.audit.records] == [
+        ("remove_care_copy", 0, PATIENT, ("a-kept",), CallerKind.OPERATOR),
+        ("remove_care_copy", 1, OTHER_PATIENT, ("b-deleted",), CallerKind.OPERATOR),
     ]
     assert {r.actor_professional for r in uow.audit.records} == {StaffId("SE2321000016-OPS1")}
 

@@ -15,6 +15,7 @@ import pytest
 
 from service import audit, errors, rules
 from service.model import (
+    Action,
     AuditRecord,
     Caller,
     CallerKind,
@@ -531,7 +532,12 @@ def test_an_audit_record_has_no_field_for_document_content() -> None:
         "care_giver_id",
         "actor_citizen",
         "actor_professional",
-        "detail",
+        "recipient",
+        "status",
+        "certificate_type",
+        "deleted",
+        "called",
+        "reason",
         "care_unit_name",
         "care_giver_name",
     }
@@ -541,7 +547,12 @@ def test_the_audit_record_of_a_deletion_names_the_certificates_by_id_only() -> N
     deleted = [certificate(False, certificate_id="cert-1"), certificate(False, certificate_id="cert-2")]
 
     record = audit.record(
-        CITIZEN, action="withdraw_consent", outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=deleted
+        CITIZEN,
+        action=Action.WITHDRAW_CONSENT,
+        outcome=Outcome.OK,
+        now=NOW,
+        patient=PATIENT,
+        certificates=deleted,
     )
 
     assert record.certificate_ids == ("cert-1", "cert-2")
@@ -555,7 +566,7 @@ def test_an_audit_record_names_the_care_unit_accessed_when_the_caller_names_none
     read = certificate()
 
     record = audit.record(
-        CITIZEN, action="read", outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=[read]
+        CITIZEN, action=Action.READ, outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=[read]
     )
 
     assert (record.care_unit_id, record.care_giver_id) == (
@@ -566,7 +577,7 @@ def test_an_audit_record_names_the_care_unit_accessed_when_the_caller_names_none
 
 def test_an_audit_record_names_the_care_unit_the_caller_acts_for() -> None:
     record = audit.record(
-        CARE, action="read", outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=[certificate()]
+        CARE, action=Action.READ, outcome=Outcome.OK, now=NOW, patient=PATIENT, certificates=[certificate()]
     )
 
     assert (record.care_unit_id, record.care_giver_id) == ("SE2321000016-UNIT9", CARE_GIVER)
@@ -580,7 +591,7 @@ def test_an_audit_record_names_the_care_unit_the_caller_acts_for() -> None:
 def test_an_audit_record_lists_each_certificate_id_once() -> None:
     record = audit.record(
         CARE,
-        action="read",
+        action=Action.READ,
         outcome=Outcome.DENIED,
         now=NOW,
         patient=None,
@@ -592,6 +603,6 @@ def test_an_audit_record_lists_each_certificate_id_once() -> None:
 
 
 def test_the_repr_of_an_audit_record_never_shows_the_personal_identity_number() -> None:
-    record = audit.record(CITIZEN, action="list", outcome=Outcome.OK, now=NOW, patient=PATIENT)
+    record = audit.record(CITIZEN, action=Action.LIST, outcome=Outcome.OK, now=NOW, patient=PATIENT)
 
     assert PATIENT.value not in repr(record)
