@@ -177,10 +177,31 @@ class CareUnit:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """A certificate as its care system issued it: the list fields the registering system states, and
+    nothing the service gives it. ``rules.registered`` turns it into the stored ``Certificate`` (rule 1).
+    """
+
+    id: str
+    id_root: str
+    type_code: str
+    type_code_system: str
+    type_display_name: str
+    type_version: str
+    patient: PersonId
+    signed_at: dt.datetime | None
+    issuer_id: str
+    issuer_name: str
+    care_unit: CareUnit
+
+
+@dataclass(frozen=True, slots=True)
 class Certificate:
     """One stored certificate: the list fields, the two availability flags and the status history.
 
-    The document (the certificate as the care system sent it) is kept apart and loaded only by a get.
+    The list fields are the ``IssuedCertificate``'s; the rest the service keeps (DOMAIN.md, State of one
+    certificate). The document (the certificate as the care system sent it) is kept apart and loaded
+    only by a get.
     """
 
     id: str

@@ -152,16 +152,16 @@ REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3)
 async def register_certificate(call: Call, body: etree._Element) -> Result:
     intyg = body.find(q(REGISTER_3.namespace, "intyg"))
     assert intyg is not None  # schema-checked
-    certificate = m.certificate_from_intyg(intyg)
+    issued = m.certificate_from_intyg(intyg)
     caller = call.caller(
         CallerKind.CARE_SYSTEM,
         professional=m.professional(intyg, q(CORE3, "skapadAv"), q(CORE3, "personal-id")),
-        care_unit_id=certificate.care_unit.unit_id,
-        care_giver_id=certificate.care_unit.care_giver_id,
+        care_unit_id=issued.care_unit.unit_id,
+        care_giver_id=issued.care_unit.care_giver_id,
     )
     registration = await operations.register_certificate(
         call.uow,
-        new=operations.NewCertificate(certificate, m.document_of(intyg)),
+        new=operations.NewCertificate(issued, m.document_of(intyg)),
         caller=caller,
         now=call.now,
     )

@@ -36,7 +36,7 @@ from service.model import (
 )
 from service.operations import NewCertificate, Removal
 from service.rules import Registration
-from tests.fakes import FakeUnitOfWork, a_certificate, document_of
+from tests.fakes import FakeUnitOfWork, a_certificate, an_issued_certificate, document_of
 
 NOW = dt.datetime(2024, 5, 17, 9, 30, tzinfo=dt.UTC)
 EARLIER = dt.datetime(2024, 5, 2, 10, 1, tzinfo=dt.UTC)
@@ -95,11 +95,9 @@ def assert_one_commit_audited(
 
 async def test_registering_stores_the_certificate_with_both_flags_true_and_a_received_event() -> None:
     uow = FakeUnitOfWork()
-    # Whatever flags the incoming data carries, a new certificate starts available to both (rule 1).
-    incoming = a_certificate("cert-1", care_available=False, citizen_available=False, revoked=True)
 
     result = await operations.register_certificate(
-        uow, new=NewCertificate(incoming, b"<intyg/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
     )
 
     assert result is Registration.CREATE
@@ -126,7 +124,7 @@ async def test_registering_the_same_id_for_the_same_patient_again_changes_nothin
     uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
 
     result = await operations.register_certificate(
-        uow, new=NewCertificate(a_certificate("cert-1"), b"<other/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<other/>"), caller=CARE, now=NOW
     )
 
     assert result is Registration.ALREADY_EXISTS
@@ -151,7 +149,7 @@ async def test_registering_the_same_id_for_another_patient_is_a_conflict_that_ch
     with pytest.raises(errors.CertificateIdConflict):
         await operations.register_certificate(
             uow,
-            new=NewCertificate(a_certificate("cert-1", patient=OTHER_PATIENT), b"<other/>"),
+            new=NewCertificate(an_issued_certificate("cert-1", patient=OTHER_PATIENT), b"<other/>"),
             caller=CARE,
             now=NOW,
         )
@@ -173,7 +171,7 @@ async def test_registering_runs_again_after_losing_a_race_and_commits_once() -> 
     uow = FakeUnitOfWork(fail_commits=operations.RETRIES - 1)
 
     result = await operations.register_certificate(
-        uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
     )
 
     assert result is Registration.CREATE
@@ -187,7 +185,7 @@ async def test_registering_gives_up_after_losing_every_race_and_leaves_nothing()
 
     with pytest.raises(errors.ConcurrentChange):
         await operations.register_certificate(
-            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+            uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
         )
 
     assert uow.committed == 0
@@ -202,7 +200,7 @@ async def test_a_store_that_does_not_answer_is_neither_run_again_nor_audited() -
 
     with pytest.raises(errors.StoreUnavailable):
         await operations.register_certificate(
-            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+            uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
         )
 
     assert uow.commits_tried == 1
@@ -1007,7 +1005,7 @@ BY_ID: dict[str, Callable[[FakeUnitOfWork, str], Awaitable[object]]] = {
         uow, certificate_id=i, patient=PATIENT, caller=CARE, now=NOW
     ),
     "register": lambda uow, i: operations.register_certificate(
-        uow, new=NewCertificate(a_certificate(i), b"<intyg/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate(i), b"<intyg/>"), caller=CARE, now=NOW
     ),
 }
 
@@ -1108,7 +1106,7 @@ async def test_a_care_system_cannot_register_for_a_care_giver_outside_its_permis
 
     with pytest.raises(errors.CallerNotPermitted):
         await operations.register_certificate(
-            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=SCOPED, now=NOW
+            uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=SCOPED, now=NOW
         )
 
     assert uow.certificate("cert-1") is None
@@ -1260,7 +1258,9 @@ class EveryStoredCertificateHasAKeeper(RuleBasedStateMachine):
         giver=st.sampled_from(CARE_GIVERS),
     )
     def register(self, certificate_id: str, patient: PersonId, giver: str) -> None:
-        new = NewCertificate(a_certificate(certificate_id, patient=patient, care_giver_id=giver), b"<intyg/>")
+        new = NewCertificate(
+            an_issued_certificate(certificate_id, patient=patient, care_giver_id=giver), b"<intyg/>"
+        )
         self.step(
             operations.register_certificate(self.uow, new=new, caller=CARE, now=NOW),
             registering=certificate_id,

@@ -6,6 +6,7 @@ work of its cause) are in ``tests/unit/test_operations.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from service.model import (
     StatusCode,
     StatusEvent,
 )
-from tests.fakes import a_certificate
+from tests.fakes import a_certificate, an_issued_certificate
 
 NOW = dt.datetime(2024, 5, 17, 9, 30, tzinfo=dt.UTC)
 PATIENT = PersonId.parse("191212121212")
@@ -58,7 +59,7 @@ def flags(decision: rules.Decision) -> tuple[bool, bool, bool]:
 
 
 def test_registering_a_new_id_creates_the_certificate() -> None:
-    assert rules.register(None, certificate()) is rules.Registration.CREATE
+    assert rules.register(None, an_issued_certificate()) is rules.Registration.CREATE
 
 
 @pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
@@ -67,12 +68,12 @@ def test_registering_the_same_id_for_the_same_patient_again_changes_nothing(
 ) -> None:
     existing = certificate(care_available, citizen_available, revoked)
 
-    assert rules.register(existing, certificate()) is rules.Registration.ALREADY_EXISTS
+    assert rules.register(existing, an_issued_certificate()) is rules.Registration.ALREADY_EXISTS
 
 
 def test_registering_the_same_id_for_another_patient_is_a_conflict() -> None:
     with pytest.raises(errors.CertificateIdConflict):
-        rules.register(certificate(), certificate(patient=OTHER_PATIENT))
+        rules.register(certificate(), an_issued_certificate(patient=OTHER_PATIENT))
 
 
 @pytest.mark.parametrize("patient", [PATIENT, OTHER_PATIENT], ids=["same patient", "another patient"])
@@ -82,7 +83,7 @@ def test_registering_an_id_another_care_giver_holds_is_denied_whichever_patient_
     held = certificate(care_giver_id="SE2321000016-GIVER2")
 
     with pytest.raises(errors.CertificateIdTaken):
-        rules.register(held, certificate(patient=patient))
+        rules.register(held, an_issued_certificate(patient=patient))
 
 
 def test_a_care_system_naming_another_patient_than_the_certificates_is_refused() -> None:
@@ -95,14 +96,23 @@ def test_the_first_event_of_every_certificate_is_received_from_health_care() -> 
     assert rules.received(now=NOW) == StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW)
 
 
-@pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
-def test_a_registered_certificate_starts_with_both_flags_true_unrevoked_and_received(
-    care_available: bool, citizen_available: bool, revoked: bool
-) -> None:
-    stored = rules.registered(certificate(care_available, citizen_available, revoked), now=NOW)
+def test_a_registered_certificate_starts_with_both_flags_true_unrevoked_and_received() -> None:
+    stored = rules.registered(an_issued_certificate(), now=NOW)
 
     assert (stored.care_available, stored.citizen_available, stored.revoked) == (True, True, False)
     assert (stored.registered_at, stored.status_events) == (NOW, (rules.received(now=NOW),))
+
+
+def test_a_registered_certificate_keeps_everything_its_care_system_stated() -> None:
+    issued = an_issued_certificate(
+        "cert-9", patient=OTHER_PATIENT, care_giver_id="SE2321000016-GIVER2", signed_at=None, type_code="LUSE"
+    )
+
+    stored = rules.registered(issued, now=NOW)
+
+    assert {f.name: getattr(stored, f.name) for f in dataclasses.fields(issued)} == {
+        f.name: getattr(issued, f.name) for f in dataclasses.fields(issued)
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -368,10 +378,10 @@ def test_a_care_system_registers_only_for_the_care_givers_its_permissions_name(
     scope: frozenset[str] | None, permitted: bool
 ) -> None:
     if permitted:
-        rules.require_may_register(certificate(care_giver_id=CARE_GIVER), scope)
+        rules.require_may_register(an_issued_certificate(care_giver_id=CARE_GIVER), scope)
     else:
         with pytest.raises(errors.CallerNotPermitted):
-            rules.require_may_register(certificate(care_giver_id=CARE_GIVER), scope)
+            rules.require_may_register(an_issued_certificate(care_giver_id=CARE_GIVER), scope)
 
 
 # ---------------------------------------------------------------------------------------------------
