@@ -31,7 +31,7 @@ import contextlib
 import datetime as dt
 import enum
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn, Protocol, Self, TypeVar
@@ -502,11 +502,16 @@ async def send_certificate(
     *,
     certificate_id: str,
     citizen: PersonId,
-    recipient: Recipient,
+    recipient_id: str,
+    recipients: Mapping[str, Recipient],
     caller: Caller,
     now: dt.datetime,
 ) -> tuple[Certificate, bool]:
-    """The citizen sends a certificate on; returns it and whether it had been sent there already."""
+    """The citizen sends a certificate on to the recipient ``recipient_id`` names, one of
+    ``recipients``; returns it and whether it had been sent there already."""
+    # An id no recipient has is invalid input, refused before the unit of work as the adapters refuse
+    # theirs: nobody's data is read, and the answer depends neither on the certificate nor on the caller.
+    recipient = rules.recipient(recipient_id, recipients=recipients)
     changed, decision = await _citizen_change(
         uow,
         action=f"send:{recipient.party.value}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from service import errors
@@ -191,6 +191,15 @@ def restore(certificate: Certificate, *, now: dt.datetime) -> Decision:
     if certificate.citizen_available:
         return _keep(certificate)
     return _keep(certificate, StatusEvent(StatusCode.RESTOR, Party.INVANA, now), citizen_available=True)
+
+
+def recipient(recipient_id: str, *, recipients: Mapping[str, Recipient]) -> Recipient:
+    """The recipient a citizen sends to, by the id their request names. An id no recipient has is
+    refused; so is a recipient that does not take the certificate's type, once it is read (``send_to``)."""
+    found = recipients.get(recipient_id)
+    if found is None:
+        raise errors.UnknownRecipient("no such recipient")
+    return found
 
 
 def send_to(certificate: Certificate, *, recipient: Recipient, now: dt.datetime) -> Decision:

@@ -478,7 +478,7 @@ async def list_certificates_1(call: Call, body: etree._Element) -> etree._Elemen
 SET_STATUS_1: Final = Contract("SetCertificateStatus", 1, ResultKind.RESULT_OF_CALL, Domain.INSURANCE)
 
 # The 2013 recipient names, beside the current part codes.
-_LEGACY_TARGET: Final = {"FK": Party.FKASSA, "TS": Party.TRANSP}
+_LEGACY_TARGET: Final = {"FK": Party.FKASSA.value, "TS": Party.TRANSP.value}
 
 
 async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
@@ -487,22 +487,21 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
     received), so it is the recipient's act, not the citizen's. Nothing else is set this way."""
     ns = SET_STATUS_1.namespace
     citizen, citizen_caller = _citizen(call, body, q(ns, "nationalIdentityNumber"))
-    status, target = m.text(body, q(ns, "status")), m.text(body, q(ns, "target"))
+    status, written = m.text(body, q(ns, "status")), m.text(body, q(ns, "target"))
+    target = _LEGACY_TARGET.get(written, written)
     certificate_id = m.text(body, q(ns, "certificateId"))
-    party = _LEGACY_TARGET.get(target) or (Party(target) if target in Party.__members__ else None)
     if status == "SENT":
-        recipient = call.recipients.get(party.value) if party else None
-        if recipient is None:
-            raise errors.UnknownRecipient("no such recipient")
         await operations.send_certificate(
             call.uow,
             certificate_id=certificate_id,
             citizen=citizen,
-            recipient=recipient,
+            recipient_id=target,
+            recipients=call.recipients,
             caller=citizen_caller,
             now=call.now,
         )
         return OK
+    party = Party(target) if target in Party.__members__ else None
     if status == "RECEIVED" and party is not None and party.is_recipient:
         at = m.optional_text(body, q(ns, "timestamp"))
         await operations.set_certificate_status(

@@ -540,12 +540,13 @@ def test_a_care_copy_removed_while_the_citizen_archives_it_stays_removed(
 
 
 def send(certificate_id: str, patient: PersonId) -> Call:
-    recipient = Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))
+    recipients = {"FKASSA": Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))}
     return lambda uow: operations.send_certificate(
         uow,
         certificate_id=certificate_id,
         citizen=patient,
-        recipient=recipient,
+        recipient_id="FKASSA",
+        recipients=recipients,
         caller=citizen(patient),
         now=NOW,
     )

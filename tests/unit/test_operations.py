@@ -55,6 +55,11 @@ CARE = Caller(
 )
 CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", citizen=PATIENT)
 RECIPIENT = Caller(CallerKind.RECIPIENT, Channel.SOAP, "FKASSA")
+# A recipient that takes the certificates' type (LISJP), and one that does not.
+RECIPIENTS = {
+    "FKASSA": Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"})),
+    "TRANSP": Recipient(Party.TRANSP, "Transportstyrelsen", frozenset({"TSTRK1007"})),
+}
 
 
 def stored(certificate_id: str = "cert-1", **changes: Any) -> Certificate:
@@ -598,6 +603,69 @@ async def test_a_party_setting_a_status_that_is_not_its_own_is_refused_and_recor
     )
 
 
+async def send(uow: FakeUnitOfWork, recipient_id: str) -> tuple[Certificate, bool]:
+    return await operations.send_certificate(
+        uow,
+        certificate_id="cert-1",
+        citizen=PATIENT,
+        recipient_id=recipient_id,
+        recipients=RECIPIENTS,
+        caller=CITIZEN,
+        now=NOW,
+    )
+
+
+async def test_a_citizen_sends_a_certificate_to_the_recipient_its_id_names() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+
+    changed, already_sent = await send(uow, "FKASSA")
+
+    assert (changed.sent_to(), already_sent) == ((Party.FKASSA,), False)
+    assert uow.certificate("cert-1") == changed
+    assert_one_commit_audited(
+        uow,
+        action="send:FKASSA",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
+@pytest.mark.parametrize("recipient_id", ["NOPE", "fkassa", "INVANA", "HSVARD"])
+async def test_sending_to_an_id_no_recipient_has_is_refused_before_the_unit_of_work(
+    recipient_id: str,
+) -> None:
+    # Invalid input, refused as the adapters refuse theirs: before anything is read, and whatever the
+    # certificate or the caller, so nothing is changed or audited.
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    with pytest.raises(errors.UnknownRecipient):
+        await send(uow, recipient_id)
+
+    assert uow.certificate("cert-1") == before
+    assert (uow.commits_tried, uow.audit.records) == (0, [])
+
+
+async def test_sending_to_a_recipient_that_does_not_take_the_type_is_refused_and_audited() -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    with pytest.raises(errors.UnknownRecipient):
+        await send(uow, "TRANSP")
+
+    assert uow.certificate("cert-1") == before
+    assert_one_commit_audited(
+        uow,
+        action="send:TRANSP",
+        outcome=Outcome.ERROR,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+
+
 async def test_a_citizen_without_consent_can_not_send_a_certificate() -> None:
     before = stored()
     uow = FakeUnitOfWork(certificates=[before])
@@ -1064,7 +1132,8 @@ FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
         uow,
         certificate_id="cert-1",
         citizen=PATIENT,
-        recipient=Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"})),
+        recipient_id="FKASSA",
+        recipients=RECIPIENTS,
         caller=SCOPED_PORTAL,
         now=NOW,
     ),

@@ -25,6 +25,7 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    Recipient,
     StatusCode,
     StatusEvent,
 )
@@ -315,6 +316,36 @@ def test_sending_a_revoked_certificate_is_refused(party: Party) -> None:
 def test_sending_to_a_party_that_is_not_a_recipient_is_refused(party: Party) -> None:
     with pytest.raises(errors.InvalidStatusChange):
         rules.send(certificate(), recipient=party, now=NOW)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Who calls what: the citizen sends a certificate on to a recipient, named by its id, that takes its type.
+
+FORSAKRINGSKASSAN = Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))
+TRANSPORTSTYRELSEN = Recipient(Party.TRANSP, "Transportstyrelsen", frozenset({"TSTRK1007"}))
+RECIPIENT_TABLE = {"FKASSA": FORSAKRINGSKASSAN, "TRANSP": TRANSPORTSTYRELSEN}
+
+
+@pytest.mark.parametrize("recipient", [FORSAKRINGSKASSAN, TRANSPORTSTYRELSEN], ids=lambda r: r.party.value)
+def test_a_citizen_names_a_recipient_by_its_id(recipient: Recipient) -> None:
+    assert rules.recipient(recipient.party.value, recipients=RECIPIENT_TABLE) is recipient
+
+
+@pytest.mark.parametrize("recipient_id", ["NOPE", "fkassa", "FK", "AF", "INVANA", "HSVARD", ""])
+def test_an_id_no_recipient_has_is_an_unknown_recipient(recipient_id: str) -> None:
+    with pytest.raises(errors.UnknownRecipient):
+        rules.recipient(recipient_id, recipients=RECIPIENT_TABLE)
+
+
+def test_sending_to_a_recipient_that_takes_the_type_records_it_sent_there() -> None:
+    decision = rules.send_to(certificate(), recipient=FORSAKRINGSKASSAN, now=NOW)
+
+    assert decision.event == StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW)
+
+
+def test_a_recipient_that_does_not_take_the_type_is_refused_as_an_unknown_recipient() -> None:
+    with pytest.raises(errors.UnknownRecipient):
+        rules.send_to(certificate(), recipient=TRANSPORTSTYRELSEN, now=NOW)
 
 
 # ---------------------------------------------------------------------------------------------------
