@@ -53,6 +53,17 @@ class Party(enum.StrEnum):
     def is_recipient(self) -> bool:
         return self not in (Party.HSVARD, Party.INVANA)
 
+    @property
+    def caller_kind(self) -> CallerKind:
+        """Who acts where a request names this party as its own (the ``part`` of the contracts that
+        serve more than one): the citizen, a recipient, or health care's system. What the caller may
+        do, and whether consent is needed (rule 2), follows from it."""
+        if self is Party.INVANA:
+            return CallerKind.CITIZEN
+        if self.is_recipient:
+            return CallerKind.RECIPIENT
+        return CallerKind.CARE_SYSTEM
+
 
 class CallerKind(enum.StrEnum):
     CARE_SYSTEM = "care_system"

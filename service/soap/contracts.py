@@ -182,17 +182,14 @@ async def get_certificate(call: Call, body: etree._Element) -> bytes:
     part_element = body.find(q(ns, "part"))
     assert part_element is not None
     part = m.party(part_element)
+    caller = call.caller(part.caller_kind)
     if part is Party.HSVARD:
         found = await operations.get_certificate_for_care(
-            call.uow, certificate_id=certificate_id, caller=call.caller(CallerKind.CARE_SYSTEM), now=call.now
+            call.uow, certificate_id=certificate_id, caller=caller, now=call.now
         )
     elif part is Party.INVANA:
         found = await operations.get_certificate_for_citizen(
-            call.uow,
-            certificate_id=certificate_id,
-            citizen=None,
-            caller=call.caller(CallerKind.CITIZEN),
-            now=call.now,
+            call.uow, certificate_id=certificate_id, citizen=None, caller=caller, now=call.now
         )
     else:
         raise errors.InvalidInput("GetCertificate serves the parts HSVARD and INVANA")
@@ -310,20 +307,13 @@ async def set_certificate_status(call: Call, body: etree._Element) -> Result:
     part_element, status_element = body.find(q(ns, "part")), body.find(q(ns, "status"))
     assert part_element is not None and status_element is not None
     part = m.party(part_element)
-    kind = (
-        CallerKind.CITIZEN
-        if part is Party.INVANA
-        else CallerKind.RECIPIENT
-        if part.is_recipient
-        else CallerKind.CARE_SYSTEM
-    )
     await operations.set_certificate_status(
         call.uow,
         certificate_id=_ext(body, q(ns, "intygs-id")),
         party=part,
         code=m.status_code(status_element),
         at=m.timestamp(m.text(body, q(ns, "tidpunkt"))),
-        caller=call.caller(kind),
+        caller=call.caller(part.caller_kind),
         now=call.now,
     )
     return OK
@@ -511,7 +501,7 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
             code=StatusCode.RECEIV,
             at=m.date_time(at) if at else call.now,
             citizen=citizen,
-            caller=call.caller(CallerKind.RECIPIENT),
+            caller=call.caller(party.caller_kind),
             now=call.now,
         )
         return OK

@@ -1,6 +1,6 @@
 """The domain model: ``PersonId.parse`` accepts exactly the valid personnummer and samordningsnummer,
-the known certificate types cover the default recipients', and a stored certificate is its issued one
-and what registering gives it."""
+the known certificate types cover the default recipients', a stored certificate is its issued one and
+what registering gives it, and the part a request names says who acts."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from service.config import DEFAULT_RECIPIENTS
 from service.model import (
     CERTIFICATE_TYPES,
     OTHER_CERTIFICATE_TYPE,
+    CallerKind,
     Certificate,
     IssuedCertificate,
+    Party,
     PersonId,
 )
 
@@ -113,3 +115,17 @@ def test_a_stored_certificate_is_its_issued_one_and_what_registering_gives_it() 
         "revoked",
         "status_events",
     ]
+
+
+@pytest.mark.parametrize(
+    ("part", "kind"),
+    [
+        (Party.INVANA, CallerKind.CITIZEN),
+        (Party.HSVARD, CallerKind.CARE_SYSTEM),
+        *[(p, CallerKind.RECIPIENT) for p in Party if p.is_recipient],
+    ],
+)
+def test_the_part_a_request_names_says_who_acts(part: Party, kind: CallerKind) -> None:
+    # Who acts decides what is refused: a system limited to some care givers may not act as the citizen,
+    # and a status set as the citizen needs consent (rule 2) where a recipient's delivery does not.
+    assert part.caller_kind is kind
