@@ -53,6 +53,17 @@ class Party(enum.StrEnum):
     def is_recipient(self) -> bool:
         return self not in (Party.HSVARD, Party.INVANA)
 
+    @property
+    def caller_kind(self) -> CallerKind:
+        """Who acts where a request names this party as its own (the ``part`` of the contracts that
+        serve more than one): the citizen, a recipient, or health care's system. What the caller may
+        do, and whether consent is needed (rule 2), follows from it."""
+        if self is Party.INVANA:
+            return CallerKind.CITIZEN
+        if self.is_recipient:
+            return CallerKind.RECIPIENT
+        return CallerKind.CARE_SYSTEM
+
 
 class CallerKind(enum.StrEnum):
     CARE_SYSTEM = "care_system"
@@ -197,10 +208,31 @@ class CareUnit:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """A certificate as its care system issued it: the list fields the registering system states, and
+    nothing the service gives it. ``rules.registered`` turns it into the stored ``Certificate`` (rule 1).
+    """
+
+    id: str
+    id_root: str
+    type_code: str
+    type_code_system: str
+    type_display_name: str
+    type_version: str
+    patient: PersonId
+    signed_at: dt.datetime | None
+    issuer_id: str
+    issuer_name: str
+    care_unit: CareUnit
+
+
+@dataclass(frozen=True, slots=True)
 class Certificate:
     """One stored certificate: the list fields, the two availability flags and the status history.
 
-    The document (the certificate as the care system sent it) is kept apart and loaded only by a get.
+    The list fields are the ``IssuedCertificate``'s; the rest the service keeps (DOMAIN.md, State of one
+    certificate). The document (the certificate as the care system sent it) is kept apart and loaded
+    only by a get.
     """
 
     id: str

@@ -31,7 +31,7 @@ import contextlib
 import datetime as dt
 import enum
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn, Protocol, Self, TypeVar
@@ -45,6 +45,7 @@ from service.model import (
     Certificate,
     CertificateWithDocument,
     Consent,
+    IssuedCertificate,
     Outcome,
     Party,
     PersonId,
@@ -140,7 +141,7 @@ class UnitOfWork(Protocol):
 class NewCertificate:
     """What a care system registers: the list fields read from the certificate, and the document."""
 
-    certificate: Certificate
+    issued: IssuedCertificate
     document: bytes = field(repr=False)
 
 
@@ -318,27 +319,27 @@ async def _apply(uow: UnitOfWork, certificate: Certificate, decision: rules.Deci
 async def register_certificate(
     uow: UnitOfWork, *, new: NewCertificate, caller: Caller, now: dt.datetime
 ) -> rules.Registration:
-    certificate = new.certificate
+    issued = new.issued
 
     async def run() -> rules.Registration:
         async with uow, _Attempt(uow, caller, Action.REGISTER, now) as attempt:
-            require_certificate_id(certificate.id)
-            attempt.about(certificate)
-            rules.require_may_register(certificate, caller.care_giver_scope)
-            stored = rules.registered(certificate, now=now)
+            require_certificate_id(issued.id)
+            stored = rules.registered(issued, now=now)
+            attempt.about(stored)
+            rules.require_may_register(issued, caller.care_giver_scope)
             # Rule 1 asks whether the id is taken; the insert answers in the same statement, storing
             # nothing where it is. Only a taken id is read, for the rule to tell "already exists" from
             # another patient's or another care giver's certificate.
             existing = None
             if not await uow.certificates.add(stored, new.document):
-                existing = await uow.certificates.get(certificate.id)
+                existing = await uow.certificates.get(issued.id)
                 if existing is None:  # taken, and deleted before we read it (rule 5 or 6): run again
                     raise errors.ConcurrentChange("the certificate was deleted meanwhile")
-            registration = rules.register(existing, certificate)
+            registration = rules.register(existing, issued)
             if registration is rules.Registration.CREATE:
                 # The record names the certificate's type where it has a type code's shape (the row keeps
                 # it in full); the metrics count only the known ones by name (metrics.observe).
-                await attempt.succeed(certificate_type=_type_label(certificate.type_code))
+                await attempt.succeed(certificate_type=_type_label(issued.type_code))
             else:
                 await attempt.succeed(Outcome.INFO)  # rule 1: it exists already
             return registration
@@ -527,11 +528,16 @@ async def send_certificate(
     *,
     certificate_id: str,
     citizen: PersonId,
-    recipient: Recipient,
+    recipient_id: str,
+    recipients: Mapping[str, Recipient],
     caller: Caller,
     now: dt.datetime,
 ) -> tuple[Certificate, bool]:
-    """The citizen sends a certificate on; returns it and whether it had been sent there already."""
+    """The citizen sends a certificate on to the recipient ``recipient_id`` names, one of
+    ``recipients``; returns it and whether it had been sent there already."""
+    # An id no recipient has is invalid input, refused before the unit of work as the adapters refuse
+    # theirs: nobody's data is read, and the answer depends neither on the certificate nor on the caller.
+    recipient = rules.recipient(recipient_id, recipients=recipients)
     changed, decision = await _citizen_change(
         uow,
         action=Action.SEND,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from service import errors
@@ -18,6 +18,7 @@ from service.model import (
     CallerKind,
     Certificate,
     Consent,
+    IssuedCertificate,
     Party,
     PersonId,
     Recipient,
@@ -73,7 +74,7 @@ def _keep(certificate: Certificate, event: StatusEvent | None = None, **flags: b
 
 
 # Rule 1
-def register(existing: Certificate | None, new: Certificate) -> Registration:
+def register(existing: Certificate | None, new: IssuedCertificate) -> Registration:
     """A new id is stored with both flags true; the same id again changes nothing. An id that another
     care giver's certificate holds is refused, and audited as denied, with one answer whichever patient
     ``new`` names: neither that it is stored nor whose it is is told (README "Callers")."""
@@ -91,10 +92,21 @@ def received(*, now: dt.datetime) -> StatusEvent:
     return StatusEvent(StatusCode.RECEIV, Party.HSVARD, now)
 
 
-def registered(certificate: Certificate, *, now: dt.datetime) -> Certificate:
-    """Rule 1: a certificate as it is stored when registered: both flags true, not revoked, RECEIV."""
-    return dataclasses.replace(
-        certificate,
+def registered(issued: IssuedCertificate, *, now: dt.datetime) -> Certificate:
+    """Rule 1: a certificate as it is stored when registered: what its care system stated, registered
+    now, both flags true, not revoked, RECEIV."""
+    return Certificate(
+        id=issued.id,
+        id_root=issued.id_root,
+        type_code=issued.type_code,
+        type_code_system=issued.type_code_system,
+        type_display_name=issued.type_display_name,
+        type_version=issued.type_version,
+        patient=issued.patient,
+        signed_at=issued.signed_at,
+        issuer_id=issued.issuer_id,
+        issuer_name=issued.issuer_name,
+        care_unit=issued.care_unit,
         registered_at=now,
         care_available=True,
         citizen_available=True,
@@ -141,7 +153,7 @@ def require_care_visible(certificate: Certificate) -> None:
 
 
 # Who calls what (DOMAIN.md): a care system sees only its own care givers' certificates
-def care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None) -> bool:
+def care_giver_permitted(certificate: Certificate | IssuedCertificate, scope: frozenset[str] | None) -> bool:
     """Whether a certificate is within the care givers a calling system's permissions name
     (``None``: every care giver, as for the citizen's own channels)."""
     return scope is None or certificate.care_unit.care_giver_id in scope
@@ -162,9 +174,9 @@ def require_care_giver_permitted(certificate: Certificate, scope: frozenset[str]
         raise errors.NotPermitted("the certificate belongs to a care giver outside the caller's permissions")
 
 
-def require_may_register(certificate: Certificate, scope: frozenset[str] | None) -> None:
+def require_may_register(issued: IssuedCertificate, scope: frozenset[str] | None) -> None:
     """A care system registers certificates only for the care givers its permissions name."""
-    if not care_giver_permitted(certificate, scope):
+    if not care_giver_permitted(issued, scope):
         raise errors.CallerNotPermitted("the certificate's care giver is outside the caller's permissions")
 
 
@@ -179,6 +191,15 @@ def restore(certificate: Certificate, *, now: dt.datetime) -> Decision:
     if certificate.citizen_available:
         return _keep(certificate)
     return _keep(certificate, StatusEvent(StatusCode.RESTOR, Party.INVANA, now), citizen_available=True)
+
+
+def recipient(recipient_id: str, *, recipients: Mapping[str, Recipient]) -> Recipient:
+    """The recipient a citizen sends to, by the id their request names. An id no recipient has is
+    refused; so is a recipient that does not take the certificate's type, once it is read (``send_to``)."""
+    found = recipients.get(recipient_id)
+    if found is None:
+        raise errors.UnknownRecipient("no such recipient")
+    return found
 
 
 def send_to(certificate: Certificate, *, recipient: Recipient, now: dt.datetime) -> Decision:

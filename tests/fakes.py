@@ -32,6 +32,7 @@ from service.model import (
     CertificateWithDocument,
     Channel,
     Consent,
+    IssuedCertificate,
     PersonId,
 )
 
@@ -51,7 +52,7 @@ def a_care_unit(
     )
 
 
-def a_certificate(
+def an_issued_certificate(
     certificate_id: str = "cert-1",
     *,
     patient: PersonId | str = "191212121212",
@@ -59,9 +60,9 @@ def a_certificate(
     unit_id: str = "SE2321000016-UNIT1",
     signed_at: dt.datetime | None = dt.datetime(2024, 5, 2, 10, 0, tzinfo=dt.UTC),
     **changes: object,
-) -> Certificate:
-    """A certificate as a care system registers it; ``changes`` sets flags, events and other fields."""
-    certificate = Certificate(
+) -> IssuedCertificate:
+    """A certificate as a care system registers it; ``changes`` sets other fields."""
+    issued = IssuedCertificate(
         id=certificate_id,
         id_root="1.2.752.129.2.1.2.1",
         type_code="LISJP",
@@ -73,6 +74,26 @@ def a_certificate(
         issuer_id="SE2321000016-DOC1",
         issuer_name="Doktor Exempel",
         care_unit=a_care_unit(unit_id=unit_id, care_giver_id=care_giver_id),
+    )
+    return dataclasses.replace(issued, **changes)  # type: ignore[arg-type]
+
+
+def a_certificate(
+    certificate_id: str = "cert-1",
+    *,
+    patient: PersonId | str = "191212121212",
+    care_giver_id: str = "SE2321000016-GIVER1",
+    unit_id: str = "SE2321000016-UNIT1",
+    signed_at: dt.datetime | None = dt.datetime(2024, 5, 2, 10, 0, tzinfo=dt.UTC),
+    **changes: object,
+) -> Certificate:
+    """A stored certificate, with ``an_issued_certificate``'s fields, both flags true and no status
+    events; ``changes`` sets flags, events and other fields."""
+    issued = an_issued_certificate(
+        certificate_id, patient=patient, care_giver_id=care_giver_id, unit_id=unit_id, signed_at=signed_at
+    )
+    certificate = Certificate(
+        **{f.name: getattr(issued, f.name) for f in dataclasses.fields(issued)},
         registered_at=dt.datetime(2024, 5, 2, 10, 1, tzinfo=dt.UTC),
     )
     return dataclasses.replace(certificate, **changes)  # type: ignore[arg-type]

@@ -187,14 +187,12 @@ def citizen_router(
     async def send(
         who: Citizen, certificate_id: CertificateId, body: schemas.SendRequest
     ) -> schemas.SendResult:
-        recipient = recipients.get(body.recipient)
-        if recipient is None:
-            raise errors.UnknownRecipient("no such recipient")
         changed, already_sent = await operations.send_certificate(
             unit_of_work(),
             certificate_id=certificate_id,
             citizen=who,
-            recipient=recipient,
+            recipient_id=body.recipient,
+            recipients=recipients,
             caller=caller(who),
             now=clock(),
         )

@@ -152,16 +152,16 @@ REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3)
 async def register_certificate(call: Call, body: etree._Element) -> Result:
     intyg = body.find(q(REGISTER_3.namespace, "intyg"))
     assert intyg is not None  # schema-checked
-    certificate = m.certificate_from_intyg(intyg)
+    issued = m.certificate_from_intyg(intyg)
     caller = call.caller(
         CallerKind.CARE_SYSTEM,
         professional=m.professional(intyg, q(CORE3, "skapadAv"), q(CORE3, "personal-id")),
-        care_unit_id=certificate.care_unit.unit_id,
-        care_giver_id=certificate.care_unit.care_giver_id,
+        care_unit_id=issued.care_unit.unit_id,
+        care_giver_id=issued.care_unit.care_giver_id,
     )
     registration = await operations.register_certificate(
         call.uow,
-        new=operations.NewCertificate(certificate, m.document_of(intyg)),
+        new=operations.NewCertificate(issued, m.document_of(intyg)),
         caller=caller,
         now=call.now,
     )
@@ -182,17 +182,14 @@ async def get_certificate(call: Call, body: etree._Element) -> bytes:
     part_element = body.find(q(ns, "part"))
     assert part_element is not None
     part = m.party(part_element)
+    caller = call.caller(part.caller_kind)
     if part is Party.HSVARD:
         found = await operations.get_certificate_for_care(
-            call.uow, certificate_id=certificate_id, caller=call.caller(CallerKind.CARE_SYSTEM), now=call.now
+            call.uow, certificate_id=certificate_id, caller=caller, now=call.now
         )
     elif part is Party.INVANA:
         found = await operations.get_certificate_for_citizen(
-            call.uow,
-            certificate_id=certificate_id,
-            citizen=None,
-            caller=call.caller(CallerKind.CITIZEN),
-            now=call.now,
+            call.uow, certificate_id=certificate_id, citizen=None, caller=caller, now=call.now
         )
     else:
         raise errors.InvalidInput("GetCertificate serves the parts HSVARD and INVANA")
@@ -310,20 +307,13 @@ async def set_certificate_status(call: Call, body: etree._Element) -> Result:
     part_element, status_element = body.find(q(ns, "part")), body.find(q(ns, "status"))
     assert part_element is not None and status_element is not None
     part = m.party(part_element)
-    kind = (
-        CallerKind.CITIZEN
-        if part is Party.INVANA
-        else CallerKind.RECIPIENT
-        if part.is_recipient
-        else CallerKind.CARE_SYSTEM
-    )
     await operations.set_certificate_status(
         call.uow,
         certificate_id=_ext(body, q(ns, "intygs-id")),
         party=part,
         code=m.status_code(status_element),
         at=m.timestamp(m.text(body, q(ns, "tidpunkt"))),
-        caller=call.caller(kind),
+        caller=call.caller(part.caller_kind),
         now=call.now,
     )
     return OK
@@ -478,7 +468,7 @@ async def list_certificates_1(call: Call, body: etree._Element) -> etree._Elemen
 SET_STATUS_1: Final = Contract("SetCertificateStatus", 1, ResultKind.RESULT_OF_CALL, Domain.INSURANCE)
 
 # The 2013 recipient names, beside the current part codes.
-_LEGACY_TARGET: Final = {"FK": Party.FKASSA, "TS": Party.TRANSP}
+_LEGACY_TARGET: Final = {"FK": Party.FKASSA.value, "TS": Party.TRANSP.value}
 
 
 async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
@@ -487,22 +477,21 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
     received), so it is the recipient's act, not the citizen's. Nothing else is set this way."""
     ns = SET_STATUS_1.namespace
     citizen, citizen_caller = _citizen(call, body, q(ns, "nationalIdentityNumber"))
-    status, target = m.text(body, q(ns, "status")), m.text(body, q(ns, "target"))
+    status, written = m.text(body, q(ns, "status")), m.text(body, q(ns, "target"))
+    target = _LEGACY_TARGET.get(written, written)
     certificate_id = m.text(body, q(ns, "certificateId"))
-    party = _LEGACY_TARGET.get(target) or (Party(target) if target in Party.__members__ else None)
     if status == "SENT":
-        recipient = call.recipients.get(party.value) if party else None
-        if recipient is None:
-            raise errors.UnknownRecipient("no such recipient")
         await operations.send_certificate(
             call.uow,
             certificate_id=certificate_id,
             citizen=citizen,
-            recipient=recipient,
+            recipient_id=target,
+            recipients=call.recipients,
             caller=citizen_caller,
             now=call.now,
         )
         return OK
+    party = Party(target) if target in Party.__members__ else None
     if status == "RECEIVED" and party is not None and party.is_recipient:
         at = m.optional_text(body, q(ns, "timestamp"))
         await operations.set_certificate_status(
@@ -512,7 +501,7 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
             code=StatusCode.RECEIV,
             at=m.date_time(at) if at else call.now,
             citizen=citizen,
-            caller=call.caller(CallerKind.RECIPIENT),
+            caller=call.caller(party.caller_kind),
             now=call.now,
         )
         return OK

@@ -20,7 +20,16 @@ from lxml import etree
 
 from service import document, errors
 from service.document import CORE3
-from service.model import CareUnit, Certificate, Party, PersonId, StaffId, StatusCode, StatusEvent
+from service.model import (
+    CareUnit,
+    Certificate,
+    IssuedCertificate,
+    Party,
+    PersonId,
+    StaffId,
+    StatusCode,
+    StatusEvent,
+)
 
 SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 REGISTRY: Final = "urn:riv:itintegration:registry:1"
@@ -192,7 +201,7 @@ def status_code(element: etree._Element) -> StatusCode:
         raise errors.InvalidInput("unknown status code") from None
 
 
-def certificate_from_intyg(intyg: etree._Element) -> Certificate:
+def certificate_from_intyg(intyg: etree._Element) -> IssuedCertificate:
     """The list fields of a certificate (core 3 ``Intyg``), read once at registration."""
 
     def c(*names: str) -> str:
@@ -208,7 +217,7 @@ def certificate_from_intyg(intyg: etree._Element) -> Certificate:
     certificate_id = text(intyg, c("intygs-id"), ext)
     if not certificate_id:
         raise errors.InvalidInput("a certificate needs a non-empty intygs-id")
-    return Certificate(
+    return IssuedCertificate(
         id=certificate_id,
         id_root=text(intyg, c("intygs-id"), root),
         type_code=text(intyg, c("typ"), q(TYPES3, "code")),
@@ -226,7 +235,6 @@ def certificate_from_intyg(intyg: etree._Element) -> Certificate:
             care_giver_id=text(unit, c("vardgivare", "vardgivare-id"), ext),
             care_giver_name=text(unit, c("vardgivare", "vardgivarnamn")),
         ),
-        registered_at=dt.datetime.min,
     )
 
 

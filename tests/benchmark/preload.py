@@ -102,11 +102,9 @@ async def preload(engine: AsyncEngine, keyring: KeyRing, count: int, *, first_da
                 envelope = templates[index % CARE_GIVERS].replace(_ID, certificate_id(index))
                 envelope = envelope.replace(_PATIENT, person(patient % 90_000, first_day + patient // 90_000))
                 intyg = next(etree.fromstring(envelope.encode(), parser()).iter(_INTYG))
-                certificate = messages.certificate_from_intyg(intyg)
+                issued = messages.certificate_from_intyg(intyg)
                 # As register_certificate stores a new certificate (rule 1).
-                await uow.certificates.add(
-                    rules.registered(certificate, now=now), messages.document_of(intyg)
-                )
+                await uow.certificates.add(rules.registered(issued, now=now), messages.document_of(intyg))
         async with engine.begin() as connection:
             for table, rows in kept.rows.items():
                 await connection.execute(insert(table), rows)

@@ -47,7 +47,7 @@ from service.store.tables import audit_checkpoints, audit_head, audit_records, c
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import json_formatter
 from tests import audit_benchmark, tampering
-from tests.fakes import a_certificate, document_of
+from tests.fakes import an_issued_certificate, document_of
 from tests.integration import soap as s
 from tests.integration.test_encryption_at_rest import sync_url
 from tests.integration.test_store import STORE_FAILURE, refuse
@@ -151,7 +151,7 @@ async def workload(uow: SqlUnitOfWork, rounds: int, *, prefix: str = "cert", sta
     for index in range(start, start + rounds):
         patient = person(index)
         now = NOW + dt.timedelta(seconds=index)
-        new = a_certificate(f"{prefix}-{index}", patient=patient, signed_at=SIGNED, registered_at=SIGNED)
+        new = an_issued_certificate(f"{prefix}-{index}", patient=patient, signed_at=SIGNED)
         await operations.register_certificate(
             uow, new=operations.NewCertificate(new, document_of(new.id)), caller=CARE, now=now
         )
@@ -229,7 +229,7 @@ async def test_an_audit_write_the_store_refuses_undoes_the_operation(engine: Asy
     # The effect and its audit record commit together or not at all (STYLE.md, Audit).
     uow = SqlUnitOfWork(engine, KEYRING)
     await refuse(engine, "BEFORE INSERT", audit_records)
-    new = a_certificate("cert-refused", signed_at=SIGNED, registered_at=SIGNED)
+    new = an_issued_certificate("cert-refused", signed_at=SIGNED)
 
     with pytest.raises(STORE_FAILURE):
         await operations.register_certificate(

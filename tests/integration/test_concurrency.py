@@ -42,7 +42,7 @@ from service.model import (
 )
 from service.store.tables import audit_records, certificates, consent_changes, consents
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
-from tests.fakes import a_certificate, document_of
+from tests.fakes import a_certificate, an_issued_certificate, document_of
 from tests.keys import KEYRING, key_of
 
 pytestmark = pytest.mark.postgres
@@ -192,8 +192,9 @@ def ids_of(db: Engine, patient: PersonId) -> set[str]:
 
 
 def register(new: Certificate) -> Call:
+    issued = an_issued_certificate(new.id, patient=new.patient, signed_at=new.signed_at)
     return lambda uow: operations.register_certificate(
-        uow, new=operations.NewCertificate(new, document_of(new.id)), caller=CARE, now=NOW
+        uow, new=operations.NewCertificate(issued, document_of(new.id)), caller=CARE, now=NOW
     )
 
 
@@ -539,12 +540,13 @@ def test_a_care_copy_removed_while_the_citizen_archives_it_stays_removed(
 
 
 def send(certificate_id: str, patient: PersonId) -> Call:
-    recipient = Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))
+    recipients = {"FKASSA": Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))}
     return lambda uow: operations.send_certificate(
         uow,
         certificate_id=certificate_id,
         citizen=patient,
-        recipient=recipient,
+        recipient_id="FKASSA",
+        recipients=recipients,
         caller=citizen(patient),
         now=NOW,
     )

@@ -48,7 +48,7 @@ from service.store.tables import (
     status_events,
 )
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
-from tests.fakes import FakeUnitOfWork, a_certificate, document_of
+from tests.fakes import FakeUnitOfWork, a_certificate, an_issued_certificate, document_of
 from tests.keys import KEYRING, key_of
 
 # The service stores local wall-clock times without a zone (app.py's clock), so the tests do too.
@@ -309,7 +309,7 @@ async def test_setting_consent_keeps_one_row_per_citizen_and_records_every_chang
 async def test_registering_the_same_certificate_again_stores_it_once_and_audits_both(
     uow: SqlUnitOfWork, engine: AsyncEngine
 ) -> None:
-    new = operations.NewCertificate(stored(status_events=()), b"<intyg id='cert-1'/>")
+    new = operations.NewCertificate(an_issued_certificate(), b"<intyg id='cert-1'/>")
 
     first = await operations.register_certificate(uow, new=new, caller=CARE, now=NOW)
     again = await operations.register_certificate(uow, new=new, caller=CARE, now=LATER)
@@ -333,7 +333,7 @@ async def test_registering_a_taken_id_for_another_patient_changes_nothing_and_is
     uow: SqlUnitOfWork, engine: AsyncEngine
 ) -> None:
     await seed(uow, stored())
-    new = operations.NewCertificate(stored(patient=OTHER_PATIENT), b"<intyg/>")
+    new = operations.NewCertificate(an_issued_certificate(patient=OTHER_PATIENT), b"<intyg/>")
 
     with pytest.raises(errors.CertificateIdConflict):
         await operations.register_certificate(uow, new=new, caller=CARE, now=NOW)
@@ -561,8 +561,10 @@ async def test_the_store_and_the_fakes_agree_on_registering_reading_and_recordin
     # The one-statement reads and the register that inserts only a free id, through both units of work.
     fake = FakeUnitOfWork(consent_given=[PATIENT])
     await seed(uow, consent_given=[PATIENT])
-    new = operations.NewCertificate(a_certificate(signed_at=SIGNED), document_of("cert-1"))
-    taken = operations.NewCertificate(a_certificate(patient=OTHER_PATIENT, signed_at=SIGNED), b"<other/>")
+    new = operations.NewCertificate(an_issued_certificate(signed_at=SIGNED), document_of("cert-1"))
+    taken = operations.NewCertificate(
+        an_issued_certificate(patient=OTHER_PATIENT, signed_at=SIGNED), b"<other/>"
+    )
 
     answers = []
     for unit in (fake, uow):

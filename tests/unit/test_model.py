@@ -1,13 +1,24 @@
-"""The domain model: ``PersonId.parse`` accepts exactly the valid personnummer and samordningsnummer, and
-the known certificate types cover the default recipients'."""
+"""The domain model: ``PersonId.parse`` accepts exactly the valid personnummer and samordningsnummer,
+the known certificate types cover the default recipients', a stored certificate is its issued one and
+what registering gives it, and the part a request names says who acts."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from service import errors
 from service.config import DEFAULT_RECIPIENTS
-from service.model import CERTIFICATE_TYPES, OTHER_CERTIFICATE_TYPE, PersonId
+from service.model import (
+    CERTIFICATE_TYPES,
+    OTHER_CERTIFICATE_TYPE,
+    CallerKind,
+    Certificate,
+    IssuedCertificate,
+    Party,
+    PersonId,
+)
 
 # 191212121212 is the Swedish tax agency's test personnummer. 191212721219 is its samordningsnummer
 # (day 12 + 60) with the check digit computed by the Luhn algorithm over the last ten digits.
@@ -89,3 +100,32 @@ def test_every_type_a_default_recipient_takes_is_a_known_certificate_type() -> N
     assert taken <= CERTIFICATE_TYPES
     assert {"AG114", "AG7804"} <= CERTIFICATE_TYPES - taken
     assert OTHER_CERTIFICATE_TYPE not in CERTIFICATE_TYPES
+
+
+def test_a_stored_certificate_is_its_issued_one_and_what_registering_gives_it() -> None:
+    # rules.registered copies every field the care system stated: a field added to one type and not the
+    # other would be lost or left to a default (rule 1).
+    stored = [f.name for f in dataclasses.fields(Certificate)]
+    issued = [f.name for f in dataclasses.fields(IssuedCertificate)]
+    assert stored[: len(issued)] == issued
+    assert stored[len(issued) :] == [
+        "registered_at",
+        "care_available",
+        "citizen_available",
+        "revoked",
+        "status_events",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("part", "kind"),
+    [
+        (Party.INVANA, CallerKind.CITIZEN),
+        (Party.HSVARD, CallerKind.CARE_SYSTEM),
+        *[(p, CallerKind.RECIPIENT) for p in Party if p.is_recipient],
+    ],
+)
+def test_the_part_a_request_names_says_who_acts(part: Party, kind: CallerKind) -> None:
+    # Who acts decides what is refused: a system limited to some care givers may not act as the citizen,
+    # and a status set as the citizen needs consent (rule 2) where a recipient's delivery does not.
+    assert part.caller_kind is kind

@@ -36,7 +36,7 @@ from service.model import (
 )
 from service.operations import NewCertificate, Removal
 from service.rules import Registration
-from tests.fakes import FakeUnitOfWork, a_certificate, document_of
+from tests.fakes import FakeUnitOfWork, a_certificate, an_issued_certificate, document_of
 
 NOW = dt.datetime(2024, 5, 17, 9, 30, tzinfo=dt.UTC)
 EARLIER = dt.datetime(2024, 5, 2, 10, 1, tzinfo=dt.UTC)
@@ -55,6 +55,11 @@ CARE = Caller(
 )
 CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177", citizen=PATIENT)
 RECIPIENT = Caller(CallerKind.RECIPIENT, Channel.SOAP, "FKASSA")
+# A recipient that takes the certificates' type (LISJP), and one that does not.
+RECIPIENTS = {
+    "FKASSA": Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"})),
+    "TRANSP": Recipient(Party.TRANSP, "Transportstyrelsen", frozenset({"TSTRK1007"})),
+}
 
 
 def stored(certificate_id: str = "cert-1", **changes: Any) -> Certificate:
@@ -95,11 +100,9 @@ def assert_one_commit_audited(
 
 async def test_registering_stores_the_certificate_with_both_flags_true_and_a_received_event() -> None:
     uow = FakeUnitOfWork()
-    # Whatever flags the incoming data carries, a new certificate starts available to both (rule 1).
-    incoming = a_certificate("cert-1", care_available=False, citizen_available=False, revoked=True)
 
     result = await operations.register_certificate(
-        uow, new=NewCertificate(incoming, b"<intyg/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
     )
 
     assert result is Registration.CREATE
@@ -126,7 +129,7 @@ async def test_registering_the_same_id_for_the_same_patient_again_changes_nothin
     uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
 
     result = await operations.register_certificate(
-        uow, new=NewCertificate(a_certificate("cert-1"), b"<other/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<other/>"), caller=CARE, now=NOW
     )
 
     assert result is Registration.ALREADY_EXISTS
@@ -151,7 +154,7 @@ async def test_registering_the_same_id_for_another_patient_is_a_conflict_that_ch
     with pytest.raises(errors.CertificateIdConflict):
         await operations.register_certificate(
             uow,
-            new=NewCertificate(a_certificate("cert-1", patient=OTHER_PATIENT), b"<other/>"),
+            new=NewCertificate(an_issued_certificate("cert-1", patient=OTHER_PATIENT), b"<other/>"),
             caller=CARE,
             now=NOW,
         )
@@ -173,7 +176,7 @@ async def test_registering_runs_again_after_losing_a_race_and_commits_once() -> 
     uow = FakeUnitOfWork(fail_commits=operations.RETRIES - 1)
 
     result = await operations.register_certificate(
-        uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
     )
 
     assert result is Registration.CREATE
@@ -187,7 +190,7 @@ async def test_registering_gives_up_after_losing_every_race_and_leaves_nothing()
 
     with pytest.raises(errors.ConcurrentChange):
         await operations.register_certificate(
-            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+            uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
         )
 
     assert uow.committed == 0
@@ -202,7 +205,7 @@ async def test_a_store_that_does_not_answer_is_neither_run_again_nor_audited() -
 
     with pytest.raises(errors.StoreUnavailable):
         await operations.register_certificate(
-            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+            uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
         )
 
     assert uow.commits_tried == 1
@@ -600,6 +603,71 @@ async def test_a_party_setting_a_status_that_is_not_its_own_is_refused_and_recor
         certificate_ids=("cert-1",),
         caller=RECIPIENT,
     )
+
+
+async def send(uow: FakeUnitOfWork, recipient_id: str) -> tuple[Certificate, bool]:
+    return await operations.send_certificate(
+        uow,
+        certificate_id="cert-1",
+        citizen=PATIENT,
+        recipient_id=recipient_id,
+        recipients=RECIPIENTS,
+        caller=CITIZEN,
+        now=NOW,
+    )
+
+
+async def test_a_citizen_sends_a_certificate_to_the_recipient_its_id_names() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+
+    changed, already_sent = await send(uow, "FKASSA")
+
+    assert (changed.sent_to(), already_sent) == ((Party.FKASSA,), False)
+    assert uow.certificate("cert-1") == changed
+    record = assert_one_commit_audited(
+        uow,
+        action="send",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+    assert record.recipient is Party.FKASSA
+
+
+@pytest.mark.parametrize("recipient_id", ["NOPE", "fkassa", "INVANA", "HSVARD"])
+async def test_sending_to_an_id_no_recipient_has_is_refused_before_the_unit_of_work(
+    recipient_id: str,
+) -> None:
+    # Invalid input, refused as the adapters refuse theirs: before anything is read, and whatever the
+    # certificate or the caller, so nothing is changed or audited.
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    with pytest.raises(errors.UnknownRecipient):
+        await send(uow, recipient_id)
+
+    assert uow.certificate("cert-1") == before
+    assert (uow.commits_tried, uow.audit.records) == (0, [])
+
+
+async def test_sending_to_a_recipient_that_does_not_take_the_type_is_refused_and_audited() -> None:
+    before = stored()
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
+
+    with pytest.raises(errors.UnknownRecipient):
+        await send(uow, "TRANSP")
+
+    assert uow.certificate("cert-1") == before
+    record = assert_one_commit_audited(
+        uow,
+        action="send",
+        outcome=Outcome.ERROR,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CITIZEN,
+    )
+    assert (record.recipient, record.reason) == (Party.TRANSP, errors.UnknownRecipient)
 
 
 async def test_a_citizen_without_consent_can_not_send_a_certificate() -> None:
@@ -1009,7 +1077,7 @@ BY_ID: dict[str, Callable[[FakeUnitOfWork, str], Awaitable[object]]] = {
         uow, certificate_id=i, patient=PATIENT, caller=CARE, now=NOW
     ),
     "register": lambda uow, i: operations.register_certificate(
-        uow, new=NewCertificate(a_certificate(i), b"<intyg/>"), caller=CARE, now=NOW
+        uow, new=NewCertificate(an_issued_certificate(i), b"<intyg/>"), caller=CARE, now=NOW
     ),
 }
 
@@ -1068,7 +1136,8 @@ FOR_CITIZEN: dict[str, Callable[[FakeUnitOfWork], Awaitable[object]]] = {
         uow,
         certificate_id="cert-1",
         citizen=PATIENT,
-        recipient=Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"})),
+        recipient_id="FKASSA",
+        recipients=RECIPIENTS,
         caller=SCOPED_PORTAL,
         now=NOW,
     ),
@@ -1110,7 +1179,7 @@ async def test_a_care_system_cannot_register_for_a_care_giver_outside_its_permis
 
     with pytest.raises(errors.CallerNotPermitted):
         await operations.register_certificate(
-            uow, new=NewCertificate(a_certificate("cert-1"), b"<intyg/>"), caller=SCOPED, now=NOW
+            uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=SCOPED, now=NOW
         )
 
     assert uow.certificate("cert-1") is None
@@ -1262,7 +1331,9 @@ class EveryStoredCertificateHasAKeeper(RuleBasedStateMachine):
         giver=st.sampled_from(CARE_GIVERS),
     )
     def register(self, certificate_id: str, patient: PersonId, giver: str) -> None:
-        new = NewCertificate(a_certificate(certificate_id, patient=patient, care_giver_id=giver), b"<intyg/>")
+        new = NewCertificate(
+            an_issued_certificate(certificate_id, patient=patient, care_giver_id=giver), b"<intyg/>"
+        )
         self.step(
             operations.register_certificate(self.uow, new=new, caller=CARE, now=NOW),
             registering=certificate_id,

@@ -6,6 +6,7 @@ work of its cause) are in ``tests/unit/test_operations.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Callable
@@ -25,10 +26,11 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    Recipient,
     StatusCode,
     StatusEvent,
 )
-from tests.fakes import a_certificate
+from tests.fakes import a_certificate, an_issued_certificate
 
 NOW = dt.datetime(2024, 5, 17, 9, 30, tzinfo=dt.UTC)
 PATIENT = PersonId.parse("191212121212")
@@ -59,7 +61,7 @@ def flags(decision: rules.Decision) -> tuple[bool, bool, bool]:
 
 
 def test_registering_a_new_id_creates_the_certificate() -> None:
-    assert rules.register(None, certificate()) is rules.Registration.CREATE
+    assert rules.register(None, an_issued_certificate()) is rules.Registration.CREATE
 
 
 @pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
@@ -68,12 +70,12 @@ def test_registering_the_same_id_for_the_same_patient_again_changes_nothing(
 ) -> None:
     existing = certificate(care_available, citizen_available, revoked)
 
-    assert rules.register(existing, certificate()) is rules.Registration.ALREADY_EXISTS
+    assert rules.register(existing, an_issued_certificate()) is rules.Registration.ALREADY_EXISTS
 
 
 def test_registering_the_same_id_for_another_patient_is_a_conflict() -> None:
     with pytest.raises(errors.CertificateIdConflict):
-        rules.register(certificate(), certificate(patient=OTHER_PATIENT))
+        rules.register(certificate(), an_issued_certificate(patient=OTHER_PATIENT))
 
 
 @pytest.mark.parametrize("patient", [PATIENT, OTHER_PATIENT], ids=["same patient", "another patient"])
@@ -83,7 +85,7 @@ def test_registering_an_id_another_care_giver_holds_is_denied_whichever_patient_
     held = certificate(care_giver_id="SE2321000016-GIVER2")
 
     with pytest.raises(errors.CertificateIdTaken):
-        rules.register(held, certificate(patient=patient))
+        rules.register(held, an_issued_certificate(patient=patient))
 
 
 def test_a_care_system_naming_another_patient_than_the_certificates_is_refused() -> None:
@@ -96,14 +98,23 @@ def test_the_first_event_of_every_certificate_is_received_from_health_care() -> 
     assert rules.received(now=NOW) == StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW)
 
 
-@pytest.mark.parametrize(("care_available", "citizen_available", "revoked"), FLAGS)
-def test_a_registered_certificate_starts_with_both_flags_true_unrevoked_and_received(
-    care_available: bool, citizen_available: bool, revoked: bool
-) -> None:
-    stored = rules.registered(certificate(care_available, citizen_available, revoked), now=NOW)
+def test_a_registered_certificate_starts_with_both_flags_true_unrevoked_and_received() -> None:
+    stored = rules.registered(an_issued_certificate(), now=NOW)
 
     assert (stored.care_available, stored.citizen_available, stored.revoked) == (True, True, False)
     assert (stored.registered_at, stored.status_events) == (NOW, (rules.received(now=NOW),))
+
+
+def test_a_registered_certificate_keeps_everything_its_care_system_stated() -> None:
+    issued = an_issued_certificate(
+        "cert-9", patient=OTHER_PATIENT, care_giver_id="SE2321000016-GIVER2", signed_at=None, type_code="LUSE"
+    )
+
+    stored = rules.registered(issued, now=NOW)
+
+    assert {f.name: getattr(stored, f.name) for f in dataclasses.fields(issued)} == {
+        f.name: getattr(issued, f.name) for f in dataclasses.fields(issued)
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,6 +320,36 @@ def test_sending_to_a_party_that_is_not_a_recipient_is_refused(party: Party) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
+# Who calls what: the citizen sends a certificate on to a recipient, named by its id, that takes its type.
+
+FORSAKRINGSKASSAN = Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))
+TRANSPORTSTYRELSEN = Recipient(Party.TRANSP, "Transportstyrelsen", frozenset({"TSTRK1007"}))
+RECIPIENT_TABLE = {"FKASSA": FORSAKRINGSKASSAN, "TRANSP": TRANSPORTSTYRELSEN}
+
+
+@pytest.mark.parametrize("recipient", [FORSAKRINGSKASSAN, TRANSPORTSTYRELSEN], ids=lambda r: r.party.value)
+def test_a_citizen_names_a_recipient_by_its_id(recipient: Recipient) -> None:
+    assert rules.recipient(recipient.party.value, recipients=RECIPIENT_TABLE) is recipient
+
+
+@pytest.mark.parametrize("recipient_id", ["NOPE", "fkassa", "FK", "AF", "INVANA", "HSVARD", ""])
+def test_an_id_no_recipient_has_is_an_unknown_recipient(recipient_id: str) -> None:
+    with pytest.raises(errors.UnknownRecipient):
+        rules.recipient(recipient_id, recipients=RECIPIENT_TABLE)
+
+
+def test_sending_to_a_recipient_that_takes_the_type_records_it_sent_there() -> None:
+    decision = rules.send_to(certificate(), recipient=FORSAKRINGSKASSAN, now=NOW)
+
+    assert decision.event == StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW)
+
+
+def test_a_recipient_that_does_not_take_the_type_is_refused_as_an_unknown_recipient() -> None:
+    with pytest.raises(errors.UnknownRecipient):
+        rules.send_to(certificate(), recipient=TRANSPORTSTYRELSEN, now=NOW)
+
+
+# ---------------------------------------------------------------------------------------------------
 # State table, `revoked`: the issuer revokes; the certificate stays stored and reads show it revoked.
 
 
@@ -369,10 +410,10 @@ def test_a_care_system_registers_only_for_the_care_givers_its_permissions_name(
     scope: frozenset[str] | None, permitted: bool
 ) -> None:
     if permitted:
-        rules.require_may_register(certificate(care_giver_id=CARE_GIVER), scope)
+        rules.require_may_register(an_issued_certificate(care_giver_id=CARE_GIVER), scope)
     else:
         with pytest.raises(errors.CallerNotPermitted):
-            rules.require_may_register(certificate(care_giver_id=CARE_GIVER), scope)
+            rules.require_may_register(an_issued_certificate(care_giver_id=CARE_GIVER), scope)
 
 
 # ---------------------------------------------------------------------------------------------------
