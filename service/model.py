@@ -227,25 +227,13 @@ class IssuedCertificate:
 
 
 @dataclass(frozen=True, slots=True)
-class Certificate:
-    """One stored certificate: the list fields, the two availability flags and the status history.
-
-    The list fields are the ``IssuedCertificate``'s; the rest the service keeps (DOMAIN.md, State of one
-    certificate). The document (the certificate as the care system sent it) is kept apart and loaded
-    only by a get.
+class Certificate(IssuedCertificate):
+    """One stored certificate: what its care system stated (``IssuedCertificate``), and what the service
+    keeps of it (DOMAIN.md, State of one certificate): when it was registered, the two availability flags
+    and the status history. The document (the certificate as the care system sent it) is kept apart and
+    loaded only by a get.
     """
 
-    id: str
-    id_root: str
-    type_code: str
-    type_code_system: str
-    type_display_name: str
-    type_version: str
-    patient: PersonId
-    signed_at: dt.datetime | None
-    issuer_id: str
-    issuer_name: str
-    care_unit: CareUnit
     registered_at: dt.datetime
     care_available: bool = True
     citizen_available: bool = True

@@ -95,18 +95,9 @@ def received(*, now: dt.datetime) -> StatusEvent:
 def registered(issued: IssuedCertificate, *, now: dt.datetime) -> Certificate:
     """Rule 1: a certificate as it is stored when registered: what its care system stated, registered
     now, both flags true, not revoked, RECEIV."""
+    stated = {field.name: getattr(issued, field.name) for field in dataclasses.fields(IssuedCertificate)}
     return Certificate(
-        id=issued.id,
-        id_root=issued.id_root,
-        type_code=issued.type_code,
-        type_code_system=issued.type_code_system,
-        type_display_name=issued.type_display_name,
-        type_version=issued.type_version,
-        patient=issued.patient,
-        signed_at=issued.signed_at,
-        issuer_id=issued.issuer_id,
-        issuer_name=issued.issuer_name,
-        care_unit=issued.care_unit,
+        **stated,
         registered_at=now,
         care_available=True,
         citizen_available=True,

@@ -103,8 +103,8 @@ def test_every_type_a_default_recipient_takes_is_a_known_certificate_type() -> N
 
 
 def test_a_stored_certificate_is_its_issued_one_and_what_registering_gives_it() -> None:
-    # rules.registered copies every field the care system stated: a field added to one type and not the
-    # other would be lost or left to a default (rule 1).
+    # A stored certificate is what its care system stated and, after it, only what registering gives it
+    # (rule 1): nothing a care system states is left to a default.
     stored = [f.name for f in dataclasses.fields(Certificate)]
     issued = [f.name for f in dataclasses.fields(IssuedCertificate)]
     assert stored[: len(issued)] == issued
