@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service import certificate_type
 from service.model import Party, Recipient
 from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Timeouts
 
@@ -35,16 +36,18 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NAMES = frozenset({"localhost"})
 
 # The national recipients and the certificate types each takes, when no recipients file is given.
-DEFAULT_RECIPIENTS = (
+# The national recipients, each taking the types the type table sends to it.
+DEFAULT_RECIPIENTS = tuple(
     Recipient(
-        Party.FKASSA, "Försäkringskassan", frozenset({"LISJP", "LUSE", "LUAE_NA", "LUAE_FS", "FK7263"})
-    ),
-    Recipient(
-        Party.TRANSP, "Transportstyrelsen", frozenset({"TSTRK1007", "TSTRK1031", "TSTRK1009", "TSTRK1062"})
-    ),
-    Recipient(Party.AF, "Arbetsförmedlingen", frozenset({"AF00213", "AF00251"})),
-    Recipient(Party.SKV, "Skatteverket", frozenset({"DB"})),
-    Recipient(Party.SOS, "Socialstyrelsen", frozenset({"DOI"})),
+        party, name, frozenset(t.code for t in certificate_type.TYPES.values() if party in t.recipients)
+    )
+    for party, name in (
+        (Party.FKASSA, "Försäkringskassan"),
+        (Party.TRANSP, "Transportstyrelsen"),
+        (Party.AF, "Arbetsförmedlingen"),
+        (Party.SKV, "Skatteverket"),
+        (Party.SOS, "Socialstyrelsen"),
+    )
 )
 
 

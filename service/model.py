@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from typing import Final
 
 from service import errors
 
@@ -119,33 +118,6 @@ def require_certificate_id(value: str) -> str:
     if not 0 < len(value) <= CERTIFICATE_ID_LENGTH or not _CONTROL_CHARACTERS.isdisjoint(value):
         raise errors.InvalidInput(f"a certificate id has 1 to {CERTIFICATE_ID_LENGTH} printable characters")
     return value
-
-
-# The certificate types the service knows by name: the national types, among them every type the
-# default recipients take (config.DEFAULT_RECIPIENTS; tests/unit/test_model.py keeps it so). A type code
-# is whatever the registering system writes, so only these become values of the metrics' ``type`` label,
-# any other one ``OTHER_CERTIFICATE_TYPE``: a label takes no value a caller chooses (README.md, "Operating"). A table of
-# certificate types, once the service keeps one, replaces this constant.
-CERTIFICATE_TYPES: Final = frozenset(
-    {
-        "AF00213",
-        "AF00251",
-        "AG114",
-        "AG7804",
-        "DB",
-        "DOI",
-        "FK7263",
-        "LISJP",
-        "LUAE_FS",
-        "LUAE_NA",
-        "LUSE",
-        "TSTRK1007",
-        "TSTRK1009",
-        "TSTRK1031",
-        "TSTRK1062",
-    }
-)
-OTHER_CERTIFICATE_TYPE: Final = "other"
 
 
 def _luhn_ok(digits: str) -> bool:

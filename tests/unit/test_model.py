@@ -8,11 +8,9 @@ import dataclasses
 
 import pytest
 
-from service import errors
+from service import certificate_type, errors
 from service.config import DEFAULT_RECIPIENTS
 from service.model import (
-    CERTIFICATE_TYPES,
-    OTHER_CERTIFICATE_TYPE,
     CallerKind,
     Certificate,
     IssuedCertificate,
@@ -93,13 +91,33 @@ def test_the_repr_never_shows_the_number(raw: str) -> None:
         assert raw[:8] not in text
 
 
-def test_every_type_a_default_recipient_takes_is_a_known_certificate_type() -> None:
-    # The metrics count a registered certificate by its type only where it is known (README "Operating",
-    # metrics).
-    taken = {type_code for recipient in DEFAULT_RECIPIENTS for type_code in recipient.certificate_types}
-    assert taken <= CERTIFICATE_TYPES
-    assert {"AG114", "AG7804"} <= CERTIFICATE_TYPES - taken
-    assert OTHER_CERTIFICATE_TYPE not in CERTIFICATE_TYPES
+def test_every_national_recipient_takes_exactly_the_types_the_type_table_sends_it() -> None:
+    for recipient in DEFAULT_RECIPIENTS:
+        assert recipient.certificate_types == {
+            t.code for t in certificate_type.TYPES.values() if recipient.party in t.recipients
+        }
+        assert recipient.certificate_types
+    assert certificate_type.OTHER not in certificate_type.TYPES
+
+
+@pytest.mark.parametrize(
+    ("code", "version", "known"),
+    [
+        ("LISJP", "1.3", True),
+        ("LISJP", "1", True),
+        ("LISJP", "2.0", False),
+        ("TSTRK1031", "4.0", True),
+        ("TSTRK1031", "2.9", False),
+        ("NONSENSE", "1.0", False),
+        ("LUSE", "99.9", False),
+        ("LUSE", "", False),
+        ("LUSE", "x.1", False),
+        ("AG114", "1.0", False),  # the code is AG1-14
+    ],
+)
+def test_a_type_is_known_by_its_code_and_major_version(code: str, version: str, known: bool) -> None:
+    assert (certificate_type.known(code, version) is not None) is known
+    assert certificate_type.label(code) == (code if code in certificate_type.TYPES else "other")
 
 
 def test_a_stored_certificate_is_its_issued_one_and_what_registering_gives_it() -> None:
