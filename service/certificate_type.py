@@ -10,7 +10,7 @@ version the number before the first dot of ``intyg/version``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -103,8 +103,8 @@ TYPES: Final[Mapping[str, CertificateType]] = {
         ),
     )
 }
-# The metrics' ``type`` label of a certificate whose type the table does not know (none is stored, but an
-# attempt to register one is counted).
+# The metrics' ``type`` label of a type code the table does not know. None is registered (an attempt is a
+# refusal, counted by its reason): it keeps a value a caller chose from ever becoming a label.
 OTHER: Final = "other"
 
 
@@ -125,3 +125,18 @@ def known(code: str, version: str) -> CertificateType | None:
 def label(code: str) -> str:
     """The metrics' ``type`` label of a type code: the code of a known type, else ``OTHER``."""
     return code if code in TYPES else OTHER
+
+
+def require_sent_to(party: Party, codes: Iterable[str]) -> None:
+    """A recipients file (INTYG_RECIPIENTS_FILE) agrees with the table: it gives ``party`` only types the
+    table knows and sends to that party. Raises ValueError saying, in one line, which type does not."""
+    for code in codes:
+        found = TYPES.get(code)
+        if found is None:
+            raise ValueError(f"{party.value} is given {code[:40]!r}, which is not a type of the type table")
+        if party not in found.recipients:
+            sent = ", ".join(sorted(p.value for p in found.recipients))
+            raise ValueError(
+                f"{party.value} is given {code}, which the type table sends "
+                + (f"to {sent} only" if sent else "to no recipient")
+            )

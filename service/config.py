@@ -35,8 +35,8 @@ from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Timeouts
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_NAMES = frozenset({"localhost"})
 
-# The national recipients and the certificate types each takes, when no recipients file is given.
-# The national recipients, each taking the types the type table sends to it.
+# The national recipients, when no recipients file is given, each taking the types the type table
+# sends to it.
 DEFAULT_RECIPIENTS = tuple(
     Recipient(
         party, name, frozenset(t.code for t in certificate_type.TYPES.values() if party in t.recipients)

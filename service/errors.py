@@ -9,7 +9,8 @@ keeps those tables complete.
     │   ├── InvalidPersonId          not a valid personnummer / samordningsnummer
     │   ├── InvalidStatusChange      this party may not set this status (SetCertificateStatus)
     │   ├── PatientMismatch          the request names another patient than the certificate has
-    │   └── UnknownRecipient         no such recipient, or it does not take this type of certificate
+    │   ├── UnknownRecipient         no such recipient, or it does not take this type of certificate
+    │   └── UnknownCertificateType   a type, or a version of it, the service does not store (detail: which)
     ├── CertificateNotFound          no such certificate, or not visible to this caller
     ├── Conflict
     │   ├── CertificateIdConflict    rule 1: the id is taken by another patient's certificate
@@ -27,6 +28,8 @@ keeps those tables complete.
     └── UnexpectedError              never raised: an audit record's reason for a fault no class here describes
 
 Messages are safe to show to a caller: they never hold a personal identity number or document text.
+A caller is answered from the adapters' tables, not the message; only a ``detail``, where the refusing
+rule gives one, is told to the caller as well (the SOAP result's text, problem+json's ``detail``).
 
 ``ANSWERED_AS`` names the refusals answered exactly as another error, so that a caller cannot probe for
 ids. Everything a caller's answer could be compared with (the adapters' answers, the metrics, the
@@ -37,7 +40,16 @@ from typing import Final
 
 
 class ServiceError(Exception):
-    """Base of every error an operation raises on purpose."""
+    """Base of every error an operation raises on purpose.
+
+    ``detail`` says which of the request's values is refused, where knowing it lets the caller put the
+    request right (which type, which version): words of the refusing rule and values it has bounded.
+    Adapters tell it through ``told``.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class InvalidInput(ServiceError):
@@ -57,6 +69,10 @@ class PatientMismatch(InvalidInput):
 
 
 class UnknownRecipient(InvalidInput):
+    pass
+
+
+class UnknownCertificateType(InvalidInput):
     pass
 
 
@@ -144,3 +160,9 @@ ANSWERED_AS: Final[dict[type[ServiceError], type[ServiceError]]] = {NotPermitted
 def answered_as(error: type[ServiceError]) -> type[ServiceError]:
     """The error whose answer (and count, and log line) ``error`` is given: its own, or ``ANSWERED_AS``'s."""
     return ANSWERED_AS.get(error, error)
+
+
+def told(error: ServiceError) -> str | None:
+    """The ``detail`` a caller is told of ``error``: none where it is answered as another error, whose
+    answer it is given whole."""
+    return error.detail if answered_as(type(error)) is type(error) else None

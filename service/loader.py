@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc.jwk import KeySet
 
-from service import access, tls
+from service import access, certificate_type, tls
 from service.access import Consumer, PermissionTable
 from service.config import (
     DEFAULT_RECIPIENTS,
@@ -190,12 +190,16 @@ def tls_server_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def recipients(settings: Settings) -> dict[str, Recipient]:
-    """The recipient registry, by id: the configured file's, or the national recipients."""
+    """The recipient registry, by id: the configured file's, or the national recipients. A file that
+    gives a recipient a type the type table does not know, or does not send to it, is refused: a send
+    needs both to agree (``rules.takes``), and an entry that cannot is an operator's mistake."""
     if settings.recipients_file is None:
         return {r.party.value: r for r in DEFAULT_RECIPIENTS}
     with _reading(RECIPIENTS):
         path = settings.recipients_file
         entries = RecipientsFile.parse(path.read_bytes(), str(path))
+        for entry in entries:
+            certificate_type.require_sent_to(entry.id, entry.certificate_types)
     return {e.id.value: Recipient(e.id, e.name, frozenset(e.certificate_types)) for e in entries}
 
 

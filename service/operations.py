@@ -30,13 +30,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn, Protocol, Self, TypeVar
 
-from service import audit, errors, rules
+from service import audit, certificate_type, errors, rules
 from service.model import (
     Action,
     AuditRecord,
@@ -60,7 +59,6 @@ T = TypeVar("T")
 # A concurrent transaction on the same certificate or citizen makes ours fail at commit; running
 # the whole operation again sees the winner's result (e.g. rule 1's "already exists").
 RETRIES = 3
-_TYPE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 
 class CertificateRepository(Protocol):
@@ -256,10 +254,6 @@ class _Attempt:
         await self.uow.commit()
 
 
-def _type_label(type_code: str) -> str:
-    return type_code if _TYPE_CODE.match(type_code) else "other"
-
-
 async def _retrying(run: Callable[[], Awaitable[T]]) -> T:
     for _ in range(RETRIES - 1):
         try:
@@ -327,6 +321,7 @@ async def register_certificate(
             stored = rules.registered(issued, now=now)
             attempt.about(stored)
             rules.require_may_register(issued, caller.care_giver_scope)
+            rules.require_known_type(issued)
             # Rule 1 asks whether the id is taken; the insert answers in the same statement, storing
             # nothing where it is. Only a taken id is read, for the rule to tell "already exists" from
             # another patient's or another care giver's certificate.
@@ -337,9 +332,10 @@ async def register_certificate(
                     raise errors.ConcurrentChange("the certificate was deleted meanwhile")
             registration = rules.register(existing, issued)
             if registration is rules.Registration.CREATE:
-                # The record names the certificate's type where it has a type code's shape (the row keeps
-                # it in full); the metrics count only the known ones by name (metrics.observe).
-                await attempt.succeed(certificate_type=_type_label(issued.type_code))
+                # The record names the type as the metrics' label does: a code of the type table. Only
+                # here: a refusal's record names its reason (audit_chain.first_written hashes a type with
+                # a registered certificate only, in the words records were first written in).
+                await attempt.succeed(certificate_type=certificate_type.label(issued.type_code))
             else:
                 await attempt.succeed(Outcome.INFO)  # rule 1: it exists already
             return registration
@@ -397,6 +393,8 @@ async def get_certificate_for_citizen(
         found = await _load_with_document(uow, attempt, certificate_id)
         if citizen is not None:
             rules.require_owner(found.certificate, citizen)
+        # Answered as an unknown id, so before consent, whose refusal would tell that it exists.
+        rules.require_citizen_sees_type(found.certificate)
         rules.require_consent(await _held(uow, found.certificate.patient))
         await attempt.succeed()
         return found
@@ -455,11 +453,16 @@ async def set_certificate_status(
             certificate = await _load(uow, attempt, certificate_id, for_update=True)
             if citizen is not None:
                 rules.require_owner(certificate, citizen)
+            needs_consent = rules.status_needs_consent(party, by_citizen=caller.kind is CallerKind.CITIZEN)
+            # A citizen's channel (the citizen's status, or a 2013 request naming the citizen) never
+            # reaches a type hidden from citizens: answered as an unknown id, so before consent.
+            if needs_consent or citizen is not None:
+                rules.require_citizen_sees_type(certificate)
             # Consent first: a refusal for another reason would tell a citizen without consent about
             # the certificate (rule 2). Its patient is known only now, so consent is locked after the
             # certificate, the other way round from a withdrawal: a deadlock between them is a lost
             # race, run again.
-            if rules.status_needs_consent(party, by_citizen=caller.kind is CallerKind.CITIZEN):
+            if needs_consent:
                 rules.require_consent(await _held(uow, certificate.patient))
             decision = rules.set_status(certificate, party=party, code=code, at=at)
             await _apply(uow, certificate, decision)
@@ -485,6 +488,7 @@ async def _citizen_change(
         consent = await _held(uow, citizen)
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         rules.require_owner(certificate, citizen)
+        rules.require_citizen_sees_type(certificate)
         rules.require_consent(consent)
         decision = decide(certificate)
         await _apply(uow, certificate, decision)

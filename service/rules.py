@@ -1,4 +1,6 @@
-"""The rules of DOMAIN.md (1-9): availability flags, consent, archive and permanent deletion.
+"""The rules of DOMAIN.md (1-9): availability flags, consent, archive and permanent deletion; and
+what the certificate type table (``certificate_type``) decides: which types are stored, which a citizen
+sees, which a recipient takes.
 
 Pure functions. They take state and return a decision, or raise a refusal from ``errors``; they
 never read the clock, the database or settings (``operations`` passes ``now`` in).
@@ -9,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
-from service import errors
+from service import certificate_type, errors
 from service.model import (
     Caller,
     CallerKind,
@@ -106,6 +110,38 @@ def registered(issued: IssuedCertificate, *, now: dt.datetime) -> Certificate:
     )
 
 
+# What is stored: the types and versions of the type table. A type code a refusal may quote back has the
+# shape of the table's codes, a letter first (so never an identity number) and short; any other code is
+# a value the caller chose that the answer does not echo.
+_QUOTABLE_CODE: Final = re.compile(r"[A-Z][A-Z0-9_-]{0,19}")
+
+
+def require_known_type(issued: IssuedCertificate) -> None:
+    """Only the types and major versions of the type table are stored; anything else is refused before
+    it is stored, and the answer says whether the type or its version is unknown.
+
+    The national service answers "Certificate with type: X does not support version: Y", echoing both
+    as written; this one quotes a type code only where it has a code's shape, and a version only as its
+    major number (at most three digits), so the answer never carries free text or an identity number.
+    The national service also checks the minor version against the texts it keeps of each; this
+    service keeps no texts and takes every minor version of a known major one."""
+    if certificate_type.known(issued.type_code, issued.type_version) is not None:
+        return
+    code = issued.type_code
+    if code not in certificate_type.TYPES:
+        shown = f" {code}" if _QUOTABLE_CODE.fullmatch(code) else ""
+        raise errors.UnknownCertificateType(
+            "the type table has no such type", detail=f"Unknown certificate type{shown}"
+        )
+    major = certificate_type.major_version(issued.type_version)
+    raise errors.UnknownCertificateType(
+        "the type table has no such version of the type",
+        detail=f"{code} has no version {major}"
+        if major is not None
+        else f"{code} has no version of that form",
+    )
+
+
 # Rule 2
 def require_consent(consent: Consent) -> None:
     if not consent.given:
@@ -126,10 +162,29 @@ def require_patient(certificate: Certificate, patient: PersonId) -> None:
         raise errors.PatientMismatch("the certificate belongs to another patient")
 
 
+def citizen_sees_type(certificate: Certificate) -> bool:
+    """Whether a citizen may see a certificate of its type at all: not a death certificate (DB, DOI), which
+    concerns a deceased person and goes from care to its recipient only. As the national service does
+    (its CitizenController.EXCLUDED_CITIZEN_CERTIFICATES), only the types the table hides are hidden; a
+    type it does not know, stored before the table refused them, stays the citizen's."""
+    found = certificate_type.TYPES.get(certificate.type_code)
+    return found is None or found.citizen_sees
+
+
 def citizen_sees(certificate: Certificate, *, archived: bool | None) -> bool:
     """The citizen's list shows the direct view, or the archive when ``archived`` is asked for, or
-    both (``None``: the 2013 list, which marks archived ones as not available)."""
-    return archived is None or certificate.citizen_available != archived
+    both (``None``: the 2013 list, which marks archived ones as not available); never a type hidden
+    from citizens."""
+    return citizen_sees_type(certificate) and (archived is None or certificate.citizen_available != archived)
+
+
+def require_citizen_sees_type(certificate: Certificate) -> None:
+    """A citizen's read or change of a certificate of a type hidden from citizens is refused, audited as
+    denied and answered exactly as an unknown id (``errors.ANSWERED_AS``): the citizen's channels do not
+    tell that it exists. The national service leaves death certificates out of the citizen's lists; this
+    service keeps them from every citizen channel, reads and changes too."""
+    if not citizen_sees_type(certificate):
+        raise errors.NotPermitted("a citizen does not see this type of certificate")
 
 
 # Rule 3
@@ -193,9 +248,17 @@ def recipient(recipient_id: str, *, recipients: Mapping[str, Recipient]) -> Reci
     return found
 
 
+def takes(recipient: Recipient, type_code: str) -> bool:
+    """Whether a recipient takes a type: where both its recipients' entry and the type table say so."""
+    found = certificate_type.TYPES.get(type_code)
+    return (
+        type_code in recipient.certificate_types and found is not None and recipient.party in found.recipients
+    )
+
+
 def send_to(certificate: Certificate, *, recipient: Recipient, now: dt.datetime) -> Decision:
     """The citizen sends a certificate to a recipient that takes its type."""
-    if certificate.type_code not in recipient.certificate_types:
+    if not takes(recipient, certificate.type_code):
         raise errors.UnknownRecipient("the recipient does not take this type of certificate")
     return send(certificate, recipient=recipient.party, now=now)
 

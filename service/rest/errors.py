@@ -44,6 +44,10 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     errors.UnknownRecipient: RestError(
         422, "unknown_recipient", "Unknown recipient, or it does not take this type of certificate"
     ),
+    # Raised only where a care system registers (SOAP); here for a complete table.
+    errors.UnknownCertificateType: RestError(
+        422, "unknown_certificate_type", "Unknown certificate type or version"
+    ),
     errors.CertificateNotFound: RestError(404, "not_found", "Certificate not found"),
     errors.Conflict: RestError(409, "conflict", "The request conflicts with the stored state"),
     errors.CertificateIdConflict: RestError(409, "certificate_id_conflict", "Certificate id already used"),
@@ -103,7 +107,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.ServiceError)
     async def service_error(_: Request, exc: errors.ServiceError) -> JSONResponse:
         error = rest_error(exc)
-        return problem(error.status, error.code, error.title, retry_after=error.retry_after)
+        return problem(error.status, error.code, error.title, errors.told(exc), retry_after=error.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

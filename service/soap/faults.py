@@ -8,6 +8,7 @@ another error (``errors.ANSWERED_AS``: NotPermitted as CertificateNotFound) that
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,6 +44,10 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     ),
     errors.UnknownRecipient: SoapError(
         "VALIDATION_ERROR", "Client", "Unknown recipient for this certificate"
+    ),
+    # Its detail, the answer's text, names the type or version (rules.require_known_type).
+    errors.UnknownCertificateType: SoapError(
+        "VALIDATION_ERROR", "Client", "Unknown certificate type or version"
     ),
     errors.CertificateNotFound: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
     errors.Conflict: SoapError("APPLICATION_ERROR", "Client", "The request conflicts with the stored state"),
@@ -86,7 +91,9 @@ NO_CONSENT: Final = Result("INFO", "NOCONSENT")
 
 
 def soap_error(exc: errors.ServiceError) -> SoapError:
+    """The answer to ``exc``: its table entry, with the detail it tells (``errors.told``) as the text."""
     for cls in errors.answered_as(type(exc)).__mro__:
         if cls in ERRORS:
-            return ERRORS[cls]
+            detail = errors.told(exc)
+            return dataclasses.replace(ERRORS[cls], text=detail) if detail else ERRORS[cls]
     return INTERNAL

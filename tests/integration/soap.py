@@ -150,11 +150,13 @@ def register_envelope(
     kind: str = "lisjp",
     care_unit: str = "SE2321000016-H489",
     care_giver: str = "SE2321000016-39KJ",
+    version: str = "1.0",
 ) -> str:
-    """A RegisterCertificate 3 request from the national service's own tests, for this patient/unit."""
+    """A RegisterCertificate 3 request from the national service's own tests, for this patient/unit;
+    ``version`` where the template takes one (LUSE's and the default's)."""
     envelope = peer_request(
         f"register/request_{kind}.stg",
-        **{"data.intygsId": certificate_id, "data.personId": person_id, "data.intygsVersion": "1.0"},
+        **{"data.intygsId": certificate_id, "data.personId": person_id, "data.intygsVersion": version},
     )
     # Registered under the samordningsnummer root; a personnummer goes under its own root.
     if int(person_id[6:8]) <= 60:
@@ -284,6 +286,65 @@ def get_consent(person_id: str) -> str:
         f'<r:GetConsentRequest xmlns:r="{IP}:GetConsentResponder:1">'
         f"<r:personnummer>{person_id}</r:personnummer></r:GetConsentRequest>"
     )
+
+
+KV_INTYGSTYP = "b64ea353-e8f6-4832-b563-fc7d46f29548"
+KV_DODSPLATS_BOENDE = "65f0069f-14b5-4634-b187-5193580a3349"
+
+
+def death_certificate(
+    certificate_id: str,
+    person_id: str,
+    *,
+    version: str = "1.0",
+    care_unit: str = "SE2321000016-H489",
+    care_giver: str = "SE2321000016-39KJ",
+) -> str:
+    """A RegisterCertificate 3 of a death certificate (Dödsbevis, DB) as a care system writes one. Its
+    answers are those the type's business rules ask for (``db.v1.sch``, rivta/README.md "Per-type
+    business rules"): how identity was established (1), a certain date of death (2), the place of death
+    (3), not a newborn's death (4), no explosive implant (5), an examination (6), no police report (7)."""
+    body = f"""
+<r:RegisterCertificate xmlns:r="{CP}:RegisterCertificateResponder:3" xmlns="{C3}" xmlns:t="{T3}">
+  <r:intyg>
+    <intygs-id><t:root>{care_unit}</t:root><t:extension>{certificate_id}</t:extension></intygs-id>
+    <typ><t:code>DB</t:code><t:codeSystem>{KV_INTYGSTYP}</t:codeSystem><t:displayName>Dödsbevis</t:displayName></typ>
+    <version>{version}</version>
+    <signeringstidpunkt>2026-11-28T09:12:00</signeringstidpunkt>
+    <skickatTidpunkt>2026-11-28T09:12:00</skickatTidpunkt>
+    <patient>
+      <person-id><t:root>{_root(person_id)}</t:root><t:extension>{person_id}</t:extension></person-id>
+      <fornamn>Tolvan</fornamn><efternamn>Tolvansson</efternamn>
+      <postadress>Storgatan 1</postadress><postnummer>11111</postnummer><postort>Stadby</postort>
+    </patient>
+    <skapadAv>
+      <personal-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>SE2321000016-6G5R</t:extension></personal-id>
+      <fullstandigtNamn>Karl Karlsson</fullstandigtNamn>
+      <enhet>
+        <enhets-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>{care_unit}</t:extension></enhets-id>
+        <arbetsplatskod><t:root>1.2.752.29.4.71</t:root><t:extension>45312</t:extension></arbetsplatskod>
+        <enhetsnamn>Vårdenheten</enhetsnamn>
+        <postadress>Enhetsg. 1</postadress><postnummer>100 10</postnummer><postort>Stadby</postort>
+        <telefonnummer>0812341234</telefonnummer>
+        <vardgivare>
+          <vardgivare-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>{care_giver}</t:extension></vardgivare-id>
+          <vardgivarnamn>Vårdgivaren</vardgivarnamn>
+        </vardgivare>
+      </enhet>
+    </skapadAv>
+    <svar id="1"><delsvar id="1.1">Körkort</delsvar></svar>
+    <svar id="2"><delsvar id="2.1">true</delsvar><delsvar id="2.2">2026-11-27</delsvar></svar>
+    <svar id="3">
+      <delsvar id="3.1">Stadby</delsvar>
+      <delsvar id="3.2"><t:cv><t:code>SJUKHUS</t:code><t:codeSystem>{KV_DODSPLATS_BOENDE}</t:codeSystem><t:displayName>Sjukhus</t:displayName></t:cv></delsvar>
+    </svar>
+    <svar id="4"><delsvar id="4.1">false</delsvar></svar>
+    <svar id="5"><delsvar id="5.1">false</delsvar></svar>
+    <svar id="6"><delsvar id="6.1">true</delsvar></svar>
+    <svar id="7"><delsvar id="7.1">false</delsvar></svar>
+  </r:intyg>
+</r:RegisterCertificate>"""
+    return envelope_for("RegisterCertificate", 3, body, address=care_giver).decode()
 
 
 def listed_ids(reply: Reply) -> list[str]:

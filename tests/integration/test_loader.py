@@ -11,13 +11,15 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from fastapi.testclient import TestClient
 
 from service import loader
 from service.app import create_app
-from service.model import Party
+from service.config import Settings
+from service.model import Party, Recipient
 from service.store import migration
 from tests.integration.rest import portal_settings
 from tests.tls import make_pki
@@ -55,3 +57,44 @@ def test_the_app_is_built_from_what_was_loaded_and_reads_none_of_those_files_aga
         assert client.get("/readyz").status_code == 200
     assert set(loaded.recipients) == {Party.FKASSA.value}
     assert loaded.permissions is not None and loaded.client_certificates is not None
+
+
+@pytest.mark.parametrize(
+    ("types", "reason"),
+    [
+        (["LISJP", "NONSENSE"], "FKASSA is given 'NONSENSE', which is not a type of the type table"),
+        (["LISJP", "TSTRK1007"], "FKASSA is given TSTRK1007, which the type table sends to TRANSP only"),
+    ],
+)
+def test_a_recipients_file_that_disagrees_with_the_type_table_is_refused_in_one_line(
+    tmp_path: Path, types: list[str], reason: str
+) -> None:
+    # A send needs the recipient's entry and the type table to agree (rules.takes); an entry that
+    # cannot is the operator's mistake, told at start rather than at a citizen's send.
+    recipients = tmp_path / "recipients.json"
+    recipients.write_text(
+        json.dumps(
+            [
+                {"id": "TRANSP", "name": "TS", "certificate_types": ["TSTRK1007"]},
+                {"id": "FKASSA", "name": "FK", "certificate_types": types},
+            ]
+        ),
+        "utf-8",
+    )
+
+    with pytest.raises(loader.Unusable) as refused:
+        loader.recipients(Settings(recipients_file=recipients))
+
+    assert str(refused.value) == f"{loader.RECIPIENTS}: {reason}"
+    assert "\n" not in str(refused.value)
+
+
+def test_a_recipients_file_that_agrees_with_the_type_table_is_the_recipient_registry(tmp_path: Path) -> None:
+    recipients = tmp_path / "recipients.json"
+    recipients.write_text(
+        json.dumps([{"id": "SKV", "name": "Skatteverket", "certificate_types": ["DB"]}]), "utf-8"
+    )
+
+    loaded = loader.recipients(Settings(recipients_file=recipients))
+
+    assert loaded == {"SKV": Recipient(Party.SKV, "Skatteverket", frozenset({"DB"}))}

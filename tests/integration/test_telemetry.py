@@ -60,16 +60,32 @@ def _registered(type_label: str) -> float:
     return REGISTRY.get_sample_value("intyg_certificates_registered_total", {"type": type_label}) or 0.0
 
 
-def test_a_certificate_type_the_service_does_not_know_is_counted_as_other(soap: SoapClient) -> None:
-    """The registering system writes the type code; a label value is never one it chose."""
-    before_known, before_other = _registered("LISJP"), _registered("other")
+def _refused(reason: str) -> float:
+    return REGISTRY.get_sample_value("intyg_refusals_total", {"reason": reason}) or 0.0
+
+
+def test_a_registered_certificate_is_counted_by_its_type_and_an_unknown_type_as_a_refusal(
+    soap: SoapClient,
+) -> None:
+    """The registering system writes the type code; a label value is never one it chose, only a code of the
+    type table (service/certificate_type.py). A type the table does not know is not registered at all."""
+    before = {label: _registered(label) for label in ("LISJP", "DB", "other")}
+    before_refused = _refused("UnknownCertificateType")
     soap.post(s.path_of("RegisterCertificate", 3), s.register_envelope("type-known", "191212121212"))
+    soap.post(s.path_of("RegisterCertificate", 3), s.death_certificate("type-db", "191212121212"))
     for invented in ("XYZ123", "LISJP2"):
         envelope = s.register_envelope(f"type-{invented}", "191212121212").replace(">LISJP<", f">{invented}<")
-        assert soap.post(s.path_of("RegisterCertificate", 3), envelope).result()[0] == "OK"
+        assert soap.post(s.path_of("RegisterCertificate", 3), envelope).result()[0::2] == (
+            "ERROR",
+            "VALIDATION_ERROR",
+        )
 
-    assert _registered("LISJP") == before_known + 1
-    assert _registered("other") == before_other + 2
+    assert {label: _registered(label) - count for label, count in before.items()} == {
+        "LISJP": 1,
+        "DB": 1,
+        "other": 0,
+    }
+    assert _refused("UnknownCertificateType") == before_refused + 2
     labels = {
         sample.labels.get("type")
         for family in REGISTRY.collect()

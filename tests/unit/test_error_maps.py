@@ -129,6 +129,24 @@ def test_a_stored_ciphertext_that_fails_its_check_is_answered_as_any_internal_er
         assert rest_errors.ERRORS[cls] == rest_errors.ERRORS[errors.ServiceError]
 
 
+def test_a_refusal_that_says_which_value_is_refused_is_answered_with_that_detail() -> None:
+    refused = errors.UnknownCertificateType("no such type", detail="Unknown certificate type NONSENSE")
+    answer = faults.soap_error(refused)
+    assert (answer.error_id, answer.fault_code, answer.text) == (
+        "VALIDATION_ERROR",
+        "Client",
+        "Unknown certificate type NONSENSE",
+    )
+    assert faults.soap_error(errors.UnknownCertificateType("no such type")) is faults.ERRORS[type(refused)]
+
+
+def test_a_refusal_answered_as_another_error_tells_no_detail_of_its_own() -> None:
+    # The disguise is the whole answer (errors.ANSWERED_AS): a detail would tell the id exists.
+    refused = errors.NotPermitted("a citizen does not see this type", detail="a death certificate")
+    assert errors.told(refused) is None
+    assert faults.soap_error(refused) is faults.soap_error(errors.CertificateNotFound("no such certificate"))
+
+
 def test_texts_shown_to_callers_never_hold_a_personal_identity_number() -> None:
     for entry in [*faults.ERRORS.values(), faults.INTERNAL]:
         assert not any(ch.isdigit() for ch in entry.text), entry.text
@@ -181,6 +199,7 @@ def test_another_citizens_or_care_givers_certificate_is_answered_exactly_like_an
         (errors.Unauthenticated, 401, "unauthenticated"),
         (errors.InvalidInput, 422, "invalid_input"),
         (errors.UnknownRecipient, 422, "unknown_recipient"),
+        (errors.UnknownCertificateType, 422, "unknown_certificate_type"),
         (errors.CertificateRevoked, 409, "revoked"),
         (errors.ServiceError, 500, "internal_error"),
     ],

@@ -120,6 +120,34 @@ def test_a_type_is_known_by_its_code_and_major_version(code: str, version: str, 
     assert certificate_type.label(code) == (code if code in certificate_type.TYPES else "other")
 
 
+@pytest.mark.parametrize(
+    ("party", "codes", "reason"),
+    [
+        (Party.FKASSA, ["LISJP", "LUSE", "FK7263"], None),
+        (Party.SKV, ["DB"], None),
+        (Party.AF, [], None),
+        (
+            Party.FKASSA,
+            ["LISJP", "NONSENSE"],
+            "FKASSA is given 'NONSENSE', which is not a type of the type table",
+        ),
+        (Party.FKASSA, ["lisjp"], "FKASSA is given 'lisjp', which is not a type of the type table"),
+        (Party.FKASSA, ["TSTRK1007"], "FKASSA is given TSTRK1007, which the type table sends to TRANSP only"),
+        (Party.SOS, ["DB"], "SOS is given DB, which the type table sends to SKV only"),
+        (Party.FKASSA, ["AG7804"], "FKASSA is given AG7804, which the type table sends to no recipient"),
+    ],
+)
+def test_a_recipients_entry_may_give_a_recipient_only_the_types_the_type_table_sends_it(
+    party: Party, codes: list[str], reason: str | None
+) -> None:
+    if reason is None:
+        certificate_type.require_sent_to(party, codes)
+    else:
+        with pytest.raises(ValueError) as refused:
+            certificate_type.require_sent_to(party, codes)
+        assert str(refused.value) == reason
+
+
 def test_a_stored_certificate_is_its_issued_one_and_what_registering_gives_it() -> None:
     # A stored certificate is what its care system stated and, after it, only what registering gives it
     # (rule 1): nothing a care system states is left to a default.

@@ -1231,6 +1231,192 @@ async def test_a_refused_call_is_audited_as_denied_and_committed_before_it_is_ra
 
 
 # ---------------------------------------------------------------------------------------------------
+# The certificate type table (service/certificate_type.py): only its types and versions are stored, and a
+# citizen never reaches a type hidden from citizens (a death certificate), which care reads as any other.
+# The rules alone: tests/unit/test_rules.py; through SOAP and REST: tests/integration/test_certificate_types.py.
+
+
+@pytest.mark.parametrize(("type_code", "version"), [("NONSENSE", "1.0"), ("LUSE", "99.9"), ("AG114", "1.0")])
+async def test_a_certificate_of_a_type_or_version_the_table_does_not_know_is_refused_stored_nowhere_and_audited(
+    type_code: str, version: str
+) -> None:
+    uow = FakeUnitOfWork()
+    issued = an_issued_certificate("cert-1", type_code=type_code, type_version=version)
+
+    with pytest.raises(errors.UnknownCertificateType):
+        await operations.register_certificate(
+            uow, new=NewCertificate(issued, b"<intyg/>"), caller=CARE, now=NOW
+        )
+
+    assert uow.certificate("cert-1") is None
+    record = assert_one_commit_audited(
+        uow,
+        action="register",
+        outcome=Outcome.ERROR,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+    # A type only where a certificate was registered (model.AuditRecord): the reason says why not.
+    assert (record.reason, record.certificate_type) == (errors.UnknownCertificateType, None)
+
+
+async def test_a_registered_certificate_is_audited_with_its_type_as_the_metrics_count_it() -> None:
+    uow = FakeUnitOfWork()
+    issued = an_issued_certificate("cert-1", type_code="LUAE_NA", type_version="1.0")
+
+    await operations.register_certificate(uow, new=NewCertificate(issued, b"<intyg/>"), caller=CARE, now=NOW)
+
+    [record] = uow.audit.records
+    assert (record.outcome, record.certificate_type) == (Outcome.OK, "LUAE_NA")
+
+
+def death_certificate(type_code: str = "DB", **changes: Any) -> Certificate:
+    return stored(type_code=type_code, type_version="1.0", type_display_name="Dödsbevis", **changes)
+
+
+SKATTEVERKET = Recipient(Party.SKV, "Skatteverket", frozenset({"DB"}))
+
+# Each way a citizen's channel reaches one certificate, as (audit action, call): REST (the citizen
+# named), SOAP with the part INVANA (no citizen named), and the 2013 contracts (the citizen named).
+AS_CITIZEN: dict[str, tuple[str, Callable[[FakeUnitOfWork], Awaitable[object]]]] = {
+    "rest read": (
+        "read",
+        lambda uow: operations.get_certificate_for_citizen(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        ),
+    ),
+    "INVANA read": (
+        "read",
+        lambda uow: operations.get_certificate_for_citizen(
+            uow, certificate_id="cert-1", citizen=None, caller=CITIZEN, now=NOW
+        ),
+    ),
+    "rest archive": (
+        "archive",
+        lambda uow: operations.archive_certificate(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        ),
+    ),
+    "rest restore": (
+        "restore",
+        lambda uow: operations.restore_certificate(
+            uow, certificate_id="cert-1", citizen=PATIENT, caller=CITIZEN, now=NOW
+        ),
+    ),
+    "rest send": (
+        "send",
+        lambda uow: operations.send_certificate(
+            uow,
+            certificate_id="cert-1",
+            citizen=PATIENT,
+            recipient_id="SKV",
+            recipients={"SKV": SKATTEVERKET},
+            caller=CITIZEN,
+            now=NOW,
+        ),
+    ),
+    "INVANA archive": (
+        "archive",
+        lambda uow: operations.set_certificate_status(
+            uow,
+            certificate_id="cert-1",
+            party=Party.INVANA,
+            code=StatusCode.DELETE,
+            at=NOW,
+            caller=CITIZEN,
+            now=NOW,
+        ),
+    ),
+    "2013 received": (
+        "set_status",
+        lambda uow: operations.set_certificate_status(
+            uow,
+            certificate_id="cert-1",
+            party=Party.SKV,
+            code=StatusCode.RECEIV,
+            at=NOW,
+            citizen=PATIENT,
+            caller=RECIPIENT,
+            now=NOW,
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("consent", [True, False], ids=["consent", "no consent"])
+@pytest.mark.parametrize("type_code", ["DB", "DOI"])
+@pytest.mark.parametrize("channel", AS_CITIZEN)
+async def test_a_citizen_channel_finds_no_death_certificate_and_the_refusal_is_audited(
+    channel: str, type_code: str, consent: bool
+) -> None:
+    before = death_certificate(type_code)
+    uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT] if consent else [])
+    action, call = AS_CITIZEN[channel]
+
+    # NotPermitted is answered as CertificateNotFound (errors.ANSWERED_AS): with or without consent,
+    # exactly as an unknown id.
+    with pytest.raises(errors.NotPermitted):
+        await call(uow)
+
+    assert uow.certificate("cert-1") == before
+    caller = RECIPIENT if channel == "2013 received" else CITIZEN
+    record = assert_one_commit_audited(
+        uow,
+        action=action,
+        outcome=Outcome.DENIED,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=caller,
+    )
+    assert record.reason is errors.NotPermitted
+
+
+@pytest.mark.parametrize("archived", [False, True, None])
+async def test_a_citizen_lists_no_death_certificate_even_when_asking_for_its_type(
+    archived: bool | None,
+) -> None:
+    citizen_available = archived is not True
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("sick-leave", citizen_available=citizen_available),
+            death_certificate("DB", certificate_id="db", citizen_available=citizen_available),
+            death_certificate("DOI", certificate_id="doi", citizen_available=citizen_available),
+        ],
+        consent_given=[PATIENT],
+    )
+
+    listed = await operations.list_certificates_for_citizen(
+        uow, citizen=PATIENT, archived=archived, caller=CITIZEN, now=NOW
+    )
+    asked = await operations.list_certificates_for_citizen(
+        uow, citizen=PATIENT, archived=archived, types=["DB", "DOI"], caller=CITIZEN, now=NOW
+    )
+
+    assert ([c.id for c in listed], asked) == (["sick-leave"], [])
+    assert [set(r.certificate_ids) for r in uow.audit.records] == [{"sick-leave"}, set()]
+
+
+async def test_care_reads_and_lists_a_death_certificate_as_any_other() -> None:
+    uow = FakeUnitOfWork(certificates=[death_certificate()])
+
+    found = await operations.get_certificate_for_care(uow, certificate_id="cert-1", caller=CARE, now=NOW)
+    listed = await operations.list_certificates_for_care(uow, patient=PATIENT, caller=CARE, now=NOW)
+
+    assert (found.certificate.type_code, [c.id for c in listed]) == ("DB", ["cert-1"])
+    assert [r.outcome for r in uow.audit.records] == [Outcome.OK, Outcome.OK]
+
+
+async def test_a_recipient_records_receipt_of_a_death_certificate() -> None:
+    # The recipient's own act (SetCertificateStatus 2 with its part), not a citizen's.
+    uow = FakeUnitOfWork(certificates=[death_certificate()])
+
+    event = await set_status(uow, Party.SKV, StatusCode.RECEIV, caller=RECIPIENT)
+
+    assert event == StatusEvent(StatusCode.RECEIV, Party.SKV, NOW)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Rule 9: permanent deletion removes document, metadata and status history; the audit trail stays,
 # without the document's content.
 

@@ -118,6 +118,63 @@ def test_a_registered_certificate_keeps_everything_its_care_system_stated() -> N
 
 
 # ---------------------------------------------------------------------------------------------------
+# The type table (service/certificate_type.py) decides what is stored: its types, in their major versions.
+# Refused otherwise, saying which, and quoting nothing the caller wrote but a code's shape or a number.
+
+
+@pytest.mark.parametrize(
+    ("type_code", "version"),
+    [
+        ("LISJP", "1.0"),
+        ("LISJP", "1.3"),
+        ("LISJP", "1"),
+        ("LUSE", "1.0"),
+        ("LUAE_FS", "1.0"),
+        ("LUAE_NA", "1.0"),
+        ("AG1-14", "1.0"),
+        ("TSTRK1031", "4.0"),
+        ("DB", "1.0"),
+        ("DOI", "1.0"),
+    ],
+)
+def test_a_type_and_major_version_of_the_type_table_is_stored(type_code: str, version: str) -> None:
+    rules.require_known_type(an_issued_certificate(type_code=type_code, type_version=version))
+
+
+@pytest.mark.parametrize(
+    ("type_code", "version", "detail"),
+    [
+        ("NONSENSE", "1.0", "Unknown certificate type NONSENSE"),
+        ("LUSE", "99.9", "LUSE has no version 99"),
+        ("TSTRK1031", "2.0", "TSTRK1031 has no version 2"),
+        ("LISJP", "", "LISJP has no version of that form"),
+        ("LISJP", "one", "LISJP has no version of that form"),
+        ("LISJP", "1000.0", "LISJP has no version of that form"),
+        ("AG114", "1.0", "Unknown certificate type AG114"),  # the code is AG1-14
+        # Codes the answer does not quote: not a code's shape, an identity number, free text, too long.
+        ("lisjp", "1.0", "Unknown certificate type"),
+        ("191212121212", "1.0", "Unknown certificate type"),
+        ("<b>LISJP</b>", "1.0", "Unknown certificate type"),
+        ("LISJP 1.0; see attached", "1.0", "Unknown certificate type"),
+        ("A" * 21, "1.0", "Unknown certificate type"),
+    ],
+)
+def test_a_type_or_version_the_table_does_not_know_is_refused_saying_which(
+    type_code: str, version: str, detail: str
+) -> None:
+    with pytest.raises(errors.UnknownCertificateType) as refused:
+        rules.require_known_type(an_issued_certificate(type_code=type_code, type_version=version))
+
+    assert refused.value.detail == detail
+    assert errors.told(refused.value) == detail
+
+
+def test_an_unknown_type_is_invalid_input() -> None:
+    # Audited with outcome "error", and answered VALIDATION_ERROR (tests/unit/test_error_maps.py).
+    assert issubclass(errors.UnknownCertificateType, errors.InvalidInput)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Rule 2: citizen access. Only the citizen's own certificates, only while consent is given.
 
 
@@ -174,6 +231,28 @@ def test_a_status_set_for_the_citizen_needs_consent_and_a_recipients_delivery_do
     party: Party, needs: bool
 ) -> None:
     assert rules.status_needs_consent(party, by_citizen=False) is needs
+
+
+@pytest.mark.parametrize(
+    ("type_code", "seen"), [("DB", False), ("DOI", False), ("LISJP", True), ("AG7804", True)]
+)
+def test_a_citizen_never_sees_a_death_certificate(type_code: str, seen: bool) -> None:
+    subject = certificate(type_code=type_code)
+
+    assert rules.citizen_sees_type(subject) is seen
+    assert [rules.citizen_sees(subject, archived=a) for a in (False, None)] == [seen, seen]
+    assert not rules.citizen_sees(subject, archived=True)
+    if seen:
+        rules.require_citizen_sees_type(subject)
+    else:
+        # Audited as denied, answered as an unknown id (errors.ANSWERED_AS).
+        with pytest.raises(errors.NotPermitted):
+            rules.require_citizen_sees_type(subject)
+
+
+def test_a_type_the_table_does_not_know_stays_the_citizens() -> None:
+    # Stored before unknown types were refused; the table hides only the types it says a citizen does not see.
+    assert rules.citizen_sees_type(certificate(type_code="NONSENSE"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -347,6 +426,25 @@ def test_sending_to_a_recipient_that_takes_the_type_records_it_sent_there() -> N
 def test_a_recipient_that_does_not_take_the_type_is_refused_as_an_unknown_recipient() -> None:
     with pytest.raises(errors.UnknownRecipient):
         rules.send_to(certificate(), recipient=TRANSPORTSTYRELSEN, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("recipient", "type_code", "takes"),
+    [
+        (FORSAKRINGSKASSAN, "LISJP", True),  # both say so
+        (FORSAKRINGSKASSAN, "LUSE", False),  # the table says so, the recipient's entry does not
+        (Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"TSTRK1007"})), "TSTRK1007", False),
+        (Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"NONSENSE"})), "NONSENSE", False),
+        (Recipient(Party.SKV, "Skatteverket", frozenset({"DB"})), "DB", True),
+    ],
+)
+def test_a_recipient_takes_a_type_only_where_its_entry_and_the_type_table_both_say_so(
+    recipient: Recipient, type_code: str, takes: bool
+) -> None:
+    assert rules.takes(recipient, type_code) is takes
+    if not takes:
+        with pytest.raises(errors.UnknownRecipient):
+            rules.send_to(certificate(type_code=type_code), recipient=recipient, now=NOW)
 
 
 # ---------------------------------------------------------------------------------------------------
