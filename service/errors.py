@@ -9,7 +9,8 @@ keeps those tables complete.
     │   ├── InvalidPersonId          not a valid personnummer / samordningsnummer
     │   ├── InvalidStatusChange      this party may not set this status (SetCertificateStatus)
     │   ├── PatientMismatch          the request names another patient than the certificate has
-    │   └── UnknownRecipient         no such recipient, or it does not take this type of certificate
+    │   ├── UnknownRecipient         no such recipient, or it does not take this type of certificate
+    │   └── BusinessRuleViolation    the certificate breaks its type's business rules (business_rules.py)
     ├── CertificateNotFound          no such certificate, or not visible to this caller
     ├── Conflict
     │   ├── CertificateIdConflict    rule 1: the id is taken by another patient's certificate
@@ -26,7 +27,9 @@ keeps those tables complete.
     │   └── KekMissing               its data key is wrapped under a key-encryption key not configured
     └── UnexpectedError              never raised: an audit record's reason for a fault no class here describes
 
-Messages are safe to show to a caller: they never hold a personal identity number or document text.
+Messages are safe to show to a caller: they never hold a personal identity number or document text,
+except that a BusinessRuleViolation names the rules the caller's own certificate breaks, and where, in
+the words of those rules (identity numbers masked): the SOAP answer gives them to the caller that sent it.
 
 ``ANSWERED_AS`` names the refusals answered exactly as another error, so that a caller cannot probe for
 ids. Everything a caller's answer could be compared with (the adapters' answers, the metrics, the
@@ -57,6 +60,10 @@ class PatientMismatch(InvalidInput):
 
 
 class UnknownRecipient(InvalidInput):
+    pass
+
+
+class BusinessRuleViolation(InvalidInput):
     pass
 
 

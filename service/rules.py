@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from service import errors
@@ -22,6 +22,7 @@ from service.model import (
     Party,
     PersonId,
     Recipient,
+    RuleFailure,
     StatusCode,
     StatusEvent,
 )
@@ -104,6 +105,30 @@ def registered(issued: IssuedCertificate, *, now: dt.datetime) -> Certificate:
         revoked=False,
         status_events=(received(now=now),),
     )
+
+
+# The business rules of the certificate's type (business_rules.py): the answer names the first few
+# failures, each shortened, so that it stays short whatever the certificate breaks.
+_FAILURES_NAMED = 3
+_MESSAGE_CHARACTERS = 200
+
+
+def require_follows_type_rules(failures: Sequence[RuleFailure]) -> None:
+    """A certificate that breaks its type's rules is not stored: refused, naming the first failures
+    (each its rule, where in the certificate, and the rule's message) and how many more there are."""
+    if not failures:
+        return
+    named = [_failure(failure) for failure in failures[:_FAILURES_NAMED]]
+    if len(failures) > _FAILURES_NAMED:
+        named.append(f"and {len(failures) - _FAILURES_NAMED} more")
+    raise errors.BusinessRuleViolation("; ".join(named))
+
+
+def _failure(failure: RuleFailure) -> str:
+    message = failure.message
+    if len(message) > _MESSAGE_CHARACTERS:
+        message = message[: _MESSAGE_CHARACTERS - 1] + "…"
+    return f"[{failure.rule}] {failure.location}: {message}" if failure.rule else message
 
 
 # Rule 2

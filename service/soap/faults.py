@@ -8,7 +8,7 @@ another error (``errors.ANSWERED_AS``: NotPermitted as CertificateNotFound) that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from service import errors
@@ -20,6 +20,8 @@ class SoapError:
     error_id: str
     fault_code: str
     text: str
+    # The answer goes on with the error's own message: what in the request the caller must put right.
+    detailed: bool = False
 
     @property
     def result(self) -> Result:
@@ -43,6 +45,10 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     ),
     errors.UnknownRecipient: SoapError(
         "VALIDATION_ERROR", "Client", "Unknown recipient for this certificate"
+    ),
+    # Which of its type's rules the certificate breaks and where, as the rules word it (rules.py).
+    errors.BusinessRuleViolation: SoapError(
+        "VALIDATION_ERROR", "Client", "The certificate does not follow the rules of its type", detailed=True
     ),
     errors.CertificateNotFound: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
     errors.Conflict: SoapError("APPLICATION_ERROR", "Client", "The request conflicts with the stored state"),
@@ -88,5 +94,6 @@ NO_CONSENT: Final = Result("INFO", "NOCONSENT")
 def soap_error(exc: errors.ServiceError) -> SoapError:
     for cls in errors.answered_as(type(exc)).__mro__:
         if cls in ERRORS:
-            return ERRORS[cls]
+            error = ERRORS[cls]
+            return replace(error, text=f"{error.text}: {exc}") if error.detailed else error
     return INTERNAL

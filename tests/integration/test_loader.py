@@ -1,6 +1,6 @@
 """What the settings name is read once (``service/loader.py``), and the app is built from that: the
-key ring, the permission table and client CA bundle, the recipients, the audit log's signing key and
-the portal's keys. What each file may hold is tested where its rules are: ``tests/unit/test_crypto.py``
+key ring, the permission table and client CA bundle, the recipients, the audit log's signing key, the
+portal's keys and the business rules. What each file may hold is tested where its rules are: ``tests/unit/test_crypto.py``
 (keys), ``tests/unit/test_caller_settings.py`` (the permission table); ``serve`` refusing what it
 cannot load, in one line, in ``tests/integration/test_cli.py``.
 """
@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from fastapi.testclient import TestClient
@@ -20,6 +21,7 @@ from service.app import create_app
 from service.model import Party
 from service.store import migration
 from tests.integration.rest import portal_settings
+from tests.reference import BUSINESS_RULES, need_business_rules
 from tests.tls import make_pki
 
 
@@ -55,3 +57,35 @@ def test_the_app_is_built_from_what_was_loaded_and_reads_none_of_those_files_aga
         assert client.get("/readyz").status_code == 200
     assert set(loaded.recipients) == {Party.FKASSA.value}
     assert loaded.permissions is not None and loaded.client_certificates is not None
+
+
+def test_an_empty_rule_directory_stops_the_load_in_one_line_naming_what_it_lacks(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    settings = portal_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}", tmp_path, business_rules_dir=rules
+    )
+
+    with pytest.raises(loader.Unusable) as refused:
+        loader.load(settings)
+
+    assert str(refused.value).startswith(
+        f"{loader.BUSINESS_RULES}: {rules} lacks af00213.v1.sch, af00251.v1.sch, ag114.v1.sch"
+    )
+
+
+def test_a_rule_file_that_is_no_schematron_stops_the_load_in_one_line_naming_it(tmp_path: Path) -> None:
+    need_business_rules()
+    rules = tmp_path / "rules"
+    shutil.copytree(BUSINESS_RULES, rules)
+    (rules / "lisjp.v1.sch").write_bytes(b"<report/>")
+    settings = portal_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}", tmp_path, business_rules_dir=rules
+    )
+
+    with pytest.raises(loader.Unusable) as refused:
+        loader.load(settings)
+
+    assert str(refused.value) == (
+        f"{loader.BUSINESS_RULES}: lisjp.v1.sch: the root is not an ISO Schematron schema"
+    )

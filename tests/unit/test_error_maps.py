@@ -9,6 +9,7 @@ the contract's enumeration rejects. The answers themselves are tested end to end
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import cache
 from typing import Any
@@ -74,7 +75,18 @@ def test_every_service_error_has_its_own_entry_in_the_soap_table(cls: type[error
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
 def test_an_error_is_answered_by_its_own_entry_not_a_parents(cls: type[errors.ServiceError]) -> None:
-    assert faults.soap_error(cls("detail")) is faults.ERRORS[errors.answered_as(cls)]
+    entry = faults.ERRORS[errors.answered_as(cls)]
+    answer = faults.soap_error(cls("detail"))
+    if entry.detailed:
+        assert answer == dataclasses.replace(entry, text=f"{entry.text}: detail")
+    else:
+        assert answer is entry
+
+
+def test_only_a_business_rule_violation_answers_with_its_message() -> None:
+    # The other errors' messages are for the audit trail and the code; this one says what the caller's own
+    # certificate breaks (service/rules.py, require_follows_type_rules).
+    assert [cls for cls, entry in faults.ERRORS.items() if entry.detailed] == [errors.BusinessRuleViolation]
 
 
 def test_the_soap_table_names_no_class_outside_the_tree() -> None:
