@@ -136,6 +136,7 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
         clock=clock,
         max_request_bytes=settings.max_request_bytes,
         recipients=recipients,
+        business_rules=loaded.business_rules,
         callers=soap_callers,
         unidentified=unidentified,
         public_base_url=settings.public_base_url,

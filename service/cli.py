@@ -268,6 +268,12 @@ def _warn_development(settings: Settings) -> None:
             "in %s. Without that file the stored certificates cannot be read.",
             settings.dev_keys_file,
         )
+    if settings.business_rules_dir is None:
+        log.warning(
+            "DEVELOPMENT MODE: no business rules are configured (INTYG_BUSINESS_RULES_DIR, the national "
+            "Schematron rule set), so registered certificates are checked for their type and version only, "
+            "not against their type's rules. Never run like this in production."
+        )
     if not settings.identifies_callers:
         log.warning(
             "DEVELOPMENT MODE: no client CA bundle and permission table are configured "

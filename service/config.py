@@ -217,6 +217,11 @@ class Settings(BaseSettings):
     # it the built-in national recipients (DEFAULT_RECIPIENTS) apply; service/loader.py reads it.
     recipients_file: Path | None = None
     max_json_bytes: int = Field(default=65_536, ge=1_024)
+    # The national business rules of the certificate types (README.md, "Certificate types";
+    # service/business_rules.py): the folder of the Schematron rule files, one per type and major
+    # version, each RegisterCertificate 3 checked against its type's. Without it the development profile
+    # checks types and versions only, and says so loudly; the production profile refuses to start.
+    business_rules_dir: Path | None = None
     # Refusals of callers that proved no identity (no valid token or client certificate) are audited
     # one by one up to a burst, refilled at this rate, per worker; past it they are only counted
     # (intyg_refusals_not_audited_total), so that a flood cannot grow the audit trail without bound.
@@ -414,6 +419,11 @@ class Settings(BaseSettings):
                 )
             if self.audit_signing_key_file is None:
                 problems.append("the audit log's signing key (INTYG_AUDIT_SIGNING_KEY_FILE) is not set")
+            if self.business_rules_dir is None:
+                problems.append(
+                    "the certificate types' business rules (INTYG_BUSINESS_RULES_DIR, the national "
+                    "Schematron rule set) are not set: certificates would be stored unchecked"
+                )
         if not self.keys_configured and not self.may_generate_keys:
             problems.append(
                 "no key-encryption key and lookup key are configured (INTYG_KEYS_FILE, or INTYG_KEK with "

@@ -10,7 +10,8 @@ keeps those tables complete.
     │   ├── InvalidStatusChange      this party may not set this status (SetCertificateStatus)
     │   ├── PatientMismatch          the request names another patient than the certificate has
     │   ├── UnknownRecipient         no such recipient, or it does not take this type of certificate
-    │   └── UnknownCertificateType   a type, or a version of it, the service does not store (detail: which)
+    │   ├── UnknownCertificateType   a type, or a version of it, the service does not store (detail: which)
+    │   └── BusinessRuleViolation    the certificate breaks its type's business rules (detail: which, where)
     ├── CertificateNotFound          no such certificate, or not visible to this caller
     ├── Conflict
     │   ├── CertificateIdConflict    rule 1: the id is taken by another patient's certificate
@@ -29,7 +30,9 @@ keeps those tables complete.
 
 Messages are safe to show to a caller: they never hold a personal identity number or document text.
 A caller is answered from the adapters' tables, not the message; only a ``detail``, where the refusing
-rule gives one, is told to the caller as well (the SOAP result's text, problem+json's ``detail``).
+rule gives one, is told to the caller as well (the SOAP result's text, problem+json's ``detail``): which
+type or version is unknown, which of its type's rules the caller's own certificate breaks and where, in
+the words of those rules (identity numbers masked).
 
 ``ANSWERED_AS`` names the refusals answered exactly as another error, so that a caller cannot probe for
 ids. Everything a caller's answer could be compared with (the adapters' answers, the metrics, the
@@ -73,6 +76,10 @@ class UnknownRecipient(InvalidInput):
 
 
 class UnknownCertificateType(InvalidInput):
+    pass
+
+
+class BusinessRuleViolation(InvalidInput):
     pass
 
 

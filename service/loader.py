@@ -3,7 +3,8 @@
 ``load(settings)`` reads every one the service needs into ``Loaded``, and ``create_app`` is built from
 that: the keys of encryption at rest (``store/crypto.py``), the permission table of SOAP callers
 (``access.py``) and the client CA bundle, the recipients, the audit log's signing key
-(``store/audit_key.py``) and the portal's keys (``rest/auth.py``). ``serve`` loads before it starts,
+(``store/audit_key.py``), the portal's keys (``rest/auth.py``) and the certificate types' business
+rules (``business_rules.py``, compiled once per process). ``serve`` loads before it starts,
 so that a missing or malformed file stops the start with one line; the CLI's other commands load
 only what they need.
 
@@ -25,8 +26,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc.jwk import KeySet
 
-from service import access, certificate_type, tls
+from service import access, business_rules, certificate_type, tls
 from service.access import Consumer, PermissionTable
+from service.business_rules import RuleSet
 from service.config import (
     DEFAULT_RECIPIENTS,
     ConsumerEntry,
@@ -50,6 +52,7 @@ RECIPIENTS = "the recipients file (INTYG_RECIPIENTS_FILE) cannot be used"
 SIGNING_KEY = "the audit log's signing key"
 VERIFY_KEYS = "the audit log's verify keys cannot be used"
 PORTAL_KEYS = "the portal's keys cannot be used"
+BUSINESS_RULES = "the business rules (INTYG_BUSINESS_RULES_DIR) cannot be used"
 
 
 class Unusable(ValueError):
@@ -82,6 +85,8 @@ class Loaded:
     recipients: dict[str, Recipient]
     signer: Signer
     portal_keys: KeySet = field(repr=False)
+    # None: none configured (the development profile), certificates are checked for type and version only.
+    business_rules: RuleSet | None = None
 
 
 def load(settings: Settings) -> Loaded:
@@ -93,6 +98,7 @@ def load(settings: Settings) -> Loaded:
         recipients=recipients(settings),
         signer=audit_signer(settings),
         portal_keys=portal(settings),
+        business_rules=rule_set(settings),
     )
 
 
@@ -100,6 +106,14 @@ def portal(settings: Settings) -> KeySet:
     """The keys citizens' tokens are checked with: the portal's, or else the development key."""
     with _reading(PORTAL_KEYS):
         return portal_keys(settings)
+
+
+def rule_set(settings: Settings) -> RuleSet | None:
+    """The certificate types' business rules, compiled (once per process), or None where none are set."""
+    if settings.business_rules_dir is None:
+        return None
+    with _reading(BUSINESS_RULES):
+        return business_rules.compiled(settings.business_rules_dir)
 
 
 def keyring(settings: Settings) -> KeyRing:

@@ -225,6 +225,17 @@ class CertificateWithDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleFailure:
+    """One way a certificate breaks its type's business rules (``business_rules.py``): the rule (the
+    pattern id of the national rule set, e.g. ``q32.2``), where in the certificate (an XPath without
+    namespaces) and the rule's message, with any personal identity number it quoted masked."""
+
+    rule: str
+    location: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class Recipient:
     """A recipient a citizen may send certificates to, and the types of certificate it takes."""
 

@@ -49,6 +49,7 @@ from service.model import (
     Party,
     PersonId,
     Recipient,
+    RuleFailure,
     StatusCode,
     StatusEvent,
     require_certificate_id,
@@ -141,6 +142,9 @@ class NewCertificate:
 
     issued: IssuedCertificate
     document: bytes = field(repr=False)
+    # How it breaks its type's business rules, found by the adapter before the transaction (a check is
+    # CPU work no transaction should wait on: business_rules.py).
+    rule_failures: tuple[RuleFailure, ...] = ()
 
 
 class Removal(enum.Enum):
@@ -322,6 +326,7 @@ async def register_certificate(
             attempt.about(stored)
             rules.require_may_register(issued, caller.care_giver_scope)
             rules.require_known_type(issued)
+            rules.require_follows_type_rules(new.rule_failures)
             # Rule 1 asks whether the id is taken; the insert answers in the same statement, storing
             # nothing where it is. Only a taken id is read, for the rule to tell "already exists" from
             # another patient's or another care giver's certificate.

@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,6 +26,7 @@ from service.model import (
     Party,
     PersonId,
     Recipient,
+    RuleFailure,
     StatusCode,
     StatusEvent,
 )
@@ -140,6 +141,33 @@ def require_known_type(issued: IssuedCertificate) -> None:
         if major is not None
         else f"{code} has no version of that form",
     )
+
+
+# The business rules of the certificate's type (business_rules.py): the answer names the first few
+# failures, each shortened, so that it stays short whatever the certificate breaks.
+_FAILURES_NAMED = 3
+_MESSAGE_CHARACTERS = 200
+
+
+def require_follows_type_rules(failures: Sequence[RuleFailure]) -> None:
+    """A certificate that breaks its type's rules is not stored: refused, naming the first failures
+    (each its rule, where in the certificate, and the rule's message) and how many more there are."""
+    if not failures:
+        return
+    named = [_failure(failure) for failure in failures[:_FAILURES_NAMED]]
+    if len(failures) > _FAILURES_NAMED:
+        named.append(f"and {len(failures) - _FAILURES_NAMED} more")
+    raise errors.BusinessRuleViolation(
+        "the certificate breaks its type's rules",
+        detail=f"The certificate does not follow the rules of its type: {'; '.join(named)}",
+    )
+
+
+def _failure(failure: RuleFailure) -> str:
+    message = failure.message
+    if len(message) > _MESSAGE_CHARACTERS:
+        message = message[: _MESSAGE_CHARACTERS - 1] + "…"
+    return f"[{failure.rule}] {failure.location}: {message}" if failure.rule else message
 
 
 # Rule 2

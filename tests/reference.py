@@ -22,6 +22,11 @@ RIVTA = SHARED / "rivta"
 PEER_REQUESTS = (
     SHARED / "peer-requests/sklintyg-intygstjanst@b8179ee09/web/src/test/resources/integrationtests"
 )
+# The national business rules of the certificate types (rivta/README.md, "Per-type business rules"), and
+# the examples that come with them.
+_SCHEMATRON = RIVTA / "sklintyg-schemas@5237465/intyg/clinicalprocess-healthcond-certificate-schematron/src"
+BUSINESS_RULES = _SCHEMATRON / "main/resources"
+RULE_EXAMPLES = _SCHEMATRON / "test/resources"
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 CP = "urn:riv:clinicalprocess:healthcond:certificate"
@@ -117,6 +122,17 @@ def parser() -> etree.XMLParser:
 def need_shared() -> None:
     if not RIVTA.is_dir() or not PEER_REQUESTS.is_dir():
         pytest.skip(f"reference contracts and peer requests not found at {SHARED} (expected ../shared)")
+
+
+def need_business_rules() -> None:
+    if not BUSINESS_RULES.is_dir() or not RULE_EXAMPLES.is_dir():
+        pytest.skip(f"the national business rules are not found at {BUSINESS_RULES} (expected ../shared)")
+
+
+def business_rules_settings() -> dict[str, Any]:
+    """``Settings`` arguments that check certificates against the national business rules where ../shared
+    has them (the rule set is compiled once per test process: ``business_rules.compiled``)."""
+    return {"business_rules_dir": BUSINESS_RULES} if BUSINESS_RULES.is_dir() else {}
 
 
 @cache

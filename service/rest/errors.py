@@ -48,6 +48,10 @@ ERRORS: Final[dict[type[errors.ServiceError], RestError]] = {
     errors.UnknownCertificateType: RestError(
         422, "unknown_certificate_type", "Unknown certificate type or version"
     ),
+    # The citizen API registers nothing; the entry keeps the table whole.
+    errors.BusinessRuleViolation: RestError(
+        422, "invalid_input", "The certificate does not follow the rules of its type"
+    ),
     errors.CertificateNotFound: RestError(404, "not_found", "Certificate not found"),
     errors.Conflict: RestError(409, "conflict", "The request conflicts with the stored state"),
     errors.CertificateIdConflict: RestError(409, "certificate_id_conflict", "Certificate id already used"),

@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+import anyio
 from lxml import etree
 
 from service import document, errors, operations, rules
 from service.access import Consumer
+from service.business_rules import RuleSet
 from service.document import CORE3
-from service.model import Caller, CallerKind, Channel, Party, PersonId, Recipient, StaffId, StatusCode
+from service.model import (
+    Caller,
+    CallerKind,
+    Channel,
+    IssuedCertificate,
+    Party,
+    PersonId,
+    Recipient,
+    RuleFailure,
+    StaffId,
+    StatusCode,
+)
 from service.soap import faults
 from service.soap import messages as m
 from service.soap.messages import CORE1, OK, TYPES3, Result, q
@@ -33,6 +47,8 @@ class Call:
     now: dt.datetime
     consumer: Consumer
     recipients: Mapping[str, Recipient] = field(default_factory=dict)
+    # The certificate types' business rules, where configured.
+    business_rules: RuleSet | None = None
 
     def caller(
         self,
@@ -159,9 +175,10 @@ async def register_certificate(call: Call, body: etree._Element) -> Result:
         care_unit_id=issued.care_unit.unit_id,
         care_giver_id=issued.care_unit.care_giver_id,
     )
+    failures = await _rule_failures(call.business_rules, body, issued)
     registration = await operations.register_certificate(
         call.uow,
-        new=operations.NewCertificate(issued, m.document_of(intyg)),
+        new=operations.NewCertificate(issued, m.document_of(intyg), failures),
         caller=caller,
         now=call.now,
     )
@@ -169,6 +186,23 @@ async def register_certificate(call: Call, body: etree._Element) -> Result:
         # Webcert compares this exact text (rivta/README.md).
         return Result("INFO", "Certificate already exists")
     return OK
+
+
+async def _rule_failures(
+    business_rules: RuleSet | None, body: etree._Element, issued: IssuedCertificate
+) -> tuple[RuleFailure, ...]:
+    """How the certificate breaks its type's rules, checked before the transaction and in a worker
+    thread. Saxon is given the request as this service parsed it (no DTD, no entities) and wrote it out
+    again: never the request's own bytes, as Saxon's parser resolves external entities."""
+    if business_rules is None or business_rules.rules_for(issued.type_code, issued.type_version) is None:
+        return ()
+    check = functools.partial(
+        business_rules.check,
+        etree.tostring(body, encoding="unicode"),
+        type_code=issued.type_code,
+        version=issued.type_version,
+    )
+    return await anyio.to_thread.run_sync(check)
 
 
 # --- GetCertificate 2: HSVARD is the care read (rule 3), INVANA the citizen read (rule 2) ------------------

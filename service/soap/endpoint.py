@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import access, errors, operations
 from service.audit import RefusalBudget
+from service.business_rules import RuleSet
 from service.connection import BodyTooSlow
 from service.model import Caller, CallerKind, Channel, Recipient
 from service.soap import faults
@@ -94,6 +95,7 @@ class SoapEndpoint:
         clock: Callable[[], dt.datetime],
         max_request_bytes: int,
         recipients: Mapping[str, Recipient],
+        business_rules: RuleSet | None,
         callers: Callers,
         unidentified: RefusalBudget,
         public_base_url: str | None = None,
@@ -106,6 +108,7 @@ class SoapEndpoint:
         self.clock = clock
         self.max_request_bytes = max_request_bytes
         self.recipients = recipients
+        self.business_rules = business_rules
         self.by_request = {c.request: c for c in CONTRACTS}
         self.by_path = {c.path: c for c in CONTRACTS}
         self.wsdl = {c.path: self._load_wsdl(c) for c in CONTRACTS}
@@ -190,6 +193,7 @@ class SoapEndpoint:
                 now=self.clock(),
                 consumer=consumer,
                 recipients=self.recipients,
+                business_rules=self.business_rules,
             )
             produced = await CONTRACTS[contract](call, envelope.body)
         except errors.ServiceError as exc:

@@ -49,6 +49,10 @@ ERRORS: Final[dict[type[errors.ServiceError], SoapError]] = {
     errors.UnknownCertificateType: SoapError(
         "VALIDATION_ERROR", "Client", "Unknown certificate type or version"
     ),
+    # Its detail names which of its type's rules the certificate breaks and where (rules.py).
+    errors.BusinessRuleViolation: SoapError(
+        "VALIDATION_ERROR", "Client", "The certificate does not follow the rules of its type"
+    ),
     errors.CertificateNotFound: SoapError("APPLICATION_ERROR", "Client", "Certificate not found"),
     errors.Conflict: SoapError("APPLICATION_ERROR", "Client", "The request conflicts with the stored state"),
     errors.CertificateIdConflict: SoapError(

@@ -35,6 +35,7 @@ from tests.benchmark import load, preload
 from tests.benchmark.load import UNIQUE, Result, Workload, http_request
 from tests.integration import soap as s
 from tests.postgres import throwaway_cluster
+from tests.reference import BUSINESS_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 CARE_GIVER = "SE2321000016-39KJ"
@@ -76,9 +77,14 @@ STATUS = _pool("status", STATUS_DAY)
 READ_PATIENTS = [preload.person(p, READ_DAY) for p in range(PATIENTS)]
 
 
+def register_workload(name: str = "SOAP RegisterCertificate 3") -> Workload:
+    """A LISJP of the national service's own tests (the certificate its business rules check), new ids."""
+    register_patients = [preload.person(p, REGISTER_DAY) for p in range(PATIENTS)]
+    return Workload(name, [_register(f"bench-new-{UNIQUE.decode()}", p) for p in register_patients], SOAP_OK)
+
+
 def operations(tokens: dict[str, str]) -> list[Workload]:
     """The measured operations (README "Benchmark"), each cycling through its pool."""
-    register_patients = [preload.person(p, REGISTER_DAY) for p in range(PATIENTS)]
 
     def bearer(patient: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {tokens[patient]}"}
@@ -89,11 +95,7 @@ def operations(tokens: dict[str, str]) -> list[Workload]:
             [_soap("GetCertificate", 2, s.get_certificate(c, "HSVARD")) for c, _ in READ],
             LISTED,
         ),
-        Workload(
-            "SOAP RegisterCertificate 3",
-            [_register(f"bench-new-{UNIQUE.decode()}", p) for p in register_patients],
-            SOAP_OK,
-        ),
+        register_workload(),
         Workload(
             "SOAP ListCertificatesForCare 3",
             [
@@ -386,6 +388,28 @@ def _context(url: str, throwaway: bool) -> str:
     )
 
 
+def without_rules(
+    args: argparse.Namespace, workdir: Path, env: dict[str, str], hello_port: int, url: str
+) -> None:
+    """Register again on a second service of the same database without the business rules, between hello
+    runs as in the tables: what checking a certificate against its type's rules costs (README "Certificate
+    types")."""
+    plain = {k: v for k, v in env.items() if k != "INTYG_BUSINESS_RULES_DIR"}
+    plain["INTYG_METRICS_PORT"] = str(server.free_port())
+    with server.running(workdir, env=plain) as (service, _process):
+        bench = Bench(args, service, f"http://127.0.0.1:{plain['INTYG_METRICS_PORT']}/metrics", hello_port)
+        rows, hellos, hello_half, lag = bench.table(
+            [register_workload("SOAP RegisterCertificate 3, no rules")]
+        )
+        print_table(
+            f"The same store ({stored(url):,} certificates), registers WITHOUT the business rules",
+            rows,
+            hellos,
+            hello_half,
+            lag,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmark", description=__doc__)
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
@@ -393,6 +417,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="closed-loop connections")
     parser.add_argument(
         "--preload", type=int, default=100_000, help="certificates added for the second table"
+    )
+    parser.add_argument(
+        "--business-rules",
+        type=Path,
+        default=BUSINESS_RULES if BUSINESS_RULES.is_dir() else None,
+        help="the national Schematron rule set the service checks registers with (default: ../shared's, "
+        "where present); register is measured without them too",
     )
     args = parser.parse_args()
     if not 1 <= args.seconds <= 60 or not 1 <= args.connections <= 256 or not 0 <= args.preload <= 1_000_000:
@@ -414,6 +445,8 @@ def main() -> None:
             "INTYG_DEV_KEY_FILE": str(Path(workdir) / "dev-portal-key.json"),
             "INTYG_METRICS_PORT": str(server.free_port()),
         }
+        if args.business_rules is not None:
+            env["INTYG_BUSINESS_RULES_DIR"] = str(args.business_rules)
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("INTYG_", "PROMETHEUS_"))}
         subprocess.run(
             [str(server.INTYGSTJANST), "migrate"], env={**clean, **env}, check=True, capture_output=True
@@ -437,7 +470,13 @@ def main() -> None:
                 scrape = f"http://127.0.0.1:{env['INTYG_METRICS_PORT']}/metrics"
                 bench = Bench(args, service, scrape, hello_port)
                 works = operations(set_up(bench, Path(env["INTYG_DEV_KEY_FILE"])))
-                print_table(f"Small store: {stored(url):,} certificates", *bench.table(works))
+                rules = "with" if args.business_rules else "WITHOUT"
+                print_table(
+                    f"Small store: {stored(url):,} certificates; registers checked {rules} the business rules",
+                    *bench.table(works),
+                )
+                if args.business_rules:
+                    without_rules(args, Path(workdir), env, hello_port, url)
                 if args.preload:
                     grow(bench, url, keyring, args.preload)
                     print_table(f"Large store: {stored(url):,} certificates", *bench.table(works))

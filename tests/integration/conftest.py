@@ -33,6 +33,7 @@ from service.config import Settings
 from service.store import migration
 from tests.integration.soap import SoapClient
 from tests.keys import settings_keys
+from tests.reference import business_rules_settings
 
 POSTGRES_URL = os.environ.get("INTYG_TEST_POSTGRES_URL")
 TEMPLATE = "intyg_test_template"
@@ -142,8 +143,12 @@ def empty_database_url(
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     # The audit log's development signing key lives in the test's own folder, not the working directory.
+    # Every certificate registered is checked against its type's rules where ../shared has them.
     return Settings(
-        database_url=database_url, dev_audit_key_file=tmp_path / "dev-audit-key.pem", **settings_keys()
+        database_url=database_url,
+        dev_audit_key_file=tmp_path / "dev-audit-key.pem",
+        **settings_keys(),
+        **business_rules_settings(),
     )
 
 

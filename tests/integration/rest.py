@@ -32,7 +32,7 @@ from service.config import Settings
 from tests.integration import soap as s
 from tests.integration.soap import SoapClient
 from tests.keys import settings_keys
-from tests.reference import with_check_digit
+from tests.reference import business_rules_settings, with_check_digit
 
 PREFIX = "/api/citizen/v1"
 ISSUER = "https://portal.test/1177"
@@ -114,6 +114,7 @@ def portal_settings(database_url: str, folder: Path, **overrides: Any) -> Settin
         "dev_key_file": folder / "dev-portal-key.json",
         **settings_keys(),
         "dev_audit_key_file": folder / "dev-audit-key.pem",
+        **business_rules_settings(),
         **overrides,
     }
     return Settings(**values)

@@ -194,6 +194,9 @@ def test_serve_without_settings_listens_on_loopback_with_sqlite_in_the_working_d
     # Without a client CA bundle and permission table, it says loudly what that means (README "Callers").
     warning = next(out for out in running.output if "development consumer" in out)
     assert "DEVELOPMENT MODE" in warning and "loopback only" in warning
+    # Without the business rules, certificates are checked for type and version only (README "Certificate types").
+    unchecked = next(out for out in running.output if "INTYG_BUSINESS_RULES_DIR" in out)
+    assert "DEVELOPMENT MODE" in unchecked and "type and version only" in unchecked
 
 
 def test_serve_is_ready_within_seconds_and_stops_on_terminate(server: tuple[Server, int, Path]) -> None:
@@ -309,6 +312,7 @@ def test_serve_refuses_the_production_profile_on_development_defaults(tmp_path: 
     assert done.returncode == 2
     assert "portal's key" in done.stderr and "PostgreSQL" in done.stderr
     assert "SOAP callers are not identified" in done.stderr
+    assert "INTYG_BUSINESS_RULES_DIR" in done.stderr
     assert not (tmp_path / "intygstjanst.db").exists()
 
 

@@ -1,6 +1,6 @@
 """What the settings name is read once (``service/loader.py``), and the app is built from that: the
-key ring, the permission table and client CA bundle, the recipients, the audit log's signing key and
-the portal's keys. What each file may hold is tested where its rules are: ``tests/unit/test_crypto.py``
+key ring, the permission table and client CA bundle, the recipients, the audit log's signing key, the
+portal's keys and the business rules. What each file may hold is tested where its rules are: ``tests/unit/test_crypto.py``
 (keys), ``tests/unit/test_caller_settings.py`` (the permission table); ``serve`` refusing what it
 cannot load, in one line, in ``tests/integration/test_cli.py``.
 """
@@ -22,6 +22,7 @@ from service.config import Settings
 from service.model import Party, Recipient
 from service.store import migration
 from tests.integration.rest import portal_settings
+from tests.reference import BUSINESS_RULES, need_business_rules
 from tests.tls import make_pki
 
 
@@ -98,3 +99,35 @@ def test_a_recipients_file_that_agrees_with_the_type_table_is_the_recipient_regi
     loaded = loader.recipients(Settings(recipients_file=recipients))
 
     assert loaded == {"SKV": Recipient(Party.SKV, "Skatteverket", frozenset({"DB"}))}
+
+
+def test_an_empty_rule_directory_stops_the_load_in_one_line_naming_what_it_lacks(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    settings = portal_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}", tmp_path, business_rules_dir=rules
+    )
+
+    with pytest.raises(loader.Unusable) as refused:
+        loader.load(settings)
+
+    assert str(refused.value).startswith(
+        f"{loader.BUSINESS_RULES}: {rules} lacks af00213.v1.sch, af00251.v1.sch, ag114.v1.sch"
+    )
+
+
+def test_a_rule_file_that_is_no_schematron_stops_the_load_in_one_line_naming_it(tmp_path: Path) -> None:
+    need_business_rules()
+    rules = tmp_path / "rules"
+    shutil.copytree(BUSINESS_RULES, rules)
+    (rules / "lisjp.v1.sch").write_bytes(b"<report/>")
+    settings = portal_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}", tmp_path, business_rules_dir=rules
+    )
+
+    with pytest.raises(loader.Unusable) as refused:
+        loader.load(settings)
+
+    assert str(refused.value) == (
+        f"{loader.BUSINESS_RULES}: lisjp.v1.sch: the root is not an ISO Schematron schema"
+    )

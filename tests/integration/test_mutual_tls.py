@@ -78,10 +78,11 @@ class Service:
 
     def audit(self) -> list[tuple[str, str, str]]:
         """(action, outcome, actor_id) of every audit record, oldest first; a refused call's action with
-        what was called: ``call RegisterCertificate:3``."""
+        what was called: ``call RegisterCertificate:3``. Records the sealer has not yet given their place
+        (``seq`` still NULL: it runs every INTYG_AUDIT_SEAL_SECONDS) come last, in the order written."""
         with sqlite3.connect(self.database) as connection:
             rows = connection.execute(
-                "SELECT action, called, outcome, actor_id FROM audit_records ORDER BY seq"
+                "SELECT action, called, outcome, actor_id FROM audit_records ORDER BY seq IS NULL, seq, id"
             )
             return [(f"{a} {c}" if c else str(a), str(o), str(i)) for a, c, o, i in rows]
 

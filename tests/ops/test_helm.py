@@ -41,10 +41,12 @@ FORCE_MONITORING = (
     "--set",
     "monitoring.prometheusRule.enabled=true",
 )
-# The two values the chart cannot default: the ingress controller pods' network (no CIDR is safe for
-# every cluster) and the citizen portal's keys (the production profile refuses to start without them).
+# The values the chart cannot default: the ingress controller pods' network (no CIDR is safe for every
+# cluster), the citizen portal's keys and the business rules (the production profile refuses to start
+# without either).
 PROXIES = ("--set", "callers.ingress.trustedProxies={10.244.0.0/16}")
-JWKS = ("--set", "portalJwks.existingSecret=intygstjanst-portal-jwks")
+BUSINESS_RULES = ("--set", "businessRules.existingConfigMap=intygstjanst-business-rules")
+JWKS = ("--set", "portalJwks.existingSecret=intygstjanst-portal-jwks", *BUSINESS_RULES)
 SITE = (*PROXIES, *JWKS)
 # The service terminates TLS itself, behind an ssl-passthrough Ingress (its metrics port stays plain HTTP).
 DIRECT = (
@@ -288,6 +290,10 @@ MISCONFIGURATIONS = {
     "production-without-portal-keys": (
         ("--set", "portalJwks.existingSecret="),
         "the production profile refuses to start without the citizen portal's keys",
+    ),
+    "production-without-business-rules": (
+        ("--set", "businessRules.existingConfigMap="),
+        "the production profile refuses to start without the certificate types' business rules",
     ),
     "unknown-mode": (("--set", "callers.mode=mesh"), "callers.mode must be ingress or direct"),
     "no-client-ca": (
@@ -550,8 +556,25 @@ def test_production_values() -> None:
     assert volume["secret"]["secretName"] == "intygstjanst-portal-jwks"
 
 
+@pytest.mark.parametrize("scenario", ["default", "production"])
+def test_the_business_rules_are_mounted_read_only_from_their_configmap_and_named_to_the_service(
+    scenario: str,
+) -> None:
+    deployment = only(render(scenario), "Deployment")
+    c = container(deployment)
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "business-rules")
+    assert mount["readOnly"] is True
+    assert env_of(c)["INTYG_BUSINESS_RULES_DIR"]["value"] == mount["mountPath"]
+    volume = next(
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "business-rules"
+    )
+    assert volume["configMap"]["name"] == "intygstjanst-business-rules"
+
+
 def test_jwks_from_a_configmap() -> None:
-    out = helm(*template_args(*PROXIES, "--set", "portalJwks.existingConfigMap=portal-keys")).stdout
+    out = helm(
+        *template_args(*PROXIES, *BUSINESS_RULES, "--set", "portalJwks.existingConfigMap=portal-keys")
+    ).stdout
     deployment = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Deployment")
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "portal-jwks")
     assert volume["configMap"]["name"] == "portal-keys"

@@ -74,7 +74,8 @@ def test_every_service_error_has_its_own_entry_in_the_soap_table(cls: type[error
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda cls: cls.__name__)
 def test_an_error_is_answered_by_its_own_entry_not_a_parents(cls: type[errors.ServiceError]) -> None:
-    assert faults.soap_error(cls("detail")) is faults.ERRORS[errors.answered_as(cls)]
+    entry = faults.ERRORS[errors.answered_as(cls)]
+    assert faults.soap_error(cls("detail")) is entry
 
 
 def test_the_soap_table_names_no_class_outside_the_tree() -> None:

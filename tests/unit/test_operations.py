@@ -30,6 +30,7 @@ from service.model import (
     Party,
     PersonId,
     Recipient,
+    RuleFailure,
     StaffId,
     StatusCode,
     StatusEvent,
@@ -170,6 +171,34 @@ async def test_registering_the_same_id_for_another_patient_is_a_conflict_that_ch
         certificate_ids=("cert-1",),
         caller=CARE,
     )
+
+
+async def test_a_certificate_that_breaks_its_type_s_rules_is_refused_audited_and_not_stored() -> None:
+    # The rules are checked by the adapter before the transaction (service/business_rules.py); the
+    # refusal is the operation's, audited in its unit of work (tests/integration/test_business_rules.py).
+    uow = FakeUnitOfWork()
+    broken = (RuleFailure("q32", "/RegisterCertificate[1]/intyg[1]", "Ett 'MU' måste ha ..."),)
+
+    with pytest.raises(errors.BusinessRuleViolation) as refused:
+        await operations.register_certificate(
+            uow,
+            new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>", broken),
+            caller=CARE,
+            now=NOW,
+        )
+
+    assert "[q32] /RegisterCertificate[1]/intyg[1]" in (refused.value.detail or "")
+
+    assert uow.certificate("cert-1") is None
+    record = assert_one_commit_audited(
+        uow,
+        action="register",
+        outcome=Outcome.ERROR,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=CARE,
+    )
+    assert record.reason is errors.BusinessRuleViolation
 
 
 async def test_registering_runs_again_after_losing_a_race_and_commits_once() -> None:

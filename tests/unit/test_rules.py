@@ -27,6 +27,7 @@ from service.model import (
     Party,
     PersonId,
     Recipient,
+    RuleFailure,
     StatusCode,
     StatusEvent,
 )
@@ -172,6 +173,46 @@ def test_a_type_or_version_the_table_does_not_know_is_refused_saying_which(
 def test_an_unknown_type_is_invalid_input() -> None:
     # Audited with outcome "error", and answered VALIDATION_ERROR (tests/unit/test_error_maps.py).
     assert issubclass(errors.UnknownCertificateType, errors.InvalidInput)
+
+
+# The business rules of the certificate's type: a certificate that breaks them is refused, the refusal
+# naming the first few failures (the rules themselves: tests/unit/test_business_rules.py).
+
+
+def _failure(n: int, message: str = "måste ha en 'Typ av diagnos'") -> RuleFailure:
+    return RuleFailure(f"q{n}", f"/RegisterCertificate[1]/intyg[1]/svar[{n}]", message)
+
+
+def test_a_certificate_that_follows_its_type_s_rules_passes() -> None:
+    rules.require_follows_type_rules(())
+
+
+def test_a_certificate_breaking_its_type_s_rules_is_refused_naming_each_rule_and_where() -> None:
+    with pytest.raises(errors.BusinessRuleViolation) as refused:
+        rules.require_follows_type_rules([_failure(1), _failure(2)])
+
+    assert refused.value.detail == (
+        "The certificate does not follow the rules of its type: [q1] /RegisterCertificate[1]/intyg[1]/svar[1]: måste ha en 'Typ av diagnos'; "
+        "[q2] /RegisterCertificate[1]/intyg[1]/svar[2]: måste ha en 'Typ av diagnos'"
+    )
+
+
+def test_the_refusal_names_the_first_three_failures_each_shortened_and_counts_the_rest() -> None:
+    with pytest.raises(errors.BusinessRuleViolation) as refused:
+        rules.require_follows_type_rules([_failure(n, "x" * 1000) for n in range(10)])
+
+    text = refused.value.detail or ""
+    assert text.count("[q") == 3 and text.endswith("; and 7 more")
+    assert len(text) < 900
+
+
+def test_a_failure_of_no_particular_rule_is_named_by_its_message() -> None:
+    with pytest.raises(errors.BusinessRuleViolation) as refused:
+        rules.require_follows_type_rules([RuleFailure("", "", "could not be checked")])
+
+    assert (
+        refused.value.detail == "The certificate does not follow the rules of its type: could not be checked"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

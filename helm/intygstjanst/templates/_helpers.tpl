@@ -64,7 +64,7 @@ files mounted from Secrets (a ConfigMap is readable by more people than a Secret
 definition of a name would silently shadow the first).
 */}}
 {{- define "intygstjanst.settings" -}}
-{{- $reserved := list "INTYG_PROFILE" "INTYG_LOG_LEVEL" "INTYG_TIMEZONE" "INTYG_DB_POOL_SIZE" "INTYG_PORTAL_ISSUER" "INTYG_PORTAL_AUDIENCE" "INTYG_TRUSTED_PROXIES" "INTYG_CLIENT_CERT_HEADER" "INTYG_METRICS_PORT" "INTYG_DATABASE_URL" "INTYG_PORTAL_JWKS_FILE" "INTYG_TLS_CLIENT_CA_FILE" "INTYG_PERMISSIONS_FILE" "INTYG_TLS_CERT_FILE" "INTYG_TLS_KEY_FILE" "INTYG_KEYS_FILE" "INTYG_AUDIT_SIGNING_KEY_FILE" -}}
+{{- $reserved := list "INTYG_PROFILE" "INTYG_LOG_LEVEL" "INTYG_TIMEZONE" "INTYG_DB_POOL_SIZE" "INTYG_PORTAL_ISSUER" "INTYG_PORTAL_AUDIENCE" "INTYG_TRUSTED_PROXIES" "INTYG_CLIENT_CERT_HEADER" "INTYG_METRICS_PORT" "INTYG_DATABASE_URL" "INTYG_PORTAL_JWKS_FILE" "INTYG_TLS_CLIENT_CA_FILE" "INTYG_PERMISSIONS_FILE" "INTYG_TLS_CERT_FILE" "INTYG_TLS_KEY_FILE" "INTYG_KEYS_FILE" "INTYG_AUDIT_SIGNING_KEY_FILE" "INTYG_BUSINESS_RULES_DIR" -}}
 INTYG_PROFILE: {{ .Values.config.profile | quote }}
 INTYG_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 INTYG_TIMEZONE: {{ .Values.config.timezone | quote }}
@@ -208,6 +208,9 @@ readable way. Included by the Deployment, which every render has.
 {{- end }}
 {{- if and (eq .Values.config.profile "production") (not (or .Values.portalJwks.existingSecret .Values.portalJwks.existingConfigMap)) }}
 {{- fail "portalJwks: the production profile refuses to start without the citizen portal's keys; set portalJwks.existingSecret or existingConfigMap" }}
+{{- end }}
+{{- if and (eq .Values.config.profile "production") (not .Values.businessRules.existingConfigMap) }}
+{{- fail "businessRules.existingConfigMap: the production profile refuses to start without the certificate types' business rules; create the ConfigMap of the national Schematron rule set (helm/README.md)" }}
 {{- end }}
 {{- if eq $c.mode "ingress" }}
 {{- if not $c.ingress.trustedProxies }}
