@@ -21,7 +21,7 @@ class Validity(enum.Enum):
     """How a type's validity period is read, once, at register (``document.validity``). A period is the
     ``tp:datePeriod`` (``start``, ``end``) of one part of an answer that may be given more than once: the
     validity runs from the earliest start to the latest end. The answer ids are those of the type's
-    Schematron rules (README.md, "Certificate types")."""
+    Schematron rules (README.md, "Validity and relations")."""
 
     SIGNED = "signed"  # the signing date: the type states no period
     SICK_LEAVE = "sick_leave"  # the sick-leave periods, svar 32 / delsvar 32.2 (1 to 4 of them)

@@ -411,7 +411,8 @@ async def list_certificates_for_citizen(
     caller: Caller,
     now: dt.datetime,
 ) -> list[Certificate]:
-    """``valid_between``: only certificates whose validity overlaps these days (README.md, "Lists")."""
+    """``valid_between``: only certificates whose validity overlaps these days (README.md, "Lists" under
+    "SOAP contracts served")."""
     async with uow, _Attempt(uow, caller, Action.LIST, now) as attempt:
         attempt.patient = citizen
         rules.require_consent(await _held(uow, citizen))

@@ -510,10 +510,14 @@ LEGACY_STATUS: Final = {
 
 def meta1(parent: etree._Element, namespace: str, certificate: Certificate) -> None:
     """A core 1.0 ``CertificateMetaType`` built from columns. Only the care reads answer with it, and
-    they find only certificates care may read (rule 3): ``available`` is always true."""
+    they find only certificates care may read (rule 3): ``available`` is always true. ``validFrom`` and
+    ``validTo``, optional, are the validity where core 1's ``Datum`` can hold it (years 1000 to 2999)."""
     meta = sub(parent, namespace, "meta")
     sub(meta, CORE1, "certificateId", certificate.id)
     sub(meta, CORE1, "certificateType", certificate.type_code)
+    for name, day in (("validFrom", certificate.valid_from), ("validTo", certificate.valid_to)):
+        if day is not None and 1000 <= day.year <= 2999:
+            sub(meta, CORE1, name, day.isoformat())
     sub(meta, CORE1, "issuerName", certificate.issuer_name or "-")
     sub(meta, CORE1, "facilityName", certificate.care_unit.unit_name or "-")
     sub(meta, CORE1, "signDate", stamp(certificate.signed_at or certificate.registered_at))

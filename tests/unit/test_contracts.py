@@ -409,12 +409,17 @@ def test_hand_written_body_validates_against_ours_and_the_reference(xml: str) ->
     assert_valid_everywhere(etree.fromstring(xml.encode("utf-8"), parser()))
 
 
-def test_the_remove_certificate_for_care_example_in_the_readme_is_valid() -> None:
+def test_the_examples_in_the_readme_are_valid() -> None:
+    # RemoveCertificateForCare in its envelope, and our relation element for the extension points.
     text = (CONTRACTS / "README.md").read_text(encoding="utf-8")
-    (example,) = re.findall(r"```xml\n(.*?)```", text, re.S)
-    body = etree.fromstring(example.encode("utf-8"), parser()).find(f"{{{SOAP_ENV}}}Body")
+    envelope, relation = (
+        etree.fromstring(e.encode(), parser()) for e in re.findall(r"```xml\n(.*?)```", text, re.S)
+    )
+    body = envelope.find(f"{{{SOAP_ENV}}}Body")
     assert body is not None
     assert_valid(our_schema(), body[0], "README example")
+    assert relation.tag == f"{{{OWN_EXTENSIONS}}}relation"
+    assert_valid(our_schema(), relation, "README example")
 
 
 INVALID = {

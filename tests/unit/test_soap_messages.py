@@ -31,6 +31,7 @@ from service.model import (
 )
 from service.soap import messages as m
 from service.soap.contracts import GET_CERTIFICATE_2
+from tests.fakes import a_certificate
 from tests.reference import assert_valid_everywhere, need_shared, parser, peer_requests
 
 pytestmark = pytest.mark.shared
@@ -249,6 +250,20 @@ def test_a_get_answers_the_relations_others_state_after_its_intyg_spliced_or_bui
     [relation] = spliced.findall(m.q(m.OWN_CORE1, "relation"))
     ids = [m.text(e, m.q(m.TYPES3, "extension")) for e in relation if "intygs-id" in e.tag]
     assert ids == ["newer", issued.id]  # "newer" replaces this one
+
+
+def test_the_care_meta_of_2013_says_the_validity_where_its_date_type_can_hold_it() -> None:
+    def meta(first: dt.date, last: dt.date) -> dict[str, str]:
+        parent = etree.Element("parent")
+        m.meta1(parent, "urn:example", a_certificate(valid_from=first, valid_to=last))
+        return {etree.QName(e).localname: e.text or "" for e in parent[0] if "valid" in e.tag}
+
+    assert meta(dt.date(2015, 12, 7), dt.date(2015, 12, 20)) == {
+        "validFrom": "2015-12-07",
+        "validTo": "2015-12-20",
+    }
+    # core 1 Datum: years 1000 to 2999; the elements are optional.
+    assert meta(dt.date(999, 12, 31), dt.date(3000, 1, 1)) == {}
 
 
 @pytest.mark.parametrize("party", Party)
