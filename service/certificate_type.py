@@ -18,12 +18,28 @@ from service.model import Party
 
 
 class Validity(enum.Enum):
-    """How a type's validity period is read, once, at register (``soap/messages.py``)."""
+    """How a type's validity period is read, once, at register (``document.validity``). A period is the
+    ``tp:datePeriod`` (``start``, ``end``) of one part of an answer that may be given more than once: the
+    validity runs from the earliest start to the latest end. The answer ids are those of the type's
+    Schematron rules (README.md, "Validity and relations")."""
 
     SIGNED = "signed"  # the signing date: the type states no period
-    SICK_LEAVE = "sick_leave"  # the sick-leave periods, svar 32 / delsvar 32.2: earliest start, latest end
+    SICK_LEAVE = "sick_leave"  # the sick-leave periods, svar 32 / delsvar 32.2 (1 to 4 of them)
     AG114_PERIOD = "ag114_period"  # AG1-14's period of reduced working capacity, svar 7 / delsvar 7.2
-    AF00251_PERIOD = "af00251_period"  # AF00251's period of the programme, svar 6 / delsvar 6.2
+    # AF00251's periods of sick absence from the programme, svar 6 / delsvar 6.2 (0 to 4 of them)
+    AF00251_PERIOD = "af00251_period"
+
+    @property
+    def answer(self) -> tuple[str, str] | None:
+        """The ids of the answer (``svar``) and of its part (``delsvar``) that state the period."""
+        return _PERIOD_ANSWERS.get(self)
+
+
+_PERIOD_ANSWERS: Final = {
+    Validity.SICK_LEAVE: ("32", "32.2"),
+    Validity.AG114_PERIOD: ("7", "7.2"),
+    Validity.AF00251_PERIOD: ("6", "6.2"),
+}
 
 
 @dataclass(frozen=True, slots=True)

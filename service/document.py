@@ -1,5 +1,6 @@
-"""The stored certificate document (a core 3 ``Intyg`` as registered), read for the citizen's
-structured view: its answers (``svar``) and their parts (``delsvar``).
+"""The certificate document (a core 3 ``Intyg`` as registered), read for the citizen's structured view:
+its answers (``svar``) and their parts (``delsvar``); and at registration (and by migration 0007, from
+stored documents) for what the lists show of it: its validity period and its relations.
 
 Read only by a get of one certificate, never on a list path. The document was checked against the
 contract when it was registered; it is parsed here with the same hardened settings.
@@ -14,14 +15,21 @@ their answers are read from the document itself.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from typing import Final
 
 from lxml import etree
 
+from service import errors
+from service.certificate_type import TYPES, Validity
+from service.model import Relation, RelationKind, require_certificate_id
+
 # The namespace of core 3 ``Intyg``; the SOAP adapter writes the certificates it answers with in it too.
 CORE3: Final = "urn:riv:clinicalprocess:healthcond:certificate:3"
+TYPES3: Final = "urn:riv:clinicalprocess:healthcond:certificate:types:3"
 
 # The one hardened parser for XML from outside: entities are never expanded, nothing is fetched, and
 # depth is bounded by libxml2 itself (256 without huge_tree). The SOAP adapter parses with it too.
@@ -132,3 +140,79 @@ def _answers(intyg: etree._Element) -> tuple[Answer, ...]:
         parts = tuple(Part(p.get("id", ""), _value(p)) for p in answer.iterfind(f"{{{CORE3}}}delsvar"))
         found.append(Answer(answer.get("id", ""), int(instance) if instance else None, parts))
     return tuple(found)
+
+
+# ``types:3 DateType``: an xs:date written YYYY-MM-DD, without a zone.
+_DATE: Final = re.compile(r"\d{4}-\d\d-\d\d", re.ASCII)
+
+
+def _day(element: etree._Element, name: str, where: str) -> dt.date:
+    text = (element.findtext(f"{{{TYPES3}}}{name}") or "").strip()
+    try:
+        if _DATE.fullmatch(text):
+            return dt.date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise errors.InvalidInput(f"{where}: the period's {name} is not a day written YYYY-MM-DD")
+
+
+def period(intyg: etree._Element, validity: Validity) -> tuple[dt.date, dt.date] | None:
+    """The period a certificate of a type with ``validity`` states: the earliest start and the latest end
+    over every answer that states one (the sick-leave periods may have gaps between them); None where the
+    type states no period or the certificate has no such answer (whether it must is the type's business
+    rules'). An answer without its period, or a period that is not two days in order, is ``InvalidInput``.
+    """
+    if validity.answer is None:
+        return None
+    answer_id, part_id = validity.answer
+    starts, ends = [], []
+    for answer in intyg.iterfind(f"{{{CORE3}}}svar[@id='{answer_id}']"):
+        where = f"answer {answer_id}"
+        parts = answer.findall(f"{{{CORE3}}}delsvar[@id='{part_id}']/{{{TYPES3}}}datePeriod")
+        if len(parts) != 1:
+            raise errors.InvalidInput(f"{where} states its period in one {part_id} datePeriod")
+        start, end = _day(parts[0], "start", where), _day(parts[0], "end", where)
+        if end < start:
+            raise errors.InvalidInput(f"{where}: the period ends before it starts")
+        starts.append(start)
+        ends.append(end)
+    return (min(starts), max(ends)) if starts else None
+
+
+def validity(
+    intyg: etree._Element, type_code: str, signed: dt.datetime | None
+) -> tuple[dt.date | None, dt.date | None]:
+    """A certificate's validity (``model.IssuedCertificate``): the period it states where its type states
+    one, else the day it was signed; none where it states neither. A type the service does not know
+    states no period."""
+    known = TYPES.get(type_code)
+    stated = period(intyg, known.validity) if known is not None else None
+    if stated is not None:
+        return stated
+    day = signed.date() if signed is not None else None
+    return day, day
+
+
+def relations(intyg: etree._Element) -> tuple[Relation, ...]:
+    """The relations a certificate states (``relation``: ``typ/code`` and ``intygs-id``), each once, by
+    code and id (as the store reads them back). A code KV_RELATION does not have, an id that can be no
+    certificate's or the certificate's own is ``InvalidInput``: the national service, too, takes only its
+    known codes."""
+    own = (intyg.findtext(f"{{{CORE3}}}intygs-id/{{{TYPES3}}}extension") or "").strip()
+    found: dict[tuple[RelationKind, str], Relation] = {}
+    for relation in intyg.iterfind(f"{{{CORE3}}}relation"):
+        code = (relation.findtext(f"{{{CORE3}}}typ/{{{TYPES3}}}code") or "").strip()
+        try:
+            kind = RelationKind(code)
+        except ValueError:
+            raise errors.InvalidInput(
+                "a relation's code is one of ERSATT, KOMPLT, FRLANG and KOPIA"
+            ) from None
+        other = require_certificate_id(
+            (relation.findtext(f"{{{CORE3}}}intygs-id/{{{TYPES3}}}extension") or "").strip()
+        )
+        if other == own:
+            raise errors.InvalidInput("a certificate cannot relate to itself")
+        root = (relation.findtext(f"{{{CORE3}}}intygs-id/{{{TYPES3}}}root") or "").strip()
+        found.setdefault((kind, other), Relation(kind, other, root))
+    return tuple(found[key] for key in sorted(found))

@@ -16,6 +16,9 @@ Glossary (Swedish terms of the contracts and the trade, used nowhere else in ide
     invånare (INVANA)      the citizen, as a party
     HSVARD                 health care, as a party
     Försäkringskassan      the Social Insurance Agency (party FKASSA), a recipient
+    giltighet              validity: the period a certificate states (a sick leave's), else its signing day
+    relation               a certificate's link to another: ersätter (ERSATT, replaces), kompletterar
+                           (KOMPLT, complements), förlänger (FRLANG, extends), kopia (KOPIA, copies)
 """
 
 from __future__ import annotations
@@ -179,10 +182,35 @@ class CareUnit:
     care_giver_name: str
 
 
+class RelationKind(enum.StrEnum):
+    """What a certificate is to the one its relation names: the codes of KV_RELATION (code system
+    c2362fcd-eda0-4f9a-bd13-b3bbaf7f2146), the only ones a relation may have here."""
+
+    REPLACES = "ERSATT"
+    COMPLEMENTS = "KOMPLT"
+    EXTENDS = "FRLANG"
+    COPIES = "KOPIA"
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """One end of a relation between two certificates: ``kind`` and the other certificate's id (with the
+    root it was named by). A certificate's own ``relations`` are what it states (it replaces the other);
+    its ``related_by`` are what other certificates state of it (the other replaces it)."""
+
+    kind: RelationKind
+    certificate_id: str
+    certificate_root: str
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedCertificate:
     """A certificate as its care system issued it: the list fields the registering system states, and
     nothing the service gives it. ``rules.registered`` turns it into the stored ``Certificate`` (rule 1).
+
+    ``valid_from`` and ``valid_to`` are its validity: the period it states where its type states one
+    (``certificate_type.Validity``), else its signing day; none where it states neither. ``relations``
+    are the certificates it replaces, complements, extends or copies, by code and id.
     """
 
     id: str
@@ -196,6 +224,9 @@ class IssuedCertificate:
     issuer_id: str
     issuer_name: str
     care_unit: CareUnit
+    valid_from: dt.date | None
+    valid_to: dt.date | None
+    relations: tuple[Relation, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +235,9 @@ class Certificate(IssuedCertificate):
     keeps of it (DOMAIN.md, State of one certificate): when it was registered, the two availability flags
     and the status history. The document (the certificate as the care system sent it) is kept apart and
     loaded only by a get.
+
+    ``related_by``: the relations the same patient's other stored certificates state to this one, those
+    not revoked (a revoked replacement replaces nothing), in the order they were registered.
     """
 
     registered_at: dt.datetime
@@ -211,9 +245,16 @@ class Certificate(IssuedCertificate):
     citizen_available: bool = True
     revoked: bool = False
     status_events: tuple[StatusEvent, ...] = ()
+    related_by: tuple[Relation, ...] = ()
 
     def sent_to(self) -> tuple[Party, ...]:
         return tuple(dict.fromkeys(e.party for e in self.status_events if e.code is StatusCode.SENTTO))
+
+    @property
+    def replaced_by(self) -> str | None:
+        """The id of the certificate that replaced this one, the latest where several did."""
+        replacing = [r.certificate_id for r in self.related_by if r.kind is RelationKind.REPLACES]
+        return replacing[-1] if replacing else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,7 @@ class CertificateRepository(Protocol):
         types: Sequence[str] = (),
         care_unit_ids: Sequence[str] = (),
         care_giver_id: str | None = None,
+        valid_between: tuple[dt.date | None, dt.date | None] = (None, None),
     ) -> list[Certificate]: ...
 
     async def update(self, certificate: Certificate, decision: rules.Decision) -> None: ...
@@ -411,32 +412,20 @@ async def list_certificates_for_citizen(
     citizen: PersonId,
     archived: bool | None = False,
     types: Sequence[str] = (),
-    signed_from: dt.date | None = None,
-    signed_to: dt.date | None = None,
+    valid_between: tuple[dt.date | None, dt.date | None] = (None, None),
     caller: Caller,
     now: dt.datetime,
 ) -> list[Certificate]:
+    """``valid_between``: only certificates whose validity overlaps these days (README.md, "Lists" under
+    "SOAP contracts served")."""
     async with uow, _Attempt(uow, caller, Action.LIST, now) as attempt:
         attempt.patient = citizen
         rules.require_consent(await _held(uow, citizen))
-        found = await uow.certificates.list_for_patient(citizen, types=types)
-        visible = [
-            c
-            for c in found
-            if rules.citizen_sees(c, archived=archived) and _signed_within(c, signed_from, signed_to)
-        ]
+        found = await uow.certificates.list_for_patient(citizen, types=types, valid_between=valid_between)
+        visible = [c for c in found if rules.citizen_sees(c, archived=archived)]
         attempt.about(*visible, patient=citizen)
         await attempt.succeed()
         return visible
-
-
-def _signed_within(certificate: Certificate, start: dt.date | None, end: dt.date | None) -> bool:
-    if start is None and end is None:
-        return True
-    if certificate.signed_at is None:
-        return False
-    day = certificate.signed_at.date()
-    return (start is None or start <= day) and (end is None or day <= end)
 
 
 # Rules 2 and 4, and recipients' delivery status

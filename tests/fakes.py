@@ -34,6 +34,7 @@ from service.model import (
     Consent,
     IssuedCertificate,
     PersonId,
+    Relation,
 )
 
 # ---------------------------------------------------------------------------------------------------
@@ -61,7 +62,8 @@ def an_issued_certificate(
     signed_at: dt.datetime | None = dt.datetime(2024, 5, 2, 10, 0, tzinfo=dt.UTC),
     **changes: object,
 ) -> IssuedCertificate:
-    """A certificate as a care system registers it; ``changes`` sets other fields."""
+    """A certificate as a care system registers it, valid the day it was signed and relating to none;
+    ``changes`` sets other fields."""
     issued = IssuedCertificate(
         id=certificate_id,
         id_root="1.2.752.129.2.1.2.1",
@@ -74,6 +76,9 @@ def an_issued_certificate(
         issuer_id="SE2321000016-DOC1",
         issuer_name="Doktor Exempel",
         care_unit=a_care_unit(unit_id=unit_id, care_giver_id=care_giver_id),
+        valid_from=signed_at.date() if signed_at else None,
+        valid_to=signed_at.date() if signed_at else None,
+        relations=(),
     )
     return dataclasses.replace(issued, **changes)  # type: ignore[arg-type]
 
@@ -144,9 +149,30 @@ class FakeCertificateRepository:
     def __init__(self, uow: FakeUnitOfWork) -> None:
         self._uow = uow
 
+    def _related(self, certificate: Certificate) -> Certificate:
+        """The certificate as the SQL store reads it: its relations by code and id, and with what the
+        same patient's other certificates, not revoked, state of it, in the order they were registered."""
+        others = sorted(
+            (
+                c
+                for c in self._uow.working.certificates.values()
+                if c.patient == certificate.patient and not c.revoked
+            ),
+            key=lambda c: (c.registered_at, c.id),
+        )
+        related_by = tuple(
+            Relation(r.kind, other.id, other.id_root)
+            for other in others
+            for r in other.relations
+            if r.certificate_id == certificate.id
+        )
+        relations = tuple(sorted(certificate.relations, key=lambda r: (r.kind.value, r.certificate_id)))
+        return dataclasses.replace(certificate, relations=relations, related_by=related_by)
+
     async def get(self, certificate_id: str, *, for_update: bool = False) -> Certificate | None:
         self._uow.read(certificate_id)
-        return self._uow.working.certificates.get(certificate_id)
+        found = self._uow.working.certificates.get(certificate_id)
+        return self._related(found) if found is not None else None
 
     async def get_with_document(self, certificate_id: str) -> CertificateWithDocument | None:
         self._uow.read(certificate_id)
@@ -154,7 +180,7 @@ class FakeCertificateRepository:
         certificate, document = state.certificates.get(certificate_id), state.documents.get(certificate_id)
         if certificate is None or document is None:
             return None
-        return CertificateWithDocument(certificate, document)
+        return CertificateWithDocument(self._related(certificate), document)
 
     async def add(self, certificate: Certificate, document: bytes) -> bool:
         state = self._uow.working
@@ -171,14 +197,19 @@ class FakeCertificateRepository:
         types: Sequence[str] = (),
         care_unit_ids: Sequence[str] = (),
         care_giver_id: str | None = None,
+        valid_between: tuple[dt.date | None, dt.date | None] = (None, None),
     ) -> list[Certificate]:
+        first, last = valid_between
         found = [
-            c
+            self._related(c)
             for c in self._uow.working.certificates.values()
             if c.patient == patient
             and (not types or c.type_code in types)
             and (not care_unit_ids or c.care_unit.unit_id in care_unit_ids)
             and (care_giver_id is None or c.care_unit.care_giver_id == care_giver_id)
+            # Like SQL's comparisons with NULL: a certificate without a validity matches no filter on it.
+            and (first is None or (c.valid_to is not None and c.valid_to >= first))
+            and (last is None or (c.valid_from is not None and c.valid_from <= last))
         ]
         # The SQL store's order: newest signed first, unsigned last, then by id (sorts are stable).
         found.sort(key=lambda c: c.id)
@@ -201,7 +232,8 @@ class FakeCertificateRepository:
         )
 
     async def delete(self, certificate_ids: Sequence[str]) -> None:
-        """Rule 9: the document, the metadata and the status history go; audit records stay."""
+        """Rule 9: the document, the metadata, the status history and its relations go; audit records
+        stay."""
         state = self._uow.working
         for certificate_id in certificate_ids:
             state.certificates.pop(certificate_id, None)

@@ -86,6 +86,8 @@ def _ip(op: str, base: str = _IP) -> Contract:
 
 
 OWN = "urn:riv:intygstjanst:certificate:RemoveCertificateForCareResponder:1"
+# This project's own elements for the responses' extension points (contracts/README.md).
+OWN_EXTENSIONS = "urn:riv:intygstjanst:certificate:1"
 CONTRACTS_TABLE = [
     _cp("RegisterCertificate", 3, "3.1"),
     _cp("GetCertificate", 2, "2.1"),

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import document
-from service.model import Action, AuditRecord, Certificate, Consent, StatusCode
+from service.model import Action, AuditRecord, Certificate, Consent, Relation, RelationKind, StatusCode
 
 
 def aware(value: dt.datetime | None, zone: ZoneInfo) -> dt.datetime | None:
@@ -45,16 +45,40 @@ class Delivery(_Out):
     at: dt.datetime
 
 
+class RelatedCertificate(_Out):
+    type: RelationKind = Field(
+        description="ERSATT replaces, KOMPLT complements, FRLANG extends, KOPIA copies (KV_RELATION)"
+    )
+    certificate_id: str
+
+    @classmethod
+    def of(cls, relation: Relation) -> RelatedCertificate:
+        return cls(type=relation.kind, certificate_id=relation.certificate_id)
+
+
 class CertificateSummary(_Out):
     id: str
     type: CertificateType
     issued: dt.datetime | None = Field(description="when the certificate was signed")
+    valid_from: dt.date | None = Field(
+        description="first day of its validity: the period it states (a sick leave's), else the day it was signed"
+    )
+    valid_to: dt.date | None = Field(description="last day of its validity")
     care_unit: Organisation
     care_giver: Organisation
     signing_doctor: str
     revoked: bool
     archived: bool
     sent_to: list[Delivery]
+    relations: list[RelatedCertificate] = Field(
+        description="the certificates this one replaces, complements, extends or copies"
+    )
+    related_by: list[RelatedCertificate] = Field(
+        description="the citizen's other certificates, not revoked, that replace, complement, extend or copy this one"
+    )
+    replaced_by: str | None = Field(
+        description="the certificate that replaced this one (the latest, where several did), or null"
+    )
 
     @classmethod
     def of(cls, certificate: Certificate, zone: ZoneInfo) -> CertificateSummary:
@@ -67,6 +91,8 @@ class CertificateSummary(_Out):
                 version=certificate.type_version,
             ),
             issued=aware(certificate.signed_at, zone),
+            valid_from=certificate.valid_from,
+            valid_to=certificate.valid_to,
             care_unit=Organisation(id=unit.unit_id, name=unit.unit_name),
             care_giver=Organisation(id=unit.care_giver_id, name=unit.care_giver_name),
             signing_doctor=certificate.issuer_name,
@@ -77,6 +103,9 @@ class CertificateSummary(_Out):
                 for e in certificate.status_events
                 if e.code is StatusCode.SENTTO
             ],
+            relations=[RelatedCertificate.of(r) for r in certificate.relations],
+            related_by=[RelatedCertificate.of(r) for r in certificate.related_by],
+            replaced_by=certificate.replaced_by,
         )
 
 

@@ -24,6 +24,7 @@ from service.document import CORE3
 from service.model import (
     Caller,
     CallerKind,
+    Certificate,
     Channel,
     IssuedCertificate,
     Party,
@@ -227,7 +228,14 @@ async def get_certificate(call: Call, body: etree._Element) -> bytes:
         )
     else:
         raise errors.InvalidInput("GetCertificate serves the parts HSVARD and INVANA")
-    return m.intyg_envelope(GET_CERTIFICATE_2.response, ns, found.document, found.certificate.status_events)
+    certificate = found.certificate
+    return m.intyg_envelope(
+        GET_CERTIFICATE_2.response,
+        ns,
+        found.document,
+        certificate.status_events,
+        after=m.related_by_elements(certificate),
+    )
 
 
 # --- ListCertificatesForCare 3 and 1, GetCertificateForCare 1 (rule 3) -----------------------------------
@@ -252,10 +260,18 @@ async def list_certificates_for_care(call: Call, body: etree._Element) -> etree.
         ),
         now=call.now,
     )
-    response = LIST_FOR_CARE_3.response()
-    lista = m.sub(response, ns, "intygsLista")
+    return _listed(LIST_FOR_CARE_3, listed)
+
+
+def _listed(contract: Contract, listed: list[Certificate]) -> etree._Element:
+    """An ``intygsLista`` of the listed certificates, then in its extension point the relations others
+    state to them (``messages.related_by_elements``)."""
+    response = contract.response()
+    lista = m.sub(response, contract.namespace, "intygsLista")
     for certificate in listed:
-        m.intyg_from_columns(lista, ns, certificate)
+        m.intyg_from_columns(lista, contract.namespace, certificate)
+    for certificate in listed:
+        lista.extend(m.related_by_elements(certificate))
     return response
 
 
@@ -319,16 +335,11 @@ async def list_certificates_for_citizen(call: Call, body: etree._Element) -> etr
         citizen=citizen,
         archived=m.boolean(m.text(body, q(ns, "arkiverade"))),
         types=[m.text(e, q(TYPES3, "code")) for e in body.iterfind(q(ns, "intygTyp"))],
-        signed_from=m.date(start) if start else None,
-        signed_to=m.date(end) if end else None,
+        valid_between=(m.date(start) if start else None, m.date(end) if end else None),
         caller=caller,
         now=call.now,
     )
-    response = LIST_FOR_CITIZEN_4.response()
-    lista = m.sub(response, ns, "intygsLista")
-    for certificate in listed:
-        m.intyg_from_columns(lista, ns, certificate)
-    return response
+    return _listed(LIST_FOR_CITIZEN_4, listed)
 
 
 # --- SetCertificateStatus 2 (rule 4 and recipients' delivery) ----------------------------------------------
@@ -484,8 +495,7 @@ async def list_certificates_1(call: Call, body: etree._Element) -> etree._Elemen
             citizen=citizen,
             archived=None,
             types=[m.text(e) for e in body.iterfind(q(ns, "certificateType"))],
-            signed_from=m.date(start) if start else None,
-            signed_to=m.date(end) if end else None,
+            valid_between=(m.date(start) if start else None, m.date(end) if end else None),
             caller=caller,
             now=call.now,
         )

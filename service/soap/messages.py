@@ -26,6 +26,7 @@ from service.model import (
     IssuedCertificate,
     Party,
     PersonId,
+    Relation,
     StaffId,
     StatusCode,
     StatusEvent,
@@ -34,16 +35,20 @@ from service.model import (
 SOAP_ENV: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 REGISTRY: Final = "urn:riv:itintegration:registry:1"
 WSA: Final = "http://www.w3.org/2005/08/addressing"
-TYPES3: Final = "urn:riv:clinicalprocess:healthcond:certificate:types:3"
+TYPES3: Final = document.TYPES3
 CORE1: Final = "urn:riv:clinicalprocess:healthcond:certificate:1"
 HEALTHREPORTING2: Final = "urn:riv:insuranceprocess:healthreporting:2"
 INSURANCE_CERTIFICATE1: Final = "urn:riv:insuranceprocess:certificate:1"
+# This project's own elements, in the ``##other`` extension points of the contracts it serves
+# (contracts/README.md, "Relations to a certificate").
+OWN_CORE1: Final = "urn:riv:intygstjanst:certificate:1"
 
 PERSONNUMMER_ROOT: Final = "1.2.752.129.2.1.3.1"
 SAMORDNINGSNUMMER_ROOT: Final = "1.2.752.129.2.1.3.3"
 HSA_ROOT: Final = "1.2.752.129.2.1.4.1"
 WORKPLACE_CODE_ROOT: Final = "1.2.752.29.4.71"
 PART_CODE_SYSTEM: Final = "769bb12b-bd9f-4203-a5cd-fd14f2eb3b80"
+RELATION_CODE_SYSTEM: Final = "c2362fcd-eda0-4f9a-bd13-b3bbaf7f2146"  # KV_RELATION
 STATUS_CODE_SYSTEM: Final = "9871cd17-8755-4ed9-b894-ff3729e775a4"
 
 CONTRACTS: Final = Path(__file__).resolve().parents[2] / "contracts"
@@ -202,7 +207,8 @@ def status_code(element: etree._Element) -> StatusCode:
 
 
 def certificate_from_intyg(intyg: etree._Element) -> IssuedCertificate:
-    """The list fields of a certificate (core 3 ``Intyg``), read once at registration."""
+    """The list fields of a certificate (core 3 ``Intyg``), read once at registration: with its validity
+    and relations (``document.validity``, ``document.relations``), whose errors are invalid input."""
 
     def c(*names: str) -> str:
         return "/".join(q(CORE3, n) for n in names)
@@ -217,15 +223,18 @@ def certificate_from_intyg(intyg: etree._Element) -> IssuedCertificate:
     certificate_id = text(intyg, c("intygs-id"), ext)
     if not certificate_id:
         raise errors.InvalidInput("a certificate needs a non-empty intygs-id")
+    type_code = text(intyg, c("typ"), q(TYPES3, "code"))
+    signed_at = timestamp(signed) if signed else None
+    valid_from, valid_to = document.validity(intyg, type_code, signed_at)
     return IssuedCertificate(
         id=certificate_id,
         id_root=text(intyg, c("intygs-id"), root),
-        type_code=text(intyg, c("typ"), q(TYPES3, "code")),
+        type_code=type_code,
         type_code_system=text(intyg, c("typ"), q(TYPES3, "codeSystem")),
         type_display_name=text(intyg, c("typ"), q(TYPES3, "displayName")),
         type_version=text(intyg, c("version")),
         patient=person_id(patient),
-        signed_at=timestamp(signed) if signed else None,
+        signed_at=signed_at,
         issuer_id=text(author, c("personal-id"), ext),
         issuer_name=text(author, c("fullstandigtNamn")),
         care_unit=CareUnit(
@@ -235,6 +244,9 @@ def certificate_from_intyg(intyg: etree._Element) -> IssuedCertificate:
             care_giver_id=text(unit, c("vardgivare", "vardgivare-id"), ext),
             care_giver_name=text(unit, c("vardgivare", "vardgivarnamn")),
         ),
+        valid_from=valid_from,
+        valid_to=valid_to,
+        relations=document.relations(intyg),
     )
 
 
@@ -253,14 +265,21 @@ def stamp(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _id(parent: etree._Element, name: str, root: str, extension: str) -> None:
-    element = sub(parent, CORE3, name)
+def _id(parent: etree._Element, name: str, root: str, extension: str, namespace: str = CORE3) -> None:
+    element = sub(parent, namespace, name)
     sub(element, TYPES3, "root", root)
     sub(element, TYPES3, "extension", extension)
 
 
-def _code(parent: etree._Element, name: str, code: str, system: str, display: str | None = None) -> None:
-    element = sub(parent, CORE3, name)
+def _code(
+    parent: etree._Element,
+    name: str,
+    code: str,
+    system: str,
+    display: str | None = None,
+    namespace: str = CORE3,
+) -> None:
+    element = sub(parent, namespace, name)
     sub(element, TYPES3, "code", code)
     sub(element, TYPES3, "codeSystem", system)
     if display:
@@ -324,7 +343,26 @@ def intyg_from_columns(parent: etree._Element, namespace: str, certificate: Cert
     giver = sub(unit, CORE3, "vardgivare")
     _id(giver, "vardgivare-id", HSA_ROOT, certificate.care_unit.care_giver_id)
     sub(giver, CORE3, "vardgivarnamn", certificate.care_unit.care_giver_name)
+    for relation in certificate.relations:
+        element = sub(intyg, CORE3, "relation")
+        _code(element, "typ", relation.kind.value, RELATION_CODE_SYSTEM)
+        _id(element, "intygs-id", relation.certificate_root, relation.certificate_id)
     intyg.extend(status_element(e) for e in certificate.status_events)
+
+
+def related_by_elements(certificate: Certificate) -> list[etree._Element]:
+    """The relations other certificates state to ``certificate``, as this project's ``relation`` elements
+    for a response's ``##other`` extension point: ``intyg/relation`` cannot say them, as it reads "this
+    certificate replaces that one" (contracts/README.md, "Relations to a certificate")."""
+    return [_related_by(relation, certificate) for relation in certificate.related_by]
+
+
+def _related_by(relation: Relation, certificate: Certificate) -> etree._Element:
+    element = etree.Element(q(OWN_CORE1, "relation"), nsmap={"it": OWN_CORE1})
+    _id(element, "fran-intygs-id", relation.certificate_root, relation.certificate_id, OWN_CORE1)
+    _code(element, "typ", relation.kind.value, RELATION_CODE_SYSTEM, namespace=OWN_CORE1)
+    _id(element, "till-intygs-id", certificate.id_root, certificate.id, OWN_CORE1)
+    return element
 
 
 # Elements of core 3 ``Intyg`` that follow ``status`` in its sequence.
@@ -384,15 +422,21 @@ def _around_last_child(response: Callable[[], etree._Element]) -> tuple[bytes, b
 
 
 def intyg_envelope(
-    response: Callable[[], etree._Element], namespace: str, stored: bytes, events: Iterable[StatusEvent]
+    response: Callable[[], etree._Element],
+    namespace: str,
+    stored: bytes,
+    events: Iterable[StatusEvent],
+    after: Iterable[etree._Element] = (),
 ) -> bytes:
     """``envelope(response())`` with the stored certificate as the response's last child, an ``intyg``
-    of ``namespace`` holding the status history now: written as bytes around the stored ones."""
+    of ``namespace`` holding the status history now: written as bytes around the stored ones. ``after``
+    follows it, in the response's extension point."""
     content, frame = document.unframed(stored)
     if frame is None:
         # Registered before documents had a layout: rebuilt as a tree.
         element = response()
         element.append(intyg_from_document(content, q(namespace, "intyg"), events))
+        element.extend(after)
         return envelope(element)
     layout = frame.layout
     head, tail = _around_last_child(response)
@@ -405,6 +449,7 @@ def intyg_envelope(
             *(status_bytes(e) for e in events),
             *(content[start:end] for start, end in layout.after),
             f"</{tag}>".encode(),
+            *(etree.tostring(e, encoding="UTF-8") for e in after),
             tail,
         )
     )
@@ -465,10 +510,14 @@ LEGACY_STATUS: Final = {
 
 def meta1(parent: etree._Element, namespace: str, certificate: Certificate) -> None:
     """A core 1.0 ``CertificateMetaType`` built from columns. Only the care reads answer with it, and
-    they find only certificates care may read (rule 3): ``available`` is always true."""
+    they find only certificates care may read (rule 3): ``available`` is always true. ``validFrom`` and
+    ``validTo``, optional, are the validity where core 1's ``Datum`` can hold it (years 1000 to 2999)."""
     meta = sub(parent, namespace, "meta")
     sub(meta, CORE1, "certificateId", certificate.id)
     sub(meta, CORE1, "certificateType", certificate.type_code)
+    for name, day in (("validFrom", certificate.valid_from), ("validTo", certificate.valid_to)):
+        if day is not None and 1000 <= day.year <= 2999:
+            sub(meta, CORE1, name, day.isoformat())
     sub(meta, CORE1, "issuerName", certificate.issuer_name or "-")
     sub(meta, CORE1, "facilityName", certificate.care_unit.unit_name or "-")
     sub(meta, CORE1, "signDate", stamp(certificate.signed_at or certificate.registered_at))
@@ -491,19 +540,20 @@ INSURANCE_STATUS: Final = {
 def insurance_meta(parent: etree._Element, namespace: str, certificate: Certificate) -> None:
     """A 2013 insuranceprocess ``CertificateMetaType``, built from columns.
 
-    ``validFrom``/``validTo`` are required dates; lists hold no validity period, so both carry the
-    signing date. ``available`` is the citizen's direct view: false while archived (rule 4).
+    ``validFrom``/``validTo`` are required dates: the certificate's validity (the period it states, else
+    its signing day), and for one that has none, the day it was registered. ``available`` is the
+    citizen's direct view: false while archived (rule 4).
     """
     ns = INSURANCE_CERTIFICATE1
-    day = (certificate.signed_at or certificate.registered_at).date().isoformat()
+    signed = (certificate.signed_at or certificate.registered_at).date()
     meta = sub(parent, namespace, "meta")
     sub(meta, ns, "certificateId", certificate.id)
     sub(meta, ns, "certificateType", certificate.type_code)
-    sub(meta, ns, "validFrom", day)
-    sub(meta, ns, "validTo", day)
+    sub(meta, ns, "validFrom", (certificate.valid_from or signed).isoformat())
+    sub(meta, ns, "validTo", (certificate.valid_to or signed).isoformat())
     sub(meta, ns, "issuerName", certificate.issuer_name)
     sub(meta, ns, "facilityName", certificate.care_unit.unit_name)
-    sub(meta, ns, "signDate", day)
+    sub(meta, ns, "signDate", signed.isoformat())
     sub(meta, ns, "available", "true" if certificate.citizen_available else "false")
     for event in certificate.status_events:
         if event.code in INSURANCE_STATUS:

@@ -1,8 +1,8 @@
 """The database schema. Alembic migrations (``store/migrations``) build exactly this; a test checks it.
 
 The certificate's list fields are columns (lists never parse stored XML); the document sits in a table
-of its own that only a get reads. Status events cascade with their certificate (rule 9), audit records
-do not reference certificates at all, so they outlive a permanent deletion.
+of its own that only a get reads. Status events and the relations a certificate states cascade with it
+(rule 9), audit records do not reference certificates at all, so they outlive a permanent deletion.
 
 Encryption at rest (README "Data at rest", ``store/crypto.py``): the document and the patient's personal
 identity number (PIN) are stored only as AES-256-GCM ciphertext under the certificate's own data key, which is
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -66,9 +67,14 @@ certificates = Table(
     Column("care_available", Boolean(), nullable=False),
     Column("citizen_available", Boolean(), nullable=False),
     Column("revoked", Boolean(), nullable=False),
-    # Every list is a patient's list; care lists narrow it by unit or care giver.
+    # The validity (model.IssuedCertificate): the period the certificate states, else its signing day.
+    Column("valid_from", Date(), nullable=True),
+    Column("valid_to", Date(), nullable=True),
+    # Every list is a patient's list; care lists narrow it by unit or care giver, the citizen's by the
+    # days its validity overlaps (valid_to from the first day on, valid_from up to the last).
     Index(None, "patient_key", "care_unit_id"),
     Index(None, "patient_key", "care_giver_id"),
+    Index(None, "patient_key", "valid_to", "valid_from"),
     Index(None, "care_giver_id"),
 )
 
@@ -83,6 +89,32 @@ documents = Table(
     ),
     # The document as registered, sealed under the certificate's data key.
     Column("ciphertext", LargeBinary(), nullable=False),
+)
+
+# The relations a certificate states (model.Relation): it replaces, complements, extends or copies the
+# certificate ``related_id`` names, which need not be stored here (registered elsewhere, or deleted). A
+# certificate's relations go with it; those others state to it stay while their certificates do.
+certificate_relations = Table(
+    "certificate_relations",
+    metadata,
+    Column(
+        "certificate_id",
+        String(128),
+        ForeignKey("certificates.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("kind", String(16), primary_key=True),
+    Column("related_id", String(128), primary_key=True),
+    Column("related_root", Text(), nullable=False),
+    # What lists and gets show of the stating certificate (certificate_id), copied from its row: its
+    # patient, id root and time of registration, which never change, and whether it is revoked, set with
+    # it. Every list and get reads the relations of one patient by this index, joining nothing
+    # (repositories._patient_relations).
+    Column("patient_key", String(64), nullable=False),
+    Column("certificate_root", String(128), nullable=False),
+    Column("registered_at", DateTime(), nullable=False),
+    Column("revoked", Boolean(), nullable=False),
+    Index(None, "patient_key"),
 )
 
 status_events = Table(

@@ -166,6 +166,16 @@ def register_envelope(
     )
 
 
+def relation(code: str, certificate_id: str) -> str:
+    """An ``intyg/relation`` as Webcert writes it after ``skapadAv``, for the register templates (their
+    default namespace is core 3, ``ns3`` the types)."""
+    return (
+        f"<relation><typ><ns3:code>{code}</ns3:code><ns3:codeSystem>c2362fcd-eda0-4f9a-bd13-b3bbaf7f2146"
+        f"</ns3:codeSystem></typ><intygs-id><ns3:root>SE2321000016-H489</ns3:root><ns3:extension>"
+        f"{certificate_id}</ns3:extension></intygs-id></relation>"
+    )
+
+
 # --- zeep, a real client, on the reference WSDLs ----------------------------------------------------------
 
 

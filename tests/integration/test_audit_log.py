@@ -685,7 +685,8 @@ def test_downgrading_below_the_sealer_chains_the_unsealed_tail_as_revision_0004_
     assert [r["seq"] for r in records] == list(range(1, 13))
     verdict = audit_chain.verify(records, stored, Head(head.seq, head.hash), keys_of(signer))
     assert verdict == audit_chain.Verdict(records=12, checkpoints=1, problem=None)  # at 4: 7-12 unsigned
-    migration.upgrade(database_url)  # and up again, the records keeping their places
+    # And up again, the records keeping their places (0007 opens the stored certificates with the keys).
+    migration.upgrade(database_url, keyring=KEYRING)
     assert asyncio.run(chain_at(database_url)).verdict(keys_of(signer)).intact
 
 

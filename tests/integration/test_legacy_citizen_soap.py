@@ -173,6 +173,25 @@ def test_list_certificates_1_lists_archived_certificates_as_not_available(
     assert result(by_type)[0] == "OK" and not by_type["meta"]
 
 
+def test_list_certificates_1_says_each_certificates_validity_and_lists_by_it(
+    soap: SoapClient, client: TestClient, anna: CitizenApi
+) -> None:
+    # The LISJP peer request states sick leave from 2015-12-07 to 2015-12-20; the LUSE, signed
+    # 2015-12-07, states none and is valid that day.
+    register(soap, "lisjp", ANNA)
+    register(soap, "luse", ANNA, kind="luse")
+    anna.consent()
+
+    every = list_certificates(client)
+    late_december = list_certificates(client, fromDate="2015-12-15", toDate="2015-12-31")
+
+    assert sorted((m["certificateId"], str(m["validFrom"]), str(m["validTo"])) for m in every["meta"]) == [
+        ("lisjp", "2015-12-07", "2015-12-20"),
+        ("luse", "2015-12-07", "2015-12-07"),
+    ]
+    assert [m["certificateId"] for m in late_december["meta"]] == ["lisjp"]
+
+
 # --- SetCertificateStatus 1 -----------------------------------------------------------------------------------
 
 

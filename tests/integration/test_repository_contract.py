@@ -10,6 +10,7 @@ repositories, stay in ``test_store.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -28,6 +29,8 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    Relation,
+    RelationKind,
     StatusCode,
     StatusEvent,
 )
@@ -131,6 +134,106 @@ async def test_a_certificate_added_is_read_back_with_its_events_and_document(see
         assert await uow.certificates.get_with_document("cert-1") == CertificateWithDocument(
             certificate, document_of("cert-1")
         )
+
+
+async def test_a_certificate_is_read_back_with_its_validity_and_the_relations_it_states(
+    seeded: Seeded,
+) -> None:
+    komplt = Relation(RelationKind.COMPLEMENTS, "other-1", "SE2321000016-H489")
+    ersatt = Relation(RelationKind.REPLACES, "other-2", "")
+    added = stored(
+        valid_from=dt.date(2015, 12, 7), valid_to=dt.date(2015, 12, 20), relations=(komplt, ersatt)
+    )
+    uow = await seeded(added)
+    # Read back by code and id (model.IssuedCertificate), whatever order they were added in.
+    certificate = dataclasses.replace(added, relations=(ersatt, komplt))
+
+    async with uow:
+        assert await uow.certificates.list_for_patient(PATIENT) == [certificate]
+        assert await uow.certificates.get("cert-1") == certificate
+        assert await uow.certificates.get_with_document("cert-1") == CertificateWithDocument(
+            certificate, document_of("cert-1")
+        )
+
+
+async def test_a_certificate_is_read_with_what_the_patients_other_certificates_not_revoked_state_of_it(
+    seeded: Seeded,
+) -> None:
+    def relating(certificate_id: str, kind: RelationKind, **changes: Any) -> Certificate:
+        return stored(certificate_id, relations=(Relation(kind, "a", "root-a"),), **changes)
+
+    a = stored("a")
+    uow = await seeded(
+        a,
+        relating("komplt", RelationKind.COMPLEMENTS, registered_at=REGISTERED + dt.timedelta(hours=2)),
+        relating("ersatt", RelationKind.REPLACES, registered_at=REGISTERED + dt.timedelta(hours=1)),
+        # Neither counts: a revoked replacement replaces nothing, and another patient's certificate may
+        # name any id it likes.
+        relating("revoked", RelationKind.REPLACES, revoked=True),
+        relating("theirs", RelationKind.REPLACES, patient=OTHER_PATIENT),
+    )
+    related_by = (
+        Relation(RelationKind.REPLACES, "ersatt", a.id_root),
+        Relation(RelationKind.COMPLEMENTS, "komplt", a.id_root),
+    )
+
+    async with uow:
+        got = await uow.certificates.get("a")
+        with_document = await uow.certificates.get_with_document("a")
+        listed = {c.id: c for c in await uow.certificates.list_for_patient(PATIENT)}
+
+    assert got is not None and with_document is not None
+    assert got.related_by == with_document.certificate.related_by == listed["a"].related_by == related_by
+    assert got.replaced_by == "ersatt"
+    assert listed["ersatt"].related_by == () and listed["ersatt"].replaced_by is None
+
+
+async def test_a_revocation_written_by_update_ends_what_the_certificate_states_of_others(
+    seeded: Seeded,
+) -> None:
+    replacing = stored("b", relations=(Relation(RelationKind.REPLACES, "a", "root-a"),))
+    uow = await seeded(stored("a"), replacing)
+
+    async with uow:
+        await uow.certificates.update(
+            replacing, rules.Decision(care_available=True, citizen_available=True, revoked=True)
+        )
+        await uow.commit()
+    async with uow:
+        a, b = await uow.certificates.get("a"), await uow.certificates.get("b")
+
+    assert a is not None and (a.related_by, a.replaced_by) == ((), None)
+    assert b is not None and b.revoked and b.relations == replacing.relations
+
+
+async def test_a_patients_list_narrows_to_the_certificates_valid_on_a_day_between_those_given(
+    seeded: Seeded,
+) -> None:
+    def valid(certificate_id: str, first: str, last: str) -> Certificate:
+        return stored(
+            certificate_id, valid_from=dt.date.fromisoformat(first), valid_to=dt.date.fromisoformat(last)
+        )
+
+    uow = await seeded(
+        valid("april", "2024-04-01", "2024-04-30"),
+        valid("into-may", "2024-04-20", "2024-05-01"),
+        valid("over-may", "2024-04-20", "2024-06-10"),
+        valid("june", "2024-06-01", "2024-06-01"),
+        stored("none", signed_at=None),
+    )
+
+    async with uow:
+
+        async def ids(first: dt.date | None, last: dt.date | None) -> set[str]:
+            found = await uow.certificates.list_for_patient(PATIENT, valid_between=(first, last))
+            return {c.id for c in found}
+
+        may, june = (dt.date(2024, 5, 1), dt.date(2024, 5, 31)), dt.date(2024, 6, 1)
+        assert await ids(*may) == {"into-may", "over-may"}
+        assert await ids(june, None) == {"over-may", "june"}
+        assert await ids(None, dt.date(2024, 4, 19)) == {"april"}
+        # Without a validity, a certificate matches no filter on it.
+        assert await ids(None, None) == {"april", "into-may", "over-may", "june", "none"}
 
 
 async def test_a_certificate_never_stored_reads_as_none(seeded: Seeded) -> None:
@@ -240,6 +343,27 @@ async def test_a_deletion_removes_the_certificate_and_its_document(seeded: Seede
         found = [await uow.certificates.get_with_document(i) for i in ("gone", "kept")]
 
     assert found == [None, CertificateWithDocument(stored("kept"), document_of("kept"))]
+
+
+async def test_a_deletion_takes_the_relations_the_certificate_states_and_keeps_those_stated_of_it(
+    seeded: Seeded,
+) -> None:
+    # Rules 5 and 6 delete each certificate by its own flags: the one a deleted certificate replaced
+    # stays, and is no longer replaced; one that replaced a deleted certificate still says so.
+    uow = await seeded(
+        stored("a"),
+        stored("b", relations=(Relation(RelationKind.REPLACES, "a", "root"),)),
+        stored("c", relations=(Relation(RelationKind.REPLACES, "b", "root"),)),
+    )
+
+    async with uow:
+        await uow.certificates.delete(["b"])
+        await uow.commit()
+    async with uow:
+        a, c = await uow.certificates.get("a"), await uow.certificates.get("c")
+
+    assert a is not None and (a.related_by, a.replaced_by) == ((), None)
+    assert c is not None and c.relations == (Relation(RelationKind.REPLACES, "b", "root"),)
 
 
 # --- Consent ------------------------------------------------------------------------------------------

@@ -112,8 +112,11 @@ def test_each_operation_runs_the_statements_it_needs_and_no_more(
 ) -> None:
     anna = CitizenApi(client, ANNA)
 
-    def register(certificate_id: str) -> None:
-        reply = soap.post(s.path_of("RegisterCertificate", 3), s.register_envelope(certificate_id, ANNA))
+    def register(certificate_id: str, *, replacing: str | None = None) -> None:
+        envelope = s.register_envelope(certificate_id, ANNA)
+        if replacing is not None:
+            envelope = envelope.replace("</skapadAv>", "</skapadAv>" + s.relation("ERSATT", replacing), 1)
+        reply = soap.post(s.path_of("RegisterCertificate", 3), envelope)
         assert reply.result()[0] in ("OK", "INFO")
 
     def ok(response: Any) -> None:
@@ -131,7 +134,7 @@ def test_each_operation_runs_the_statements_it_needs_and_no_more(
         "register": statements.during(lambda: register("c-1")),
         "register again": statements.during(lambda: register("c-1")),
     }
-    register("c-2")
+    counted["register replacing"] = statements.during(lambda: register("c-2", replacing="c-1"))
     anna.consent()
     counted |= {
         "care get": statements.during(soap_ok("GetCertificate", 2, s.get_certificate("c-1", "HSVARD"))),
@@ -152,10 +155,11 @@ def test_each_operation_runs_the_statements_it_needs_and_no_more(
     assert {operation: found.store for operation, found in counted.items()} == {
         "register": 3,  # the certificate if its id is free (rule 1), its document, its RECEIV event
         "register again": 2,  # the insert that finds the id taken, the certificate read for rule 1
-        "care get": 1,  # certificate, history and document
-        "care list": 1,  # certificates and histories
-        "citizen get": 2,  # certificate, history and document; consent (rule 2)
-        "citizen list": 2,  # consent (rule 2); certificates and histories
+        "register replacing": 4,  # as a register, and the relations it states, one insert for them all
+        "care get": 1,  # certificate, history, relations and document
+        "care list": 1,  # certificates, histories and relations
+        "citizen get": 2,  # certificate, history, relations and document; consent (rule 2)
+        "citizen list": 2,  # consent (rule 2); certificates, histories and relations
         "set status": 2,  # certificate with history, locked; the event (a recipient's: flags stay)
         "archive": 4,  # certificate with history, locked; consent; flags; the event
     }

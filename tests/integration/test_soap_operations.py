@@ -153,6 +153,8 @@ def test_list_for_care_1_and_get_for_care_1_answer_with_2013_meta(
     )
     assert [m["certificateId"] for m in listing["meta"]] == ["c-1"]
     assert listing["meta"][0]["available"] == "true"
+    # The LISJP peer request's sick leave, 2015-12-07 to 2015-12-20 (README.md, "Validity and relations").
+    assert (listing["meta"][0]["validFrom"], listing["meta"][0]["validTo"]) == ("2015-12-07", "2015-12-20")
     assert _result(listing) == ("OK", None, None)
 
     get = zeep_service(client, "GetCertificateForCare", 1)

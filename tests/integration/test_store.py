@@ -8,12 +8,14 @@ Rows are checked with Core selects on ``service.store.tables``, not through the 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import ColumnElement, Row, Table, func, select
@@ -21,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import errors, operations, rules
+from service.document import TYPES3
 from service.model import (
     Action,
     AuditRecord,
@@ -33,6 +36,8 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    Relation,
+    RelationKind,
     StaffId,
     StatusCode,
     StatusEvent,
@@ -40,6 +45,7 @@ from service.model import (
 from service.store import migration
 from service.store.tables import (
     audit_records,
+    certificate_relations,
     certificates,
     consent_changes,
     consents,
@@ -88,11 +94,16 @@ def uow(engine: AsyncEngine) -> SqlUnitOfWork:
 
 
 async def seed(
-    uow: SqlUnitOfWork, *certificates_: Certificate, consent_given: Sequence[PersonId] = ()
+    uow: SqlUnitOfWork,
+    *certificates_: Certificate,
+    consent_given: Sequence[PersonId] = (),
+    documents: Mapping[str, bytes] | None = None,
 ) -> None:
+    """Store the certificates, each with ``documents``' document or ``document_of`` its id."""
     async with uow:
         for certificate in certificates_:
-            await uow.certificates.add(certificate, document_of(certificate.id))
+            document = (documents or {}).get(certificate.id, document_of(certificate.id))
+            await uow.certificates.add(certificate, document)
         for patient in consent_given:
             await uow.consents.set(patient, given=True, at=REGISTERED, caller=CITIZEN)
         await uow.commit()
@@ -166,6 +177,132 @@ async def test_the_migrated_schema_matches_the_tables_and_is_at_head(engine: Asy
     assert await migration.current_revision(engine) == head
 
 
+# A certificate document as registered (core 3 ``Intyg``): its id, the relations it states, its answers.
+def intyg(certificate_id: str, *, relations: str = "", answers: str = "") -> bytes:
+    return (
+        f'<intyg xmlns="urn:riv:clinicalprocess:healthcond:certificate:3" xmlns:t="{TYPES3}">'
+        f"<intygs-id><t:root>SE2321000016-H489</t:root><t:extension>{certificate_id}</t:extension></intygs-id>"
+        f"{relations}{answers}</intyg>"
+    ).encode()
+
+
+def relation(code: str, certificate_id: str) -> str:
+    return (
+        f"<relation><typ><t:code>{code}</t:code><t:codeSystem>c2362fcd-eda0-4f9a-bd13-b3bbaf7f2146"
+        f"</t:codeSystem></typ><intygs-id><t:root>SE2321000016-H489</t:root><t:extension>{certificate_id}"
+        "</t:extension></intygs-id></relation>"
+    )
+
+
+def sick_leave(start: str, end: str) -> str:
+    return (
+        f'<svar id="32"><delsvar id="32.2"><t:datePeriod><t:start>{start}</t:start><t:end>{end}</t:end>'
+        "</t:datePeriod></delsvar></svar>"
+    )
+
+
+# Certificates as the service stored them before migration 0007, with the validity and relations it is
+# to read from their encrypted documents.
+BEFORE_0007 = {
+    # LISJP's periods, in any order: the earliest start to the latest end.
+    "lisjp": (
+        "LISJP",
+        intyg(
+            "lisjp", answers=sick_leave("2015-12-12", "2015-12-14") + sick_leave("2015-12-07", "2015-12-10")
+        ),
+        (dt.date(2015, 12, 7), dt.date(2015, 12, 14)),
+        [],
+    ),
+    # A type without a period: the signing day, and its relations.
+    "luse": (
+        "LUSE",
+        intyg("luse", relations=relation("KOMPLT", "lisjp")),
+        (SIGNED.date(),) * 2,
+        [("KOMPLT", "lisjp")],
+    ),
+    "replacing": (
+        "LISJP",
+        intyg(
+            "replacing", relations=relation("ERSATT", "lisjp"), answers=sick_leave("2015-12-07", "2016-01-31")
+        ),
+        (dt.date(2015, 12, 7), dt.date(2016, 1, 31)),
+        [("ERSATT", "lisjp")],
+    ),
+    # Stored before registration read them: a period that ends before it starts gives the signing day,
+    # and an unknown relation code no relations.
+    "unreadable": (
+        "LISJP",
+        intyg(
+            "unreadable", relations=relation("OKAND", "lisjp"), answers=sick_leave("2015-12-10", "2015-12-07")
+        ),
+        (SIGNED.date(),) * 2,
+        [],
+    ),
+}
+
+
+def _stored_before_0007(url: str) -> None:
+    """``BEFORE_0007`` stored at head, then the database taken back to 0006 (which drops what 0007 adds)."""
+
+    async def store() -> None:
+        engine = create_engine(url)
+        try:
+            await seed(
+                SqlUnitOfWork(engine, KEYRING),
+                *(stored(i, type_code=code) for i, (code, *_) in BEFORE_0007.items()),
+                documents={i: document for i, (_, document, *_) in BEFORE_0007.items()},
+            )
+        finally:
+            await dispose(engine)
+
+    asyncio.run(store())
+    command.downgrade(migration.alembic_config(url), "0006")
+
+
+def test_migration_0007_reads_the_stored_documents_validity_and_relations_into_their_columns(
+    database_url: str,
+) -> None:
+    _stored_before_0007(database_url)
+
+    migration.upgrade(database_url, keyring=KEYRING)
+
+    async def read() -> tuple[list[Row[Any]], list[Row[Any]]]:
+        engine = create_engine(database_url)
+        try:
+            return await rows(engine, certificates), await rows(engine, certificate_relations)
+        finally:
+            await dispose(engine)
+
+    found, relations = asyncio.run(read())
+    assert {r.id: (r.valid_from, r.valid_to) for r in found} == {i: v[2] for i, v in BEFORE_0007.items()}
+    assert sorted((r.certificate_id, r.kind, r.related_id, r.related_root) for r in relations) == sorted(
+        (i, kind, other, "SE2321000016-H489") for i, v in BEFORE_0007.items() for kind, other in v[3]
+    )
+    # With what lists show of the stating certificate, copied from its row.
+    stating = {r.id: r for r in found}
+    assert all(
+        (r.patient_key, r.certificate_root, r.registered_at, r.revoked)
+        == (key_of(PATIENT.value), stating[r.certificate_id].id_root, REGISTERED, False)
+        for r in relations
+    )
+
+
+def test_migration_0007_without_the_keys_stops_before_changing_anything(database_url: str) -> None:
+    _stored_before_0007(database_url)
+
+    with pytest.raises(RuntimeError, match="INTYG_KEYS_FILE"):
+        migration.upgrade(database_url)
+
+    async def revision() -> str | None:
+        engine = create_engine(database_url)
+        try:
+            return await migration.current_revision(engine)
+        finally:
+            await dispose(engine)
+
+    assert asyncio.run(revision()) == "0006"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Repositories and the unit of work
 
@@ -190,6 +327,24 @@ async def test_deleting_removes_document_metadata_and_status_history_but_keeps_t
     [read] = await audit_of(engine, "read")
     assert read.certificate_ids == "gone"
     assert "DOCUMENT-CONTENT" not in repr(tuple(read))
+
+
+async def test_deleting_a_certificate_removes_the_relations_it_states_and_keeps_those_stated_of_it(
+    uow: SqlUnitOfWork, engine: AsyncEngine
+) -> None:
+    def replacing(certificate_id: str, replaced: str) -> Certificate:
+        return stored(certificate_id, relations=(Relation(RelationKind.REPLACES, replaced, "root"),))
+
+    await seed(uow, stored("a"), replacing("b", "a"), replacing("c", "b"))
+
+    async with uow:
+        await uow.certificates.delete(["b"])
+        await uow.commit()
+
+    assert await stored_ids(engine) == {"a", "c"}
+    assert [(r.certificate_id, r.related_id) for r in await rows(engine, certificate_relations)] == [
+        ("c", "b")
+    ]
 
 
 async def test_deleting_no_certificates_changes_nothing(uow: SqlUnitOfWork, engine: AsyncEngine) -> None:

@@ -28,6 +28,7 @@ from tests.reference import (
     CP,
     IP,
     OWN,
+    OWN_EXTENSIONS,
     PERSONNUMMER,
     REFERENCED,
     REGISTRY,
@@ -62,7 +63,7 @@ def test_service_schema_compiles_offline_with_lxml() -> None:
 def test_service_schema_imports_every_responder_namespace() -> None:
     tree = etree.parse(str(CONTRACTS / "service.xsd"), parser())
     imported = {imp.get("namespace") for imp in tree.iter("{http://www.w3.org/2001/XMLSchema}import")}
-    assert {c.responder for c in CONTRACTS_TABLE} | {REGISTRY, WSA} == imported
+    assert {c.responder for c in CONTRACTS_TABLE} | {REGISTRY, WSA, OWN_EXTENSIONS} == imported
 
 
 def test_contract_files_are_our_own_and_schema_locations_stay_inside_contracts() -> None:
@@ -248,6 +249,22 @@ INTYG = f"""
   </s:underskrift>
 """
 
+# The certificate's own relation (intyg/relation: it replaces intyg-0), and this project's element for
+# one another certificate states to it (intyg-2 replaces it), in a response's extension point.
+RELATION = """
+  <c:relation>
+    <c:typ><t:code>ERSATT</t:code><t:codeSystem>c2362fcd-eda0-4f9a-bd13-b3bbaf7f2146</t:codeSystem></c:typ>
+    <c:intygs-id><t:root>SE2321000016-H489</t:root><t:extension>intyg-0</t:extension></c:intygs-id>
+  </c:relation>
+"""
+RELATION_TO = f"""
+  <i:relation xmlns:i="{OWN_EXTENSIONS}">
+    <i:fran-intygs-id><t:root>SE2321000016-H489</t:root><t:extension>intyg-2</t:extension></i:fran-intygs-id>
+    <i:typ><t:code>ERSATT</t:code><t:codeSystem>c2362fcd-eda0-4f9a-bd13-b3bbaf7f2146</t:codeSystem></i:typ>
+    <i:till-intygs-id><t:root>SE2321000016-H489</t:root><t:extension>intyg-1</t:extension></i:till-intygs-id>
+  </i:relation>
+"""
+
 RIV1 = f'xmlns:c="{CP}:1" xmlns:t="{CP}:types:1"'
 META_1 = """
   <r:meta>
@@ -283,6 +300,15 @@ HAND_WRITTEN = {
 <r:ListCertificatesForCareResponse xmlns:r="{CP}:ListCertificatesForCareResponder:3" {C3} {T3}>
   <r:intygsLista><r:intyg>{INTYG}</r:intyg></r:intygsLista>
 </r:ListCertificatesForCareResponse>""",
+    "GetCertificateResponse with intyg, its relation and a relation to it": f"""
+<r:GetCertificateResponse xmlns:r="{CP}:GetCertificateResponder:2" {C3} {T3}>
+  <r:intyg>{INTYG.replace("</c:skapadAv>", "</c:skapadAv>" + RELATION)}</r:intyg>
+  {RELATION_TO}
+</r:GetCertificateResponse>""",
+    "ListCertificatesForCitizenResponse 4 with a relation to a listed intyg": f"""
+<r:ListCertificatesForCitizenResponse xmlns:r="{CP}:ListCertificatesForCitizenResponder:4" {C3} {T3}>
+  <r:intygsLista><r:intyg>{INTYG}</r:intyg>{RELATION_TO}</r:intygsLista>
+</r:ListCertificatesForCitizenResponse>""",
     "ListCertificatesForCitizenResponse 4 empty": f"""
 <r:ListCertificatesForCitizenResponse xmlns:r="{CP}:ListCertificatesForCitizenResponder:4">
   <r:intygsLista/>
@@ -383,12 +409,17 @@ def test_hand_written_body_validates_against_ours_and_the_reference(xml: str) ->
     assert_valid_everywhere(etree.fromstring(xml.encode("utf-8"), parser()))
 
 
-def test_the_remove_certificate_for_care_example_in_the_readme_is_valid() -> None:
+def test_the_examples_in_the_readme_are_valid() -> None:
+    # RemoveCertificateForCare in its envelope, and our relation element for the extension points.
     text = (CONTRACTS / "README.md").read_text(encoding="utf-8")
-    (example,) = re.findall(r"```xml\n(.*?)```", text, re.S)
-    body = etree.fromstring(example.encode("utf-8"), parser()).find(f"{{{SOAP_ENV}}}Body")
+    envelope, relation = (
+        etree.fromstring(e.encode(), parser()) for e in re.findall(r"```xml\n(.*?)```", text, re.S)
+    )
+    body = envelope.find(f"{{{SOAP_ENV}}}Body")
     assert body is not None
     assert_valid(our_schema(), body[0], "README example")
+    assert relation.tag == f"{{{OWN_EXTENSIONS}}}relation"
+    assert_valid(our_schema(), relation, "README example")
 
 
 INVALID = {
@@ -397,6 +428,11 @@ INVALID = {
 <r:SetConsentResponse xmlns:r="{IP}:SetConsentResponder:1" xmlns:h="{IP}:2">
   <r:result><h:resultCode>OK</h:resultCode></r:result><r:extra/>
 </r:SetConsentResponse>""",
+    "our relation element without the certificate it names": f"""
+<r:GetCertificateResponse xmlns:r="{CP}:GetCertificateResponder:2" {C3} {T3}>
+  <r:intyg>{INTYG}</r:intyg>
+  {RELATION_TO.replace("till-intygs-id", "other-intygs-id")}
+</r:GetCertificateResponse>""",
     "HSA-id with a wrong root": f"""
 <r:RemoveCertificateForCare xmlns:r="{OWN}" {T3}>
   <r:intygs-id><t:root>SE2321000016-H489</t:root><t:extension>intyg-1</t:extension></r:intygs-id>

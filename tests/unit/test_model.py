@@ -150,7 +150,8 @@ def test_a_recipients_entry_may_give_a_recipient_only_the_types_the_type_table_s
 
 def test_a_stored_certificate_is_its_issued_one_and_what_registering_gives_it() -> None:
     # A stored certificate is what its care system stated and, after it, only what registering gives it
-    # (rule 1): nothing a care system states is left to a default.
+    # (rule 1) and what other certificates stored later state of it: nothing a care system states is left
+    # to a default.
     stored = [f.name for f in dataclasses.fields(Certificate)]
     issued = [f.name for f in dataclasses.fields(IssuedCertificate)]
     assert stored[: len(issued)] == issued
@@ -160,6 +161,7 @@ def test_a_stored_certificate_is_its_issued_one_and_what_registering_gives_it() 
         "citizen_available",
         "revoked",
         "status_events",
+        "related_by",
     ]
 
 

@@ -423,11 +423,19 @@ async def test_a_citizen_with_consent_lists_the_direct_view_or_the_archive() -> 
     ]
 
 
-async def test_a_citizen_lists_only_the_types_and_signing_dates_asked_for() -> None:
+async def test_a_citizen_lists_only_the_types_asked_for_valid_on_a_day_asked_for() -> None:
+    def valid(first: dt.date, last: dt.date) -> dict[str, dt.date]:
+        return {"valid_from": first, "valid_to": last}
+
     uow = FakeUnitOfWork(
         certificates=[
             stored("may", signed_at=dt.datetime(2024, 5, 2, tzinfo=dt.UTC)),
             stored("april", signed_at=dt.datetime(2024, 4, 2, tzinfo=dt.UTC)),
+            # A sick leave signed in April whose period runs into May, and one that spans all of May: the
+            # national service's filter, by either end alone, would leave the second out.
+            stored("into-may", **valid(dt.date(2024, 4, 20), dt.date(2024, 5, 1))),
+            stored("over-may", **valid(dt.date(2024, 4, 20), dt.date(2024, 6, 10))),
+            stored("june", **valid(dt.date(2024, 6, 1), dt.date(2024, 6, 10))),
             stored("unsigned", signed_at=None),
             stored("other-type", type_code="AG7804"),
         ],
@@ -438,13 +446,16 @@ async def test_a_citizen_lists_only_the_types_and_signing_dates_asked_for() -> N
         uow,
         citizen=PATIENT,
         types=["LISJP"],
-        signed_from=dt.date(2024, 5, 1),
-        signed_to=dt.date(2024, 5, 31),
+        valid_between=(dt.date(2024, 5, 1), dt.date(2024, 5, 31)),
         caller=CITIZEN,
         now=NOW,
     )
+    from_june = await operations.list_certificates_for_citizen(
+        uow, citizen=PATIENT, valid_between=(dt.date(2024, 6, 1), None), caller=CITIZEN, now=NOW
+    )
 
-    assert [c.id for c in in_may] == ["may"]
+    assert sorted(c.id for c in in_may) == ["into-may", "may", "over-may"]
+    assert sorted(c.id for c in from_june) == ["june", "over-may"]
 
 
 async def test_a_citizen_without_consent_is_denied_a_list() -> None:

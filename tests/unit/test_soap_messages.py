@@ -9,6 +9,7 @@ tests/integration/test_peer_requests.py and test_soap_operations.py.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from copy import deepcopy
@@ -18,9 +19,19 @@ import pytest
 from lxml import etree
 
 from service import document
-from service.model import Party, PersonId, StaffId, StatusCode, StatusEvent
+from service.model import (
+    Certificate,
+    Party,
+    PersonId,
+    Relation,
+    RelationKind,
+    StaffId,
+    StatusCode,
+    StatusEvent,
+)
 from service.soap import messages as m
 from service.soap.contracts import GET_CERTIFICATE_2
+from tests.fakes import a_certificate
 from tests.reference import assert_valid_everywhere, need_shared, parser, peer_requests
 
 pytestmark = pytest.mark.shared
@@ -180,6 +191,79 @@ def test_a_document_framed_before_answers_were_is_answered_from_the_document() -
     assert document.unframed(version_1) == (content, document.Frame(layout, None))
     assert document.answers(version_1) == document.answers(stored)
     assert canonical(answer(version_1, [RECEIVED])) == canonical(answer(stored, [RECEIVED]))
+
+
+def template(label: str) -> str:
+    [found] = [p.values[1] for p in registered() if p.id == f"register/{label}"]
+    return str(found)
+
+
+def test_a_sick_leave_is_valid_from_its_first_to_its_last_day_and_a_luse_the_day_it_was_signed() -> None:
+    need_shared()
+    lisjp = m.certificate_from_intyg(intyg_of(template("request_lisjp:request")))
+    luse = m.certificate_from_intyg(intyg_of(template("request_luse:request")))
+
+    # Three periods, 2015-12-07..10, 12..14 and 15..20; signed 2015-12-07T15:48:05.
+    assert (lisjp.valid_from, lisjp.valid_to) == (dt.date(2015, 12, 7), dt.date(2015, 12, 20))
+    assert luse.signed_at is not None
+    assert (luse.valid_from, luse.valid_to) == (luse.signed_at.date(), luse.signed_at.date())
+    assert lisjp.relations == luse.relations == ()
+
+
+def test_the_relation_a_peer_request_states_is_read() -> None:
+    need_shared()
+    issued = m.certificate_from_intyg(intyg_of(template("request_lisjp:requestParameterizedActiveSickLeave")))
+
+    # tests/reference.py renders the relation fragment with these values.
+    assert issued.relations == (
+        Relation(RelationKind.REPLACES, "5a0c0e3a-3b0b-4a4a-8f3c-aaaaaaaaaaaa", "TSTNMT2321000156-1077"),
+    )
+
+
+def test_a_get_answers_the_relations_others_state_after_its_intyg_spliced_or_built() -> None:
+    need_shared()
+    intyg = intyg_of(template("request_lisjp:request"))
+    issued = m.certificate_from_intyg(intyg)
+    certificate = Certificate(
+        **{f.name: getattr(issued, f.name) for f in dataclasses.fields(issued)},
+        registered_at=dt.datetime(2024, 5, 2, 10, 1),
+        related_by=(Relation(RelationKind.REPLACES, "newer", "SE2321000016-H489"),),
+    )
+    contract, bare = GET_CERTIFICATE_2, etree.tostring(intyg, encoding="UTF-8")
+
+    def get(stored: bytes) -> etree._Element:
+        data = m.intyg_envelope(
+            contract.response,
+            contract.namespace,
+            stored,
+            [RECEIVED],
+            after=m.related_by_elements(certificate),
+        )
+        body = etree.fromstring(data, parser()).find(m.q(m.SOAP_ENV, "Body"))
+        assert body is not None
+        return body[0]
+
+    spliced, built = get(m.document_of(intyg)), get(bare)
+
+    assert canonical(spliced) == canonical(built)
+    assert_valid_everywhere(spliced)
+    [relation] = spliced.findall(m.q(m.OWN_CORE1, "relation"))
+    ids = [m.text(e, m.q(m.TYPES3, "extension")) for e in relation if "intygs-id" in e.tag]
+    assert ids == ["newer", issued.id]  # "newer" replaces this one
+
+
+def test_the_care_meta_of_2013_says_the_validity_where_its_date_type_can_hold_it() -> None:
+    def meta(first: dt.date, last: dt.date) -> dict[str, str]:
+        parent = etree.Element("parent")
+        m.meta1(parent, "urn:example", a_certificate(valid_from=first, valid_to=last))
+        return {etree.QName(e).localname: e.text or "" for e in parent[0] if "valid" in e.tag}
+
+    assert meta(dt.date(2015, 12, 7), dt.date(2015, 12, 20)) == {
+        "validFrom": "2015-12-07",
+        "validTo": "2015-12-20",
+    }
+    # core 1 Datum: years 1000 to 2999; the elements are optional.
+    assert meta(dt.date(999, 12, 31), dt.date(3000, 1, 1)) == {}
 
 
 @pytest.mark.parametrize("party", Party)
