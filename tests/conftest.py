@@ -1,7 +1,8 @@
 """Suite-wide: after every test, what that test produced is looked at for leaks (``tests/leaks.py``):
 the log records emitted while it ran (formatted as the service prints them), the metric label values
-that appeared meanwhile, and the SQLite files written under pytest's temporary directory. A leak is an
-error at the teardown of the test that leaked, whatever order the tests run in."""
+that appeared meanwhile, and the SQLite files written under pytest's temporary directory, in the test's
+own folders and in those of module- and session-scoped fixtures (``leaks.Files``). A leak is an error at
+the teardown of the test that leaked, whatever order the tests run in."""
 
 from __future__ import annotations
 
@@ -30,15 +31,15 @@ class _Keep(logging.Handler):
 
 @dataclass
 class _Seen:
-    """What earlier tests already left: metric label values and temporary folders."""
+    """What earlier tests already left: metric label values and temporary files."""
 
+    files: leaks.Files
     labels: set[str] = field(default_factory=set)
-    folders: dict[str, int] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="session")
-def leak_baseline() -> _Seen:
-    return _Seen()
+def leak_baseline(tmp_path_factory: pytest.TempPathFactory) -> _Seen:
+    return _Seen(leaks.Files(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +56,9 @@ def kept_log() -> Iterator[_Keep]:
 
 
 @pytest.fixture(autouse=True)
-def nothing_leaks(
-    kept_log: _Keep, leak_baseline: _Seen, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[str]]:
+def nothing_leaks(kept_log: _Keep, leak_baseline: _Seen) -> Iterator[list[str]]:
     """Yields this test's log lines so far (a test may look at them; ``test_leaks.py`` does)."""
-    base = tmp_path_factory.getbasetemp()
+    leak_baseline.files.start()
     # Records emitted between tests (a background thread's) count for the next one.
     yield kept_log.lines
     lines, kept_log.lines = kept_log.lines, []
@@ -67,11 +66,7 @@ def nothing_leaks(
     labels = leaks.label_values()
     found += leaks.in_labels(labels - leak_baseline.labels)
     leak_baseline.labels = labels
-    folders = leaks.folders(base)
-    for name, changed in folders.items():
-        if leak_baseline.folders.get(name) != changed:
-            found += leaks.in_sqlite_files(base / name)
-    leak_baseline.folders = folders
+    found += leak_baseline.files.leaks()
     assert not found, "this test leaked:\n" + "\n".join(found)
 
 

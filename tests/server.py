@@ -33,7 +33,7 @@ def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"{what} within {seconds} s")
 
 

@@ -8,7 +8,8 @@ encryption at rest, the audit log, NUL bytes (PostgreSQL's text refuses them), c
 (PostgreSQL enforces them), SQL dialect paths, round trips, pools and timeouts.
 
 Every test gets its own database, cloned from a template migrated once per session: on PostgreSQL
-with ``CREATE DATABASE ... TEMPLATE``, on SQLite as a copy of the migrated file. The migrations
+with ``CREATE DATABASE ... TEMPLATE`` (the next one made ahead, while a test runs, and each dropped after
+its test in the background), on SQLite as a copy of the migrated file. The migrations
 themselves are tested from an empty database (``empty_database_url``).
 Without a server the PostgreSQL half is reported as skipped with the reason.
 """
@@ -21,6 +22,7 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -66,6 +68,46 @@ def postgres_template() -> Iterator[str]:
     _admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
+class _Clones:
+    """Databases cloned from the template: the next one is made while a test runs, and a used one
+    dropped, by a thread of their own. CREATE DATABASE is a third of a PostgreSQL test's setup, and the
+    server makes the copy on another core meanwhile."""
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._thread = ThreadPoolExecutor(1)
+        self._next = self._thread.submit(self._create)
+        self._dropped: list[Future[None]] = []
+
+    def _create(self) -> str:
+        name = f"intyg_test_{uuid.uuid4().hex[:12]}"
+        _admin(f"CREATE DATABASE {name} TEMPLATE {self._template}")
+        return name
+
+    def take(self) -> str:
+        """A new database's name, made from the template and used by nothing yet."""
+        name = self._next.result()
+        self._next = self._thread.submit(self._create)
+        return name
+
+    def drop(self, name: str) -> None:
+        self._dropped.append(self._thread.submit(_admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+    def close(self) -> None:
+        """Drops the one made ahead; raises what any drop raised."""
+        self.drop(self._next.result())
+        self._thread.shutdown()
+        for dropped in self._dropped:
+            dropped.result()
+
+
+@pytest.fixture(scope="session")
+def postgres_clones(postgres_template: str) -> Iterator[_Clones]:
+    clones = _Clones(postgres_template)
+    yield clones
+    clones.close()
+
+
 ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -102,14 +144,13 @@ def fresh_database(
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    template = request.getfixturevalue("postgres_template")
+    clones: _Clones = request.getfixturevalue("postgres_clones")
     assert POSTGRES_URL is not None
-    name = f"intyg_test_{uuid.uuid4().hex[:12]}"
-    _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+    name = clones.take()
     try:
         yield _with_database(POSTGRES_URL, name)
     finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        clones.drop(name)
 
 
 @pytest.fixture

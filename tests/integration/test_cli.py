@@ -14,9 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from queue import Empty, Queue
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -31,6 +34,8 @@ from tests.tls import make_pki
 
 COMMAND = Path(sys.executable).parent / "intygstjanst"
 TIMEOUT = 20.0  # generous for a loaded CI machine; a healthy start takes about a second
+Key = TypeVar("Key")
+Run = TypeVar("Run")
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -395,6 +400,14 @@ def keys_in_environment(ring: KeyRing = KEYRING) -> dict[str, str]:
     return {f"INTYG_{name.upper()}": value.get_secret_value() for name, value in settings_keys(ring).items()}
 
 
+def at_once(runs: Mapping[Key, Callable[[], Run]]) -> dict[Key, Run]:
+    """What each of ``runs`` returns, run as many at a time as the machine has cores: a command that
+    refuses to start is still an interpreter starting, most of a second of CPU."""
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        started = {key: pool.submit(run) for key, run in runs.items()}
+        return {key: future.result() for key, future in started.items()}
+
+
 ON_THE_STORE = [
     ("migrate",),
     ("rotate-kek",),
@@ -402,14 +415,26 @@ ON_THE_STORE = [
 ]
 
 
-@pytest.mark.parametrize("args", ON_THE_STORE, ids=lambda args: args[0])
-def test_a_command_on_an_unreachable_database_says_so_in_one_line(
-    tmp_path: Path, args: tuple[str, ...]
-) -> None:
-    # Nothing listens on a free port: the connection is refused at once.
-    unreachable = f"postgresql://intyg:secret@127.0.0.1:{free_port()}/intyg"
+@pytest.fixture(scope="module")
+def unreachable(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Each command on the store, on a database nothing answers, by command; run before the tests that
+    look at one each (``at_once``)."""
+    folder = tmp_path_factory.mktemp("unreachable")
+    # Nothing listens on a free port: the connection is refused at once. A command that asks a pool
+    # for its connection waits out the pool's timeout first: half a second here, not the default 3 s.
+    settings = {
+        "INTYG_DATABASE_URL": f"postgresql://intyg:secret@127.0.0.1:{free_port()}/intyg",
+        "INTYG_DB_POOL_TIMEOUT_SECONDS": "0.5",
+        **keys_in_environment(),
+    }
+    return at_once({args[0]: partial(command, folder, *args, **settings) for args in ON_THE_STORE})
 
-    done = command(tmp_path, *args, INTYG_DATABASE_URL=unreachable, **keys_in_environment())
+
+@pytest.mark.parametrize("name", [args[0] for args in ON_THE_STORE])
+def test_a_command_on_an_unreachable_database_says_so_in_one_line(
+    unreachable: dict[str, subprocess.CompletedProcess[str]], name: str
+) -> None:
+    done = unreachable[name]
 
     assert done.returncode == 2
     assert done.stderr.startswith("cannot reach the store: ") and done.stderr.count("\n") == 1, done.stderr
@@ -422,17 +447,41 @@ BAD_KEYS = {
     "a KEK without its lookup key": {"INTYG_KEK": "k1:" + encode_key(bytes(32))},
     "a keys file that is missing": {"INTYG_KEYS_FILE": "/nonexistent/keys.json"},
 }
+KEYED = [*ON_THE_STORE, ("serve", "--port", "1")]
 
 
-@pytest.mark.parametrize("keys", BAD_KEYS.values(), ids=BAD_KEYS.keys())
-@pytest.mark.parametrize("args", [*ON_THE_STORE, ("serve", "--port", "1")], ids=lambda args: args[0])
+@pytest.fixture(scope="module")
+def refused_for_its_keys(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[tuple[str, str], tuple[subprocess.CompletedProcess[str], Path]]:
+    """Each command with each kind of keys it cannot use, by command and kind, each in a folder of its
+    own (its run, and the folder); run before the tests that look at one each (``at_once``)."""
+    base = tmp_path_factory.mktemp("keys")
+
+    def run(args: tuple[str, ...], keys: str, folder: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+        database = f"sqlite:///{folder / 'intyg.db'}"
+        return command(folder, *args, INTYG_DATABASE_URL=database, **BAD_KEYS[keys]), folder
+
+    runs = {}
+    for args in KEYED:
+        for keys in BAD_KEYS:
+            folder = base / f"{args[0]} with {keys}"
+            folder.mkdir()
+            runs[args[0], keys] = partial(run, args, keys, folder)
+    return at_once(runs)
+
+
+@pytest.mark.parametrize("keys", BAD_KEYS)
+@pytest.mark.parametrize("name", [args[0] for args in KEYED])
 def test_a_command_with_keys_it_cannot_use_says_so_in_one_line(
-    tmp_path: Path, args: tuple[str, ...], keys: dict[str, str]
+    refused_for_its_keys: dict[tuple[str, str], tuple[subprocess.CompletedProcess[str], Path]],
+    name: str,
+    keys: str,
 ) -> None:
-    done = command(tmp_path, *args, INTYG_DATABASE_URL=f"sqlite:///{tmp_path / 'intyg.db'}", **keys)
+    done, folder = refused_for_its_keys[name, keys]
 
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr
     assert "INTYG_KEK" in done.stderr or "keys.json" in done.stderr
     assert "not base64!" not in done.stderr  # never key material
-    assert not (tmp_path / "intyg.db").exists()
+    assert not (folder / "intyg.db").exists()

@@ -1,7 +1,7 @@
 """A paused service process stops no one (README "Audit log": the sealer).
 
 Two ``intygstjanst serve`` processes on one PostgreSQL database, as two replicas (or workers) are. The first
-is the audit log's elected sealer; it is paused with SIGSTOP for a few seconds (as a GC pause, a slow node or
+is the audit log's elected sealer; it is paused with SIGSTOP for two seconds (as a GC pause, a slow node or
 a lost network path would pause it) while both take registrations. The other keeps completing requests the
 whole time; once the paused one resumes, its requests complete too, and nothing is lost: every registration is
 stored, and every audit record is sealed once, in one gapless chain that verifies. Before the sealer
@@ -17,6 +17,7 @@ import itertools
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,11 +35,14 @@ from tests.integration import soap as s
 from tests.integration.test_encryption_at_rest import sync_url
 from tests.reference import with_check_digit
 
-PAUSE_SECONDS = 3.0
+# Twice the longest gap allowed below, so that a wait on the paused process shows.
+PAUSE_SECONDS = 2.0
 CONCURRENCY = 4
 # The longest the running process may go without completing a request while the other is paused: a
 # registration takes milliseconds; a wait on a lock the paused one holds would last the whole pause.
 LONGEST_GAP = 1.0
+# Completions each process reaches before the pause: both are under steady load by then.
+UNDER_LOAD = 20
 
 
 def person(serial: int) -> str:
@@ -73,6 +77,14 @@ async def _register_until(
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    """Waits, while the load goes on, until ``condition`` holds or ``seconds`` pass; whether it holds."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return condition()
 
 
 def _elected(metrics_port: int) -> bool:
@@ -114,7 +126,8 @@ def test_a_paused_process_stops_no_other_and_loses_nothing(database_url: str, tm
                     asyncio.create_task(_register_until(paused_base, "paused", stop, on_paused, errors)),
                     asyncio.create_task(_register_until(running_base, "running", stop, on_running, errors)),
                 ]
-                await asyncio.sleep(1.0)  # both under load, the paused one mid-transaction as likely as not
+                # Both under load, the paused one mid-transaction as likely as not.
+                assert await _until(lambda: min(len(on_paused), len(on_running)) >= UNDER_LOAD), errors
                 os.kill(paused.pid, signal.SIGSTOP)
                 paused_at = time.monotonic()
                 try:
@@ -122,7 +135,8 @@ def test_a_paused_process_stops_no_other_and_loses_nothing(database_url: str, tm
                 finally:
                     os.kill(paused.pid, signal.SIGCONT)
                 resumed_at = time.monotonic()
-                await asyncio.sleep(1.0)
+                # Asserted below: the paused process completes requests again once resumed.
+                await _until(lambda: any(at > resumed_at for at, _ in on_paused))
                 stop.set()
                 await asyncio.wait_for(asyncio.gather(*tasks), 60)
                 return on_paused, on_running, errors, paused_at, resumed_at

@@ -11,7 +11,8 @@ connection belongs to its loop, and schemathesis' own ASGI client would start a 
 Generation is derandomised, so a run is repeatable; change ``EXAMPLES`` or drop ``derandomize``
 locally to explore further.
 
-SQLite only: what is checked is the API's contract, not the store (test_rest_api.py runs on both).
+SQLite only (``one_engine``): what is checked is the API's contract, not the store (test_rest_api.py runs
+on both).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
 from service.app import create_app
-from service.store import migration
 from tests.integration.rest import (
     ANNA,
     BERTIL,
@@ -45,16 +45,17 @@ from tests.integration.rest import (
 )
 from tests.integration.soap import SoapClient
 
-pytestmark = pytest.mark.shared
+pytestmark = [
+    pytest.mark.shared,
+    pytest.mark.one_engine("the API's published contract is checked, not the store (test_rest_api.py is)"),
+]
 
 EXAMPLES = 100
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'intyg.db'}"
-    migration.upgrade(url)
-    with TestClient(create_app(portal_settings(url, tmp_path))) as test_client:
+def client(database_url: str, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(portal_settings(database_url, tmp_path))) as test_client:
         soap = SoapClient(test_client)
         register(soap, "c-1", ANNA)
         register(soap, "c-2", ANNA)

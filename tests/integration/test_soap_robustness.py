@@ -2,10 +2,12 @@
 
 Every answer to a bad request is checked by ``send``: HTTP 200 with a contract response, or HTTP 500
 with a SOAP 1.1 Fault (the SOAP convention, not a crash), and it holds no personal identity number or
-other long number of the request, no Python traceback and no SQL. A certificate registered before each
-test, and the id of the certificate each bad request tries to register, show that the store is
-unchanged afterwards. The hardened parser these tests drive is ``service/soap/messages.py``; the error
-table is checked on its own in ``tests/unit/test_error_maps.py``.
+other long number of the request, no Python traceback and no SQL. One app and one database serve the
+module's bad requests, as one service serves every caller: a certificate registered once, and the id
+of the certificate each bad request tries to register, show after each test that it left the store as
+it found it (tests with settings of their own get an app and a database each). The hardened parser
+these tests drive is ``service/soap/messages.py``; the error table is checked on its own in
+``tests/unit/test_error_maps.py``.
 
 The last group fetches each served contract's WSDL at ``?wsdl`` and everything it imports. The bad
 requests are broken copies of a real caller's RegisterCertificate from ../shared/peer-requests, so the
@@ -29,10 +31,12 @@ from lxml import etree
 from service.app import create_app
 from service.config import Settings
 from service.soap.contracts import CONTRACTS, Contract
+from tests.integration.conftest import fresh_database
 from tests.integration.soap import (
     T3,
     Reply,
     SoapClient,
+    list_for_citizen,
     path_of,
     register_envelope,
     statuses,
@@ -146,16 +150,39 @@ def new_registration(person: str = PATIENT) -> str:
     return register_envelope(NEW_ID, person)
 
 
+def has_consent(soap: SoapClient, person: str) -> bool:
+    """Whether the citizen's consent is given: their list is refused with NOCONSENT otherwise."""
+    listed = soap.call("ListCertificatesForCitizen", 4, list_for_citizen(person))
+    return not (listed.is_fault and "NOCONSENT" in listed.fault_string)
+
+
+@pytest.fixture(scope="module")
+def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The module's app, on a database holding one certificate. Module-scoped: building an app is most
+    of what a test here would cost, and a bad request changes neither the app nor the store (``store``
+    shows it after each test)."""
+    with fresh_database(request, tmp_path_factory, "sqlite") as url:
+        settings = Settings(
+            database_url=url,
+            dev_audit_key_file=tmp_path_factory.mktemp("robustness") / "dev-audit-key.pem",
+            **settings_keys(),
+        )
+        with TestClient(create_app(settings)) as shared:
+            stored = SoapClient(shared).post(REGISTER, register_envelope(STORED_ID, PERSONNUMMER))
+            assert stored.result() == ("OK", None, None)
+            yield shared
+
+
 @pytest.fixture
 def store(soap: SoapClient) -> Iterator[SoapClient]:
-    """A store holding one certificate; afterwards, proof that the bad requests changed nothing."""
-    assert soap.post(REGISTER, register_envelope(STORED_ID, PERSONNUMMER)).result() == ("OK", None, None)
+    """The store holding one certificate; afterwards, proof that the bad requests changed nothing."""
     yield soap
     kept = soap.call("GetCertificate", 2, get_certificate_body(STORED_ID))
     assert not kept.is_fault, kept.fault_string
     assert statuses(kept) == [("HSVARD", "RECEIV")]
     missing = soap.call("GetCertificate", 2, get_certificate_body(NEW_ID))
     assert missing.is_fault, "a bad request stored a certificate"
+    assert not has_consent(soap, PERSONNUMMER), "a bad request gave consent"
 
 
 # --- Not a SOAP envelope ------------------------------------------------------------------------------
@@ -381,16 +408,7 @@ def test_a_bp20_request_without_wsa_to_is_a_client_fault_and_gives_no_consent(
     reply = send(store, path_of("SetConsent", 1), data)
 
     assert_client_fault(reply)
-    listed = store.call(
-        "ListCertificatesForCitizen",
-        4,
-        '<l:ListCertificatesForCitizen xmlns:l="urn:riv:clinicalprocess:healthcond:certificate:'
-        f'ListCertificatesForCitizenResponder:4" xmlns:t="{T3}"><l:person-id><t:root>1.2.752.129.2.1.3.1</t:root>'
-        f"<t:extension>{PERSONNUMMER}</t:extension></l:person-id><l:arkiverade>false</l:arkiverade>"
-        f"<l:part><t:code>INVANA</t:code><t:codeSystem>{PART_SYSTEM}</t:codeSystem></l:part>"
-        "</l:ListCertificatesForCitizen>",
-    )
-    assert listed.is_fault and "NOCONSENT" in listed.fault_string
+    assert not has_consent(store, PERSONNUMMER)
 
 
 # --- Schema-invalid and invalid values ----------------------------------------------------------------

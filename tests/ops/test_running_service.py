@@ -42,18 +42,60 @@ SOAP = {"Content-Type": "text/xml; charset=utf-8"}
 
 
 @dataclass(frozen=True)
-class Service:
-    base: str
-    # The metrics port's address (host:port): the API's port does not answer /metrics.
-    metrics: str
+class Prometheus:
+    # On Prometheus's HTTP API, one connection for the test's many queries.
+    api: httpx.Client
+    # What it scrapes (host:port): the service's metrics port, since the API's port does not answer /metrics.
+    target: str
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = self.api.get("/api/v1/query", params={"query": expr}).json()
+        assert answer["status"] == "success", f"{expr}: {answer.get('error')}"
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    metrics = server.free_port()
-    env = {**FAST_GAUGES, "INTYG_METRICS_PORT": str(metrics)}
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the metrics port the service is then started on. Started first: its
+    first scrape comes some 5 s after it starts (its discovery hands on targets every 5 s), and the
+    service starts meanwhile."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed: run `bash tools/install-ops-tools` (Debian's package)")
+    port = server.free_port()
+    target = f"127.0.0.1:{server.free_port()}"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: intygstjanst\n    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        server.wait_until(lambda: httpx.get(f"{base}/-/ready").status_code == 200, 30, "Prometheus is ready")
+        with httpx.Client(base_url=base) as api:
+            yield Prometheus(api, target)
+    finally:
+        server.stop(process)
+
+
+@pytest.fixture
+def service(tmp_path: Path, prometheus: Prometheus) -> Iterator[str]:
+    """The service with two workers and its metrics where Prometheus scrapes them; its base URL."""
+    env = {**FAST_GAUGES, "INTYG_METRICS_PORT": prometheus.target.rsplit(":", 1)[1]}
     with server.running(tmp_path, "--workers", "2", env=env) as (base, _):
-        yield Service(base, f"127.0.0.1:{metrics}")
+        yield base
 
 
 def _post(client: httpx.Client, operation: str, major: int, body: str) -> httpx.Response:
@@ -118,44 +160,6 @@ def _load(base: str, workdir: Path) -> int:
     return sent
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path, service: Service) -> Iterator[str]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed: run `bash tools/install-ops-tools` (Debian's package)")
-    port = server.free_port()
-    target = service.metrics
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: intygstjanst\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    process = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        server.wait_until(lambda: httpx.get(f"{base}/-/ready").status_code == 200, 30, "Prometheus is ready")
-        yield base
-    finally:
-        server.stop(process)
-
-
-def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}).json()
-    assert answer["status"] == "success", f"{expr}: {answer.get('error')}"
-    result: list[dict[str, Any]] = answer["data"]["result"]
-    return result
-
-
 def _panel_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text("utf-8"))
     return [
@@ -167,48 +171,79 @@ def _panel_queries() -> list[tuple[str, str]]:
 
 
 def test_every_dashboard_panel_answers_from_a_real_prometheus_scraping_two_workers(
-    service: Service, prometheus: str, tmp_path: Path
+    service: str, prometheus: Prometheus, tmp_path: Path
 ) -> None:
-    sent = _load(service.base, tmp_path)
+    sent = _load(service, tmp_path)
     # Enough scrapes after the load for every rate() window to hold two samples of the new values.
     server.wait_until(
         lambda: (
-            bool(_query(prometheus, "sum(intyg_requests_total)"))
-            and float(_query(prometheus, "sum(intyg_requests_total)")[0]["value"][1]) >= sent
+            bool(prometheus.query("sum(intyg_requests_total)"))
+            and float(prometheus.query("sum(intyg_requests_total)")[0]["value"][1]) >= sent
         ),
         30,
         "Prometheus has scraped the load",
     )
     queries = _panel_queries()
     server.wait_until(
-        lambda: all(_query(prometheus, expr) for _, expr in queries),
+        lambda: all(prometheus.query(expr) for _, expr in queries),
         30,
         "every panel's rate() window holds two samples of the new values",
     )
 
-    total = float(_query(prometheus, "sum(intyg_requests_total)")[0]["value"][1])
+    total = float(prometheus.query("sum(intyg_requests_total)")[0]["value"][1])
     assert total == sent, "both workers' requests are counted once each (multiprocess mode)"
-    assert len(_query(prometheus, 'up{job="intygstjanst"} == 1')) == 1
-    assert httpx.get(f"{service.base}/metrics").status_code == 404
+    assert len(prometheus.query('up{job="intygstjanst"} == 1')) == 1
+    assert httpx.get(f"{service}/metrics").status_code == 404
 
     assert len(queries) >= 10
-    empty = [(title, expr) for title, expr in queries if not _query(prometheus, expr)]
+    empty = [(title, expr) for title, expr in queries if not prometheus.query(expr)]
     assert not empty, f"panels with no series: {empty}"
 
     names = sorted({name for _, expr in queries for name in re.findall(r"\b(intyg_[a-z_]+)", expr)})
-    missing = [name for name in names if not _query(prometheus, f'{{__name__="{name}"}}')]
+    missing = [name for name in names if not prometheus.query(f'{{__name__="{name}"}}')]
     assert not missing, f"metrics the dashboard names but the service does not expose: {missing}"
     deleted = {
         r["metric"]["rule"]: float(r["value"][1])
-        for r in _query(prometheus, "intyg_certificates_deleted_total")
+        for r in prometheus.query("intyg_certificates_deleted_total")
     }
     assert deleted == {"5": 1.0, "6": 1.0}
 
 
+def _soap_in_flight(metrics: int) -> bool:
+    """Whether the service serves a SOAP request: it has read the request's headers, not yet answered."""
+    exposed = httpx.get(f"http://127.0.0.1:{metrics}/metrics").text
+    return 'intyg_requests_in_flight{channel="soap"} 1.0' in exposed
+
+
+def _readiness_now(base: str) -> str:
+    """What a client asking ``/readyz`` on a new connection hears within a second: a status code,
+    "refused" where nothing listens any more, "closed" where the connection was taken and then closed
+    or reset unanswered, or "hung"."""
+    try:
+        return str(httpx.get(f"{base}/readyz", timeout=1).status_code)
+    except httpx.ConnectError:
+        return "refused"
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return "closed"
+    except httpx.TimeoutException:
+        return "hung"
+
+
+def _drained(base: str) -> str:
+    """What a new connection hears once the service, after SIGTERM, has settled into its drain: no longer
+    ready, nor answering late ("503") or closing what it took as it stopped listening ("closed"). Bounded."""
+    deadline = time.monotonic() + 10
+    while (heard := _readiness_now(base)) in ("200", "503", "closed"):
+        assert time.monotonic() < deadline, f"the service still answers {heard} 10 s after SIGTERM"
+        time.sleep(0.05)
+    return heard
+
+
 def test_sigterm_finishes_the_request_in_flight_refuses_readiness_and_exits_in_time(tmp_path: Path) -> None:
-    port = server.free_port()
+    port, metrics = server.free_port(), server.free_port()
     grace = 10
-    process = server.start(tmp_path, port, env={**FAST_GAUGES, "INTYG_SHUTDOWN_GRACE_SECONDS": str(grace)})
+    env = {**FAST_GAUGES, "INTYG_SHUTDOWN_GRACE_SECONDS": str(grace), "INTYG_METRICS_PORT": str(metrics)}
+    process = server.start(tmp_path, port, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         server.wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 30, "the service is ready")
@@ -223,11 +258,11 @@ def test_sigterm_finishes_the_request_in_flight_refuses_readiness_and_exits_in_t
                 f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {len(envelope)}\r\n\r\n".encode()
                 + head
             )
-            # A second connection, already open: after SIGTERM it may still ask, and must hear "not ready".
-            time.sleep(0.5)
+            server.wait_until(lambda: _soap_in_flight(metrics), 10, "the request is in flight")
             process.send_signal(signal.SIGTERM)
             stopped = time.monotonic()
-            time.sleep(0.5)
+            # A second connection, already open: after SIGTERM it may still ask, and must hear "not ready".
+            _drained(base)
             probe.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             readiness = probe.recv(4096).split(b"\r\n", 1)[0]
             conn.sendall(tail)
@@ -248,17 +283,6 @@ def test_sigterm_finishes_the_request_in_flight_refuses_readiness_and_exits_in_t
         server.stop(process)
 
 
-def _readiness_now(base: str) -> str:
-    """What a client asking ``/readyz`` on a new connection hears within a second: a status code,
-    "refused" where nothing listens any more, or "hung"."""
-    try:
-        return str(httpx.get(f"{base}/readyz", timeout=1).status_code)
-    except httpx.ConnectError:
-        return "refused"
-    except httpx.TimeoutException:
-        return "hung"
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_client_connecting_while_the_service_drains_is_refused_at_once_never_left_hanging(
     tmp_path: Path, workers: str
@@ -267,14 +291,18 @@ def test_a_client_connecting_while_the_service_drains_is_refused_at_once_never_l
     drain, so a new connection was taken into its backlog, hung until the grace ended, and was reset
     (``service/connection.py``, Supervisor). Readiness is refused meanwhile, on a connection opened before
     SIGTERM as well."""
-    port = server.free_port()
+    port, metrics = server.free_port(), server.free_port()
     grace = 10
     process = server.start(
         tmp_path,
         port,
         "--workers",
         workers,
-        env={"INTYG_SHUTDOWN_GRACE_SECONDS": str(grace), "INTYG_BODY_DEADLINE_SECONDS": "30"},
+        env={
+            "INTYG_SHUTDOWN_GRACE_SECONDS": str(grace),
+            "INTYG_BODY_DEADLINE_SECONDS": "30",
+            "INTYG_METRICS_PORT": str(metrics),
+        },
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -290,17 +318,16 @@ def test_a_client_connecting_while_the_service_drains_is_refused_at_once_never_l
                 f"Content-Length: {len(envelope)}\r\n\r\n".encode()
                 + envelope[: len(envelope) // 2]
             )
-            time.sleep(0.5)
+            server.wait_until(lambda: _soap_in_flight(metrics), 10, "the request is in flight")
             process.send_signal(signal.SIGTERM)
             # uvicorn's supervisor looks at its signals every 0.5 s before it passes SIGTERM on.
-            time.sleep(1.5)
+            heard = [_drained(base)]
             probe.settimeout(2)
             probe.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             try:
                 readiness = probe.recv(4096).split(b"\r\n", 1)[0]
             except ConnectionResetError:
                 readiness = b""
-            heard = []
             for _ in range(3):
                 asked = time.monotonic()
                 heard.append(_readiness_now(base))
