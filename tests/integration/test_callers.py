@@ -75,7 +75,7 @@ class Callers:
                         audit_records.c.called,
                         audit_records.c.outcome,
                         audit_records.c.actor_id,
-                    ).order_by(audit_records.c.seq)
+                    ).order_by(audit_records.c.seq.is_(None), audit_records.c.seq, audit_records.c.id)
                 ).all()
         finally:
             engine.dispose()
