@@ -50,7 +50,7 @@ from tests import audit_benchmark, tampering
 from tests.fakes import an_issued_certificate, document_of
 from tests.integration import soap as s
 from tests.integration.test_encryption_at_rest import sync_url
-from tests.integration.test_store import STORE_FAILURE, refuse
+from tests.integration.test_store import STORE_FAILURE, refuse, revision_of
 from tests.keys import KEYRING, settings_keys
 from tests.reference import with_check_digit
 from tests.tampering import Chain
@@ -787,14 +787,7 @@ def test_the_typed_vocabulary_migration_stops_at_a_record_of_no_known_form_and_c
     with pytest.raises(RuntimeError, match="audit record 10 has an action or detail of no known form"):
         migration.upgrade(database_url)
 
-    async def revision() -> str | None:
-        engine = create_engine(database_url)
-        try:
-            return await migration.current_revision(engine)
-        finally:
-            await dispose(engine)
-
-    assert asyncio.run(revision()) == "0005"
+    assert revision_of(database_url) == "0005"
     plain = sqlalchemy.create_engine(sync_url(database_url))
     try:
         with plain.connect() as connection:
