@@ -285,6 +285,48 @@ class Recipient:
     certificate_types: frozenset[str]
 
 
+class EventKind(enum.StrEnum):
+    """What happened to a certificate, as it leaves the service (README.md, "Recipients and statistics").
+    The values are written to the outbox and into the messages: a value keeps its meaning for good."""
+
+    REGISTERED = "registered"  # rule 1
+    SENT = "sent"  # SENTTO a recipient
+    REVOKED = "revoked"
+    DELETED = "deleted"  # deleted permanently (rules 5, 6 and 9)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A certificate, or its revocation, on its way to a recipient that the certificate was sent to: written
+    to the outbox in the transaction of the send or the revocation, published by the relay (``relay.py``).
+    A ``SENT`` delivery carries the certificate as registered; the relay reads it when it publishes."""
+
+    kind: EventKind
+    recipient: Party
+    certificate_id: str
+    certificate_type: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StatisticsEvent:
+    """What the statistics service is told of a certificate: its type, where it was written and when
+    things happened to it; never its patient or its document. ``recipient`` of a ``SENT`` event."""
+
+    kind: EventKind
+    certificate_id: str
+    certificate_type: str
+    type_version: str
+    care_unit_id: str
+    care_giver_id: str
+    signed_at: dt.datetime | None
+    at: dt.datetime
+    recipient: Party | None = None
+
+
+Outgoing = Delivery | StatisticsEvent
+
+
 @dataclass(frozen=True, slots=True)
 class Consent:
     """The citizen's consent. A citizen never seen has not given it (DOMAIN.md)."""

@@ -44,8 +44,10 @@ from service.model import (
     Certificate,
     CertificateWithDocument,
     Consent,
+    EventKind,
     IssuedCertificate,
     Outcome,
+    Outgoing,
     Party,
     PersonId,
     Recipient,
@@ -111,9 +113,19 @@ class AuditLog(Protocol):
     ) -> tuple[list[AuditRecord], int]: ...
 
 
+class Outbox(Protocol):
+    async def add(self, events: Sequence[Outgoing], *, now: dt.datetime) -> None:
+        """Write what leaves the service, in the transaction of its cause (at ``now``); the relay
+        publishes it after commit (README.md, "Recipients and statistics")."""
+        ...
+
+
 class UnitOfWork(Protocol):
     @property
     def certificates(self) -> CertificateRepository: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
     @property
     def consents(self) -> ConsentRepository: ...
@@ -307,11 +319,16 @@ def _loaded(attempt: _Attempt, certificate: Certificate) -> None:
     rules.require_care_giver_permitted(certificate, attempt.caller.care_giver_scope)
 
 
-async def _apply(uow: UnitOfWork, certificate: Certificate, decision: rules.Decision) -> None:
+async def _apply(
+    uow: UnitOfWork, certificate: Certificate, decision: rules.Decision, now: dt.datetime
+) -> None:
+    """Apply a decision, and write what it tells recipients and statistics in the same transaction."""
     if decision.delete:
         await uow.certificates.delete([certificate.id])
     elif decision.changes(certificate):
         await uow.certificates.update(certificate, decision)
+    if events := rules.outgoing(certificate, decision, now=now):
+        await uow.outbox.add(events, now=now)
 
 
 # Rule 1
@@ -338,6 +355,7 @@ async def register_certificate(
                     raise errors.ConcurrentChange("the certificate was deleted meanwhile")
             registration = rules.register(existing, issued)
             if registration is rules.Registration.CREATE:
+                await uow.outbox.add([rules.statistics(stored, EventKind.REGISTERED, at=now)], now=now)
                 # The record names the type as the metrics' label does: a code of the type table. Only
                 # here: a refusal's record names its reason (audit_chain.first_written hashes a type with
                 # a registered certificate only, in the words records were first written in).
@@ -459,7 +477,7 @@ async def set_certificate_status(
             if needs_consent:
                 rules.require_consent(await _held(uow, certificate.patient))
             decision = rules.set_status(certificate, party=party, code=code, at=at)
-            await _apply(uow, certificate, decision)
+            await _apply(uow, certificate, decision, now)
             await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
             return decision.event
 
@@ -485,7 +503,7 @@ async def _citizen_change(
         rules.require_citizen_sees_type(certificate)
         rules.require_consent(consent)
         decision = decide(certificate)
-        await _apply(uow, certificate, decision)
+        await _apply(uow, certificate, decision, now)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
         return decision.applied_to(certificate), decision
 
@@ -598,7 +616,7 @@ async def revoke_certificate(
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         rules.require_patient(certificate, patient)
         decision = rules.revoke(certificate, now=now)
-        await _apply(uow, certificate, decision)
+        await _apply(uow, certificate, decision, now)
         await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
         return decision.event is not None
 
@@ -613,7 +631,7 @@ async def remove_care_copy(
             # The consent row is locked so that a concurrent withdrawal sees this removal (rule 8).
             consent = await uow.consents.get(certificate.patient, for_update=True)
             decision = rules.remove_care_copy(certificate, care_giver_id=care_giver_id, consent=consent)
-            await _apply(uow, certificate, decision)
+            await _apply(uow, certificate, decision, now)
             removal = Removal.DELETED if decision.delete else Removal.KEPT_FOR_CITIZEN
             await attempt.succeed(deleted=1 if decision.delete else 0)
             return removal
@@ -693,6 +711,9 @@ async def set_consent(
             if not given:
                 deleted = rules.deleted_on_withdrawal(await uow.certificates.list_for_patient(citizen))
                 await uow.certificates.delete([c.id for c in deleted])
+                await uow.outbox.add(
+                    [rules.statistics(c, EventKind.DELETED, at=now) for c in deleted], now=now
+                )
                 attempt.about(*deleted, patient=citizen)
             changed = current.given != given
             if changed:

@@ -22,11 +22,15 @@ from service.model import (
     CallerKind,
     Certificate,
     Consent,
+    Delivery,
+    EventKind,
     IssuedCertificate,
+    Outgoing,
     Party,
     PersonId,
     Recipient,
     RuleFailure,
+    StatisticsEvent,
     StatusCode,
     StatusEvent,
 )
@@ -362,3 +366,50 @@ def deleted_on_withdrawal(certificates: Iterable[Certificate]) -> list[Certifica
 def has_keeper(certificate: Certificate, consent: Consent) -> bool:
     """A stored certificate always has a keeper: the care provider's copy or the citizen's consent."""
     return certificate.care_available or consent.given
+
+
+# What leaves the service (README.md, "Recipients and statistics"): written to the outbox in the
+# transaction of its cause, so that nothing is told that did not happen and nothing that happened is lost.
+def outgoing(certificate: Certificate, decision: Decision, *, now: dt.datetime) -> tuple[Outgoing, ...]:
+    """What a decision applied to a certificate tells recipients and statistics: a send delivers the
+    certificate to its recipient; a revocation follows it to every recipient it was sent to; a permanent
+    deletion tells statistics only. A decision that changes nothing tells nobody anything (a send to a
+    recipient that has it already, a revocation of a revoked certificate)."""
+    if decision.delete:
+        return (statistics(certificate, EventKind.DELETED, at=now),)
+    event = decision.event
+    if event is None:
+        return ()
+    if event.code is StatusCode.SENTTO:
+        return (
+            Delivery(EventKind.SENT, event.party, certificate.id, _type_label(certificate), event.at),
+            statistics(certificate, EventKind.SENT, at=event.at, recipient=event.party),
+        )
+    if event.code is StatusCode.CANCEL:
+        follows = tuple(
+            Delivery(EventKind.REVOKED, party, certificate.id, _type_label(certificate), event.at)
+            for party in certificate.sent_to()
+        )
+        return (*follows, statistics(certificate, EventKind.REVOKED, at=event.at))
+    return ()
+
+
+def statistics(
+    certificate: Certificate, kind: EventKind, *, at: dt.datetime, recipient: Party | None = None
+) -> StatisticsEvent:
+    """What statistics is told of ``certificate``: ``kind`` happened ``at``."""
+    return StatisticsEvent(
+        kind,
+        certificate.id,
+        _type_label(certificate),
+        certificate.type_version,
+        certificate.care_unit.unit_id,
+        certificate.care_unit.care_giver_id,
+        certificate.signed_at,
+        at,
+        recipient,
+    )
+
+
+def _type_label(certificate: Certificate) -> str:
+    return certificate_type.label(certificate.type_code)

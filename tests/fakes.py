@@ -33,6 +33,7 @@ from service.model import (
     Channel,
     Consent,
     IssuedCertificate,
+    Outgoing,
     PersonId,
     Relation,
 )
@@ -134,6 +135,7 @@ class _State:
     consents: dict[PersonId, Consent] = field(default_factory=dict)
     consent_changes: list[ConsentChange] = field(default_factory=list)
     audit_records: list[AuditRecord] = field(default_factory=list)
+    outbox: list[Outgoing] = field(default_factory=list)
 
     def copy(self) -> _State:
         return _State(
@@ -142,6 +144,7 @@ class _State:
             consents=dict(self.consents),
             consent_changes=list(self.consent_changes),
             audit_records=list(self.audit_records),
+            outbox=list(self.outbox),
         )
 
 
@@ -294,6 +297,19 @@ class FakeAuditLog:
         return list(self._uow.stored.audit_records)
 
 
+class FakeOutbox:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    async def add(self, events: Sequence[Outgoing], *, now: dt.datetime) -> None:
+        self._uow.working.outbox.extend(events)
+
+    @property
+    def events(self) -> list[Outgoing]:
+        """The committed events, in the order they were written."""
+        return list(self._uow.stored.outbox)
+
+
 class FakeUnitOfWork:
     """An in-memory unit of work with the SQL one's transaction semantics.
 
@@ -328,6 +344,7 @@ class FakeUnitOfWork:
         self.certificates = FakeCertificateRepository(self)
         self.consents = FakeConsentRepository(self)
         self.audit = FakeAuditLog(self)
+        self.outbox = FakeOutbox(self)
 
     @property
     def working(self) -> _State:

@@ -17,10 +17,13 @@ Lists take the patient from their argument and decrypt nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
+import json
 import logging
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -59,7 +62,9 @@ from service.model import (
     CertificateWithDocument,
     Channel,
     Consent,
+    Delivery,
     Outcome,
+    Outgoing,
     Party,
     PersonId,
     Relation,
@@ -78,6 +83,7 @@ from service.store.crypto import (
 )
 from service.store.statements import PsycopgStatements
 from service.store.tables import (
+    STATISTICS,
     audit_head,
     audit_records,
     certificate_relations,
@@ -85,6 +91,7 @@ from service.store.tables import (
     consent_changes,
     consents,
     documents,
+    outbox,
     status_events,
 )
 
@@ -184,6 +191,7 @@ _CONSENT_FOR_UPDATE = _CONSENT.with_for_update()
 _CONSENT_FOR_SHARE = _CONSENT.with_for_update(read=True)
 # The record's id is the table's own: not returned, nothing reads it back.
 _ADD_AUDIT_RECORD = insert(audit_records).inline()
+_ADD_OUTGOING = insert(outbox).inline()
 
 
 @functools.cache
@@ -659,6 +667,38 @@ def _audit_record(row: Row[Any], patient: PersonId, patient_key: str) -> AuditRe
         care_unit_name=row.care_unit_name,
         care_giver_name=row.care_giver_name,
     )
+
+
+class SqlOutbox:
+    """What leaves the service, written in the transaction of its cause (``tables.outbox``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    async def add(self, events: Sequence[Outgoing], *, now: dt.datetime) -> None:
+        if events:
+            await self.connection.execute(_ADD_OUTGOING, [outbox_row(event, now=now) for event in events])
+
+
+def outbox_row(event: Outgoing, *, now: dt.datetime) -> dict[str, Any]:
+    """The outbox row of an event: a new message id, and the event's fields as JSON."""
+    destination = event.recipient.value if isinstance(event, Delivery) else STATISTICS
+    return {
+        "message_id": str(uuid.uuid4()),
+        "destination": destination,
+        "kind": event.kind.value,
+        "certificate_id": event.certificate_id,
+        "body": json.dumps(_event_fields(event), separators=(",", ":")),
+        "created_at": now,
+    }
+
+
+def _event_fields(event: Outgoing) -> dict[str, Any]:
+    fields = {}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        fields[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
+    return fields
 
 
 @dataclass(frozen=True, slots=True)

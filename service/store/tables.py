@@ -220,3 +220,37 @@ audit_checkpoints = Table(
     Column("key_id", String(64), nullable=False),
     Column("signature", String(256), nullable=False),
 )
+
+# What leaves the service (README.md, "Recipients and statistics"): deliveries to recipients and statistics
+# events, written in the transaction of their cause (a transactional outbox) and published by the relay
+# (service/relay.py), which deletes a row once the broker has confirmed it. ``id`` orders the events, and so
+# a certificate's events, as their causes committed (a certificate's changes take its row's lock);
+# ``message_id`` stays the same for every attempt, so a recipient that gets a message twice can tell. No row
+# names a patient or holds a document: a delivery of a sent certificate reads the document when it is
+# published (``destination`` is a recipient's part code, or ``statistics``).
+STATISTICS = "statistics"  # outbox.destination of the statistics events
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("destination", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("certificate_id", String(128), nullable=False),
+    # The event's fields as JSON (model.Delivery, model.StatisticsEvent).
+    Column("body", Text(), nullable=False),
+    Column("created_at", DateTime(), nullable=False),
+    # Publish attempts that failed, when the next may be made, and why the last failed (an error's name).
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(), nullable=True),
+    Column("last_error", String(64), nullable=True),
+    # Set when the relay gave up on the event after its attempts (dead-lettered).
+    Column("dead_at", DateTime(), nullable=True),
+    # The relay's work list: the events not yet published nor given up on, in order.
+    Index(
+        "ix_outbox_pending",
+        "id",
+        postgresql_where=text("dead_at IS NULL"),
+        sqlite_where=text("dead_at IS NULL"),
+    ),
+)

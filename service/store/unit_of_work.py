@@ -25,7 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service import errors, metrics, store
 from service.store import statements
 from service.store.crypto import KeyRing
-from service.store.repositories import SqlAuditLog, SqlCertificateRepository, SqlConsentRepository
+from service.store.repositories import (
+    SqlAuditLog,
+    SqlCertificateRepository,
+    SqlConsentRepository,
+    SqlOutbox,
+)
 from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Deadline, Timeouts
 
 log = logging.getLogger("service.store")
@@ -253,6 +258,7 @@ class SqlUnitOfWork:
         self.certificates = SqlCertificateRepository(connection, self._keyring)
         self.consents = SqlConsentRepository(connection, self._keyring)
         self.audit = SqlAuditLog(connection, self._keyring)
+        self.outbox = SqlOutbox(connection)
         return self
 
     async def __aexit__(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,12 +27,15 @@ from service.model import (
     CallerKind,
     Certificate,
     Channel,
+    Delivery,
+    EventKind,
     Outcome,
     Party,
     PersonId,
     Recipient,
     RuleFailure,
     StaffId,
+    StatisticsEvent,
     StatusCode,
     StatusEvent,
 )
@@ -1620,7 +1624,28 @@ class EveryStoredCertificateHasAKeeper(RuleBasedStateMachine):
     def no_deleted_certificate_is_stored(self) -> None:
         assert not self.deleted & set(self.uow.stored.certificates)
 
+    @invariant()
+    def statistics_hear_of_each_life_of_a_certificate_in_order(self) -> None:
+        lives: dict[str, list[EventKind]] = {}
+        for event in self.uow.outbox.events:
+            assert isinstance(event, StatisticsEvent)  # nothing here is sent
+            lives.setdefault(event.certificate_id, []).append(event.kind)
+        for certificate_id, kinds in lives.items():
+            # Each life: registered, perhaps revoked once, and deleted if it ended.
+            text = "".join(LIFE_LETTERS[kind] for kind in kinds)
+            assert re.fullmatch(r"(gv?d)*(gv?)?", text), (certificate_id, kinds)
+            stored = self.uow.certificate(certificate_id)
+            assert (kinds[-1] is EventKind.DELETED) == (stored is None), certificate_id
+            if stored is not None:
+                assert stored.revoked == (kinds[-1] is EventKind.REVOKED), certificate_id
 
+
+LIFE_LETTERS = {
+    EventKind.REGISTERED: "g",
+    EventKind.REVOKED: "v",
+    EventKind.DELETED: "d",
+    EventKind.SENT: "s",
+}
 TestEveryStoredCertificateHasAKeeper = EveryStoredCertificateHasAKeeper.TestCase
 TestEveryStoredCertificateHasAKeeper.settings = settings(
     max_examples=200, stateful_step_count=25, deadline=None
@@ -1684,3 +1709,93 @@ async def test_erasing_a_care_giver_again_finds_nothing_left_to_remove() -> None
     assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=2)
     assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=0)
     assert uow.committed == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# What leaves the service is written in the transaction of its cause, or not at all (README.md, "Recipients
+# and statistics"; the events themselves: tests/unit/test_rules.py).
+
+
+async def test_a_registration_tells_statistics_in_its_own_commit() -> None:
+    uow = FakeUnitOfWork()
+
+    await operations.register_certificate(
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+    )
+    await operations.register_certificate(
+        uow, new=NewCertificate(an_issued_certificate("cert-1"), b"<intyg/>"), caller=CARE, now=NOW
+    )
+
+    [event] = uow.outbox.events
+    assert isinstance(event, StatisticsEvent)
+    assert (event.kind, event.certificate_id, event.at) == (EventKind.REGISTERED, "cert-1", NOW)
+
+
+async def test_a_citizens_send_delivers_to_the_recipient_in_the_commit_of_the_send() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
+
+    await send(uow, "FKASSA")
+    await send(uow, "FKASSA")
+
+    assert [type(e) for e in uow.outbox.events] == [Delivery, StatisticsEvent]
+    assert uow.outbox.events[0] == Delivery(EventKind.SENT, Party.FKASSA, "cert-1", "LISJP", NOW)
+
+
+async def test_a_refused_send_delivers_nothing() -> None:
+    uow = FakeUnitOfWork(certificates=[stored(revoked=True)], consent_given=[PATIENT])
+
+    with pytest.raises(errors.CertificateRevoked):
+        await send(uow, "FKASSA")
+
+    assert uow.outbox.events == []
+
+
+async def test_a_send_whose_commit_fails_delivers_nothing() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[stored()], consent_given=[PATIENT], fail_commits=3, failing_with=errors.StoreUnavailable
+    )
+
+    with pytest.raises(errors.StoreUnavailable):
+        await send(uow, "FKASSA")
+
+    assert (uow.outbox.events, uow.certificate("cert-1").sent_to()) == ([], ())  # type: ignore[union-attr]
+
+
+async def test_a_revocation_follows_the_certificate_to_the_recipients_it_was_sent_to() -> None:
+    sent = (
+        StatusEvent(StatusCode.SENTTO, Party.FKASSA, EARLIER),
+        StatusEvent(StatusCode.SENTTO, Party.AF, EARLIER),
+    )
+    uow = FakeUnitOfWork(certificates=[stored(status_events=sent)])
+
+    await operations.revoke_certificate(uow, certificate_id="cert-1", patient=PATIENT, caller=CARE, now=NOW)
+
+    deliveries = [e for e in uow.outbox.events if isinstance(e, Delivery)]
+    assert deliveries == [
+        Delivery(EventKind.REVOKED, Party.FKASSA, "cert-1", "LISJP", NOW),
+        Delivery(EventKind.REVOKED, Party.AF, "cert-1", "LISJP", NOW),
+    ]
+
+
+async def test_withdrawing_consent_tells_statistics_of_each_certificate_it_deleted() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[stored("kept"), stored("removed", care_available=False)], consent_given=[PATIENT]
+    )
+
+    await operations.set_consent(uow, citizen=PATIENT, given=False, caller=CITIZEN, now=NOW)
+
+    assert [(e.kind, e.certificate_id) for e in uow.outbox.events] == [(EventKind.DELETED, "removed")]
+
+
+async def test_removing_the_care_copy_of_a_certificate_no_consent_keeps_tells_statistics_it_was_deleted() -> (
+    None
+):
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    await operations.remove_care_copy(
+        uow, certificate_id="cert-1", care_giver_id=CARE_GIVER, caller=CARE, now=NOW
+    )
+
+    assert [(e.kind, e.certificate_id, e.at) for e in uow.outbox.events] == [
+        (EventKind.DELETED, "cert-1", NOW)
+    ]

@@ -23,11 +23,14 @@ from service.model import (
     Certificate,
     Channel,
     Consent,
+    Delivery,
+    EventKind,
     Outcome,
     Party,
     PersonId,
     Recipient,
     RuleFailure,
+    StatisticsEvent,
     StatusCode,
     StatusEvent,
 )
@@ -786,3 +789,115 @@ def test_the_repr_of_an_audit_record_never_shows_the_personal_identity_number() 
     record = audit.record(CITIZEN, action=Action.LIST, outcome=Outcome.OK, now=NOW, patient=PATIENT)
 
     assert PATIENT.value not in repr(record)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What leaves the service (README.md, "Recipients and statistics"): a send delivers the certificate to its
+# recipient, a revocation follows it to every recipient it was sent to, and statistics hear of each
+# registration, send, revocation and permanent deletion. The same through a transaction, written with its
+# cause or not at all, is in tests/unit/test_operations.py; published through a real broker, in
+# tests/integration/test_relay.py.
+
+LATER = NOW + dt.timedelta(hours=1)
+
+
+def statistics_of(
+    subject: Certificate, kind: EventKind, at: dt.datetime, recipient: Party | None = None
+) -> Any:
+    unit = subject.care_unit
+    return StatisticsEvent(
+        kind,
+        subject.id,
+        subject.type_code,
+        subject.type_version,
+        unit.unit_id,
+        unit.care_giver_id,
+        subject.signed_at,
+        at,
+        recipient,
+    )
+
+
+@pytest.mark.parametrize("party", RECIPIENTS)
+def test_a_send_delivers_the_certificate_to_its_recipient_and_tells_statistics(party: Party) -> None:
+    subject = certificate()
+
+    events = rules.outgoing(subject, rules.send(subject, recipient=party, now=NOW), now=LATER)
+
+    assert events == (
+        Delivery(EventKind.SENT, party, subject.id, subject.type_code, NOW),
+        statistics_of(subject, EventKind.SENT, NOW, party),
+    )
+
+
+def test_a_send_to_a_recipient_that_has_it_already_tells_nobody() -> None:
+    sent = certificate(status_events=(StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),))
+
+    assert rules.outgoing(sent, rules.send(sent, recipient=Party.FKASSA, now=LATER), now=LATER) == ()
+
+
+def test_a_revocation_follows_the_certificate_to_every_recipient_it_was_sent_to_once() -> None:
+    sent = certificate(
+        status_events=(
+            StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),
+            StatusEvent(StatusCode.RECEIV, Party.FKASSA, NOW),
+            StatusEvent(StatusCode.SENTTO, Party.AF, NOW),
+            StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),
+        )
+    )
+
+    events = rules.outgoing(sent, rules.revoke(sent, now=LATER), now=LATER)
+
+    assert events == (
+        Delivery(EventKind.REVOKED, Party.FKASSA, sent.id, sent.type_code, LATER),
+        Delivery(EventKind.REVOKED, Party.AF, sent.id, sent.type_code, LATER),
+        statistics_of(sent, EventKind.REVOKED, LATER),
+    )
+
+
+def test_a_revocation_of_a_certificate_never_sent_tells_statistics_only() -> None:
+    subject = certificate()
+
+    events = rules.outgoing(subject, rules.revoke(subject, now=LATER), now=LATER)
+
+    assert events == (statistics_of(subject, EventKind.REVOKED, LATER),)
+
+
+def test_a_revocation_of_a_revoked_certificate_tells_nobody() -> None:
+    subject = certificate(revoked=True, status_events=(StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),))
+
+    assert rules.outgoing(subject, rules.revoke(subject, now=LATER), now=LATER) == ()
+
+
+@pytest.mark.parametrize(
+    "decide",
+    [
+        lambda c: rules.archive(c, now=LATER),
+        lambda c: rules.restore(c, now=LATER),
+        lambda c: rules.set_status(c, party=Party.FKASSA, code=StatusCode.RECEIV, at=LATER),
+        lambda c: rules.remove_care_copy(c, care_giver_id=CARE_GIVER, consent=GIVEN),
+    ],
+    ids=["archive", "restore", "received", "care copy removed, kept for the citizen"],
+)
+def test_what_only_the_stores_two_areas_see_tells_nobody(
+    decide: Callable[[Certificate], rules.Decision],
+) -> None:
+    subject = certificate(citizen_available=False)
+
+    assert rules.outgoing(subject, decide(subject), now=LATER) == ()
+
+
+def test_a_permanent_deletion_tells_statistics_when_it_happened() -> None:
+    subject = certificate()
+
+    decision = rules.remove_care_copy(subject, care_giver_id=CARE_GIVER, consent=NOT_GIVEN)
+
+    assert rules.outgoing(subject, decision, now=LATER) == (statistics_of(subject, EventKind.DELETED, LATER),)
+
+
+def test_statistics_are_told_a_certificates_type_and_place_never_its_patient_or_document() -> None:
+    fields = {f.name for f in dataclasses.fields(StatisticsEvent)} | {
+        f.name for f in dataclasses.fields(Delivery)
+    }
+
+    assert not fields & {"patient", "document", "issuer_id", "issuer_name"}
