@@ -22,12 +22,10 @@ Why the order it builds is total and never rewritten:
   worker) run one after the other, and the second finds what the first placed already placed. A pass
   that fails or dies rolls back whole: nothing half-placed, and the next pass starts from the head.
 
-Exactly one sealer works at a time across processes and replicas on PostgreSQL: the one that holds
-the session-level advisory lock ``_SEALER_LOCK`` on its connection. The others stand by and try again
-every ``_STANDBY_SECONDS``; when the holder's connection ends (its process died, or it stood still
-past ``idle_session_timeout`` or ``idle_in_transaction_session_timeout``), the lock goes with it and
-another takes over. On SQLite every pass takes the one write lock at BEGIN IMMEDIATE, which serialises
-passes just as well.
+Exactly one sealer works at a time across processes and replicas on PostgreSQL: the one elected by
+the advisory lock ``_SEALER_LOCK`` (``election.py``). The others stand by and try again every
+``_STANDBY_SECONDS``. On SQLite every pass takes the one write lock at BEGIN IMMEDIATE, which
+serialises passes just as well.
 
 The tamper-evidence window is the seal lag (how long a record waits for its place; the metrics
 ``intyg_audit_unsealed_*`` and ``intyg_audit_seal_lag_seconds`` show it) plus the checkpoint interval.
@@ -40,14 +38,15 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import metrics
-from service.store import audit_chain, background
+from service.store import audit_chain, background, election
+from service.store.election import Target, connected
 from service.store.tables import audit_checkpoints, audit_head, audit_records
 
 log = logging.getLogger("service.audit")
@@ -60,9 +59,6 @@ BATCH = 1000
 _SEALER_LOCK = 0x696E7479672D7365
 # How often a standing-by sealer tries to take over.
 _STANDBY_SECONDS = 1.0
-# An elected sealer's session ends after standing still this long (a paused or cut-off process), so
-# that another takes over; a pass runs far more often than this.
-_IDLE_SESSION_SECONDS = 10
 
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
 _UNSEALED = select(audit_records).where(audit_records.c.seq.is_(None)).order_by(audit_records.c.id)
@@ -145,14 +141,6 @@ def log_checkpoint(checkpoint: audit_chain.Checkpoint) -> None:
     log.info("audit checkpoint", extra={"event": "audit_checkpoint", **checkpoint.as_logged()})
 
 
-# Where a pass runs: a connection held for the sealer's term, or an engine to take one from per pass.
-_Target = AsyncConnection | AsyncEngine
-
-
-def _connected(target: _Target) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-    return contextlib.nullcontext(target) if isinstance(target, AsyncConnection) else target.connect()
-
-
 class Sealer:
     """The background job that keeps the chain sealed (``run``); ``seal_once`` seals what is left, as
     ``run`` does when it stops. ``every``: seconds between passes; ``checkpoint_seconds``: the longest a
@@ -174,7 +162,6 @@ class Sealer:
         self._checkpoint_every = checkpoint_every
         self._checkpoint_seconds = checkpoint_seconds
         self._every = every
-        self._elects = engine.dialect.name == "postgresql"
         self._signed = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -217,7 +204,7 @@ class Sealer:
         except Exception as exc:
             log.warning("audit chain not sealed: %s", type(exc).__name__)
 
-    async def _finish(self, target: _Target) -> None:
+    async def _finish(self, target: Target) -> None:
         while (await self._pass(target, sign_head=True)).full:
             pass
         await self._measure(target)
@@ -225,9 +212,9 @@ class Sealer:
     def _checkpoint_due(self) -> bool:
         return time.monotonic() - self._signed >= self._checkpoint_seconds
 
-    async def _pass(self, target: _Target, *, sign_head: bool) -> Pass:
+    async def _pass(self, target: Target, *, sign_head: bool) -> Pass:
         now = self._clock()
-        async with _connected(target) as connection, connection.begin():
+        async with connected(target) as connection, connection.begin():
             sealed = await seal(
                 connection,
                 signer=self._signer,
@@ -244,41 +231,19 @@ class Sealer:
             metrics.AUDIT_SEAL_LAG.observe(max(0.0, (now - written).total_seconds()))
         return sealed
 
-    async def _measure(self, target: _Target) -> None:
-        async with _connected(target) as connection:
+    async def _measure(self, target: Target) -> None:
+        async with connected(target) as connection:
             count, oldest = await unsealed_tail(connection)
             await connection.commit()
         metrics.AUDIT_UNSEALED.set(count)
         age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
         metrics.AUDIT_UNSEALED_AGE.set(age)
 
-    @contextlib.asynccontextmanager
-    async def _elected(self) -> AsyncIterator[_Target | None]:
+    def _elected(self) -> contextlib.AbstractAsyncContextManager[Target | None]:
         """What to seal on while this process is the sealer, None while another one is: on PostgreSQL
         the connection that holds the lock; on SQLite the engine, whose one connection each pass takes
         from the pool and gives back, so that requests are not kept waiting between passes."""
-        if not self._elects:
-            yield self._engine
-            return
-        async with self._engine.connect() as connection:
-            elected = await connection.scalar(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": _SEALER_LOCK}
-            )
-            if elected and (connection.dialect.server_version_info or (0,)) >= (14,):
-                await connection.execute(
-                    text("SELECT set_config('idle_session_timeout', :ms, false)"),
-                    {"ms": str(_IDLE_SESSION_SECONDS * 1000)},
-                )
-            await connection.commit()
-            if not elected:
-                yield None
-                return
-            try:
-                yield connection
-            finally:
-                # The lock belongs to the session: closing the connection for real ends both, where
-                # handing it back to the pool would keep the lock with an idle connection.
-                await connection.invalidate()
+        return election.elected(self._engine, _SEALER_LOCK)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
