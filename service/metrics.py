@@ -99,6 +99,44 @@ AUDIT_SEALER_ELECTED = Gauge(
     " every worker seals, one pass at a time",
     multiprocess_mode="livesum",
 )
+# The outbox and its relay (service/relay.py, README.md "Recipients and statistics"). Labelled by
+# destination (a recipient's part code, or statistics) and by reason (store/outbox.Failure, or "broker
+# unavailable"): closed sets. Refreshed by the relay after each round, and by the store gauges where no
+# relay runs, so that a growing outbox shows on the embedded default too.
+OUTBOX_PENDING = Gauge(
+    "intyg_outbox_pending_events",
+    "Events in the outbox waiting to be published, by destination",
+    ["destination"],
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "intyg_outbox_oldest_pending_age_seconds",
+    "Age of the oldest event waiting in the outbox (0 when none waits)",
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_DEAD = Gauge(
+    "intyg_outbox_dead_events",
+    "Events the relay gave up on (dead-lettered), kept in the outbox until put back, by destination",
+    ["destination"],
+    multiprocess_mode="mostrecent",
+)
+OUTBOX_PUBLISHED = Counter(
+    "intyg_outbox_published", "Events published and confirmed by the broker", ["destination"]
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "intyg_outbox_publish_failures",
+    "Publish attempts that failed, by reason: an event refused (nacked, unroutable, unbuildable, "
+    "certificate deleted) or the broker unavailable (counted once per try to reach it)",
+    ["reason"],
+)
+OUTBOX_DEAD_LETTERED = Counter(
+    "intyg_outbox_dead_lettered", "Events given up on after their attempts, by reason", ["reason"]
+)
+RELAY_ELECTED = Gauge(
+    "intyg_outbox_relay_elected",
+    "1 in the process that relays the outbox to the broker: exactly one across processes and replicas",
+    multiprocess_mode="livesum",
+)
 POOL_IN_USE = Gauge("intyg_db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum")
 POOL_SIZE = Gauge("intyg_db_pool_size", "Database connections the pool keeps", multiprocess_mode="livesum")
 # Counted by an engine event (store/unit_of_work.py) so that statements per request are measured, not
