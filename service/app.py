@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 from types import FrameType
@@ -19,9 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics, store
 from service.audit import RefusalBudget
+from service.broker import AmqpBroker
 from service.config import Settings
 from service.connection import BodyDeadline
 from service.loader import Loaded, load
+from service.relay import Relay, observe_backlog
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier
 from service.rest.headers import SecurityHeaders
@@ -32,8 +35,11 @@ from service.rest.routes import citizen_router
 from service.soap import messages
 from service.soap.caller import Callers
 from service.soap.endpoint import ContractPosts, SoapEndpoint
+from service.store import election, outbox
 from service.store.audit_sealer import Sealer
+from service.store.crypto import KeyRing
 from service.store.repositories import store_statistics
+from service.store.tables import STATISTICS
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import TelemetryMiddleware, configure_logging
 
@@ -44,14 +50,23 @@ log = logging.getLogger("service")
 _BACKGROUND_STOP_SECONDS = 5.0
 
 
-async def _refresh_store_gauges(engine: AsyncEngine, every: float, stop: asyncio.Event) -> None:
-    """Keep the stored-state gauges current, off the request path (a scrape never queries the store).
-    Stops at ``stop``, between two rounds, never inside a transaction."""
+async def _refresh_store_gauges(
+    engine: AsyncEngine,
+    every: float,
+    stop: asyncio.Event,
+    *,
+    clock: Callable[[], dt.datetime],
+    destinations: Sequence[str],
+) -> None:
+    """Keep the stored-state gauges current, off the request path (a scrape never queries the store):
+    the outbox's too, so that a growing outbox shows where no relay runs. Stops at ``stop``, between two
+    rounds, never inside a transaction."""
     while not stop.is_set():
         try:
             async with engine.connect() as connection:
                 with store.background():
                     stats = await store_statistics(connection)
+                    waiting = await outbox.backlog(connection)
             for care in (True, False):
                 for citizen in (True, False):
                     metrics.STORED.labels(
@@ -59,10 +74,53 @@ async def _refresh_store_gauges(engine: AsyncEngine, every: float, stop: asyncio
                     ).set(stats.certificates.get((care, citizen), 0))
             metrics.CITIZENS_WITH_CONSENT.set(stats.citizens_with_consent)
             metrics.AUDIT_RECORDS.set(stats.audit_records)
+            observe_backlog(waiting, now=clock(), destinations=destinations)
         except Exception as exc:  # the gauges wait for the next round; the service goes on
             log.warning("store gauges not refreshed: %s", type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
+
+
+# Said once at start where no relay runs (README.md, "Recipients and statistics").
+NO_BROKER = (
+    "NO BROKER: INTYG_BROKER_URL is not set, so no relay runs: deliveries to recipients and statistics "
+    "events stay in the outbox, unpublished (`intygstjanst outbox` shows them)"
+)
+
+
+def destinations(recipients: Sequence[str]) -> tuple[str, ...]:
+    """Where events go: each recipient (by part code) and statistics."""
+    return (*recipients, STATISTICS)
+
+
+def relay(settings: Settings, engine: AsyncEngine, keyring: KeyRing, recipients: Sequence[str]) -> Relay:
+    """The outbox relay of ``settings`` (which name a broker) on ``engine``: the service's lifespan and
+    ``intygstjanst relay`` run it."""
+    assert settings.broker_url is not None
+    to = destinations(recipients)
+    broker = AmqpBroker(
+        settings.broker_url.get_secret_value(),
+        exchange=settings.broker_exchange,
+        destinations=to,
+        timeout=settings.broker_timeout_seconds,
+        delivery_limit=settings.broker_delivery_limit,
+    )
+    return Relay(
+        engine,
+        keyring,
+        broker,
+        clock=settings.clock(),
+        zone=ZoneInfo(settings.timezone),
+        max_attempts=settings.relay_max_attempts,
+        first_backoff=settings.relay_backoff_seconds,
+        longest_backoff=settings.relay_longest_backoff_seconds,
+        every=settings.relay_every_seconds,
+        batch=settings.relay_batch,
+        destinations=to,
+        lock_file=election.lock_file_beside(settings.database_url, "relay.lock")
+        if settings.is_sqlite
+        else None,
+    )
 
 
 def create_app_from_environment() -> FastAPI:
@@ -161,11 +219,25 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
             every=settings.audit_seal_seconds,
         )
         background = [
-            asyncio.create_task(_refresh_store_gauges(engine, settings.metrics_refresh_seconds, stop)),
+            asyncio.create_task(
+                _refresh_store_gauges(
+                    engine,
+                    settings.metrics_refresh_seconds,
+                    stop,
+                    clock=clock,
+                    destinations=destinations(list(recipients)),
+                )
+            ),
             # The sealer seals what is left and signs the head once stopped: the last records served
             # get their checkpoint before the process goes.
             asyncio.create_task(sealer.run(stop)),
         ]
+        if settings.broker_url is not None:
+            background.append(
+                asyncio.create_task(relay(settings, engine, keyring, list(recipients)).run(stop))
+            )
+        else:
+            log.warning(NO_BROKER)
         restore_signal = _drain_on_sigterm(app)
         yield
         restore_signal()

@@ -107,7 +107,9 @@ class AmqpBroker:
     @contextlib.asynccontextmanager
     async def connected(self) -> AsyncIterator[AmqpPublisher]:
         try:
-            connection = await asyncio.wait_for(aio_pika.connect(self._url, timeout=self._timeout), self._timeout)
+            connection = await asyncio.wait_for(
+                aio_pika.connect(self._url, timeout=self._timeout), self._timeout
+            )
         except _UNAVAILABLE as exc:
             raise BrokerUnavailable(_kind(exc)) from None
         try:
@@ -126,7 +128,9 @@ class AmqpBroker:
     async def _declare(self, channel: AbstractChannel) -> tuple[AbstractExchange, AbstractExchange]:
         dead_name = dead_letter_name(self._exchange)
         dead = await channel.declare_exchange(dead_name, ExchangeType.FANOUT, durable=True)
-        dead_queue = await channel.declare_queue(dead_name, durable=True, arguments={"x-queue-type": "quorum"})
+        dead_queue = await channel.declare_queue(
+            dead_name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
         await dead_queue.bind(dead, routing_key="")
         exchange = await channel.declare_exchange(self._exchange, ExchangeType.DIRECT, durable=True)
         for destination in self._destinations:

@@ -1,5 +1,5 @@
-"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``erase-care-giver``, ``verify-audit``
-and ``dev-token``, one function each.
+"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``erase-care-giver``, ``verify-audit``,
+``dev-token``, ``relay`` and ``outbox``, one function each.
 
 Every command answers what an operator can get wrong or meet (settings that do not validate, a file or
 key they name that cannot be used, a store that cannot be reached, stored data that cannot be read)
@@ -7,7 +7,8 @@ with one line on stderr, never a traceback (``_answering``). Exit codes, for eve
 
 - 0: done;
 - 1: done, with something left for the operator: ``rotate-kek``, data keys remain under another KEK
-  (run it again); ``verify-audit``, the audit log is not intact;
+  (run it again); ``verify-audit``, the audit log is not intact; ``outbox``, events were given up on
+  (dead-lettered; ``--retry-dead`` puts them back);
 - 2: refused, for the reason on the one line;
 - 3: ``serve`` only, the server failed to start (uvicorn's own ``STARTUP_FAILURE``).
 """
@@ -21,6 +22,7 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -36,7 +38,7 @@ from service import loader, operations
 from service.config import InvalidSettings, Settings, from_environment
 from service.errors import InvalidPersonId, StoredDataUnreadable, StoreUnavailable
 from service.model import Caller, CallerKind, Channel, PersonId, StaffId
-from service.store import migration, rotation
+from service.store import migration, outbox, rotation
 from service.store.crypto import KeyRing
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import configure_logging
@@ -227,6 +229,78 @@ def _verify_audit(settings: Settings, args: argparse.Namespace) -> int:
     return DONE
 
 
+async def _relaying(settings: Settings, keyring: KeyRing, recipients: list[str]) -> None:
+    from service.app import relay
+
+    engine = create_engine(settings.database_url, pool_size=2, timeouts=settings.database_timeouts())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for stopping in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stopping, stop.set)
+    try:
+        await relay(settings, engine, keyring, recipients).run(stop)
+    finally:
+        await dispose(engine)
+
+
+def _relay(settings: Settings, args: argparse.Namespace) -> int:
+    """README.md, "Recipients and statistics": the outbox relay on its own, until SIGTERM or SIGINT (the
+    service runs one in its lifespan too; one of them is elected)."""
+    if settings.broker_url is None:
+        print("no broker is configured (INTYG_BROKER_URL): there is nothing to relay to", file=sys.stderr)
+        return REFUSED
+    keyring = loader.keyring(settings)
+    recipients = list(loader.recipients(settings))
+    print(
+        f"relaying the outbox to the broker's exchange {settings.broker_exchange!r} until stopped", flush=True
+    )
+    asyncio.run(_relaying(settings, keyring, recipients))
+    return DONE
+
+
+async def _look_at_outbox(
+    settings: Settings, retry_dead: bool
+) -> tuple[outbox.Backlog, list[outbox.DeadEvent], int]:
+    engine = create_engine(settings.database_url, pool_size=1, timeouts=settings.database_timeouts())
+    try:
+        revived = await outbox.retry_dead(engine) if retry_dead else 0
+        async with engine.connect() as connection:
+            found = await outbox.backlog(connection)
+            dead = await outbox.dead_events(connection)
+        return found, dead, revived
+    finally:
+        await dispose(engine)
+
+
+def _outbox(settings: Settings, args: argparse.Namespace) -> int:
+    """README.md, "Recipients and statistics": what waits in the outbox, by destination and kind, and the
+    events given up on with why. It names message ids, never a certificate or a person, so it reads no
+    personal data and is not audited. Exit 1 where dead-lettered events remain."""
+    found, dead, revived = asyncio.run(_look_at_outbox(settings, args.retry_dead))
+    if revived:
+        print(f"put {revived} dead-lettered events back in the outbox")
+    waiting = sum(found.pending.values())
+    oldest = ""
+    if found.oldest is not None:
+        oldest = (
+            f", the oldest written {max(0.0, (settings.clock()() - found.oldest).total_seconds()):.0f} s ago"
+        )
+    print(f"outbox: {waiting} events wait to be published{oldest}; {len(dead)} dead-lettered")
+    if settings.broker_url is None:
+        print("no broker is configured (INTYG_BROKER_URL): no relay publishes them")
+    for (destination, kind), count in sorted(found.pending.items()):
+        print(f"  {destination:<12} {kind.value:<11} {count}")
+    if dead:
+        print("dead-lettered (put back with --retry-dead):")
+    for event in dead:
+        print(
+            f"  {event.message_id} {event.destination} {event.kind.value}, given up on at "
+            f"{event.dead_at.isoformat(sep=' ', timespec='seconds')} after {event.attempts} attempts: "
+            f"{event.reason}"
+        )
+    return NOT_ALL if dead else DONE
+
+
 def _dev_token(settings: Settings, args: argparse.Namespace) -> int:
     from service.rest.auth import dev_token
 
@@ -398,6 +472,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "erase-care-giver": _erase_care_giver,
     "verify-audit": _verify_audit,
     "dev-token": _dev_token,
+    "relay": _relay,
+    "outbox": _outbox,
 }
 
 
@@ -432,6 +508,13 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint-log",
         type=Path,
         help="a copy of the service's JSON log: its checkpoint events are checked too",
+    )
+    commands.add_parser("relay", help="publish the outbox to the broker (INTYG_BROKER_URL) until stopped")
+    waiting = commands.add_parser(
+        "outbox", help="what waits to be published, and the events given up on (dead-lettered)"
+    )
+    waiting.add_argument(
+        "--retry-dead", action="store_true", help="put the dead-lettered events back, to be published again"
     )
     return parser
 

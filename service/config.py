@@ -341,6 +341,33 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=300.0, gt=0)
     dev_audit_key_file: Path = Field(default_factory=lambda: Path.cwd() / "intygstjanst-dev-audit-key.pem")
 
+    # The broker the outbox relay publishes to (README.md, "Recipients and statistics"; service/relay.py):
+    # amqp:// or amqps:// (RabbitMQ), user and password in the URL (a Secret in the Helm chart). Without it
+    # (the embedded default) no relay runs: events stay in the outbox (`intygstjanst outbox`), and the
+    # service says so at start; the production profile refuses to start.
+    broker_url: SecretStr | None = None
+    # The exchange the relay publishes to; each destination's queue is `<exchange>.<destination>`.
+    broker_exchange: str = Field(default="intygstjanst", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    # Connecting, declaring the topology and each publisher confirm end after this.
+    broker_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # Deliveries of a message to consumers (rejected or unacknowledged) before the broker dead-letters it.
+    broker_delivery_limit: int = Field(default=20, ge=1, le=10_000)
+    # An event the broker refuses is tried again after `relay_backoff_seconds`, doubled per attempt up to
+    # `relay_longest_backoff_seconds`, and given up on (dead-lettered) after `relay_max_attempts`.
+    relay_max_attempts: int = Field(default=10, ge=1, le=100)
+    relay_backoff_seconds: float = Field(default=1.0, gt=0, le=3600)
+    relay_longest_backoff_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    # Events per round (one read and one write transaction), and the pause after a round that was not full.
+    relay_batch: int = Field(default=500, ge=1, le=10_000)
+    relay_every_seconds: float = Field(default=0.2, gt=0, le=60)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _amqp(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("amqp://", "amqps://")):
+            raise ValueError("the broker URL is amqp://... or amqps://...")
+        return url
+
     @model_validator(mode="after")
     def _deadline_after_the_timeouts(self) -> Self:
         """The server's timeouts and the pool's wait answer with the error they name, and a timeout of
@@ -419,6 +446,11 @@ class Settings(BaseSettings):
                 )
             if self.audit_signing_key_file is None:
                 problems.append("the audit log's signing key (INTYG_AUDIT_SIGNING_KEY_FILE) is not set")
+            if self.broker_url is None:
+                problems.append(
+                    "the production profile needs the broker (INTYG_BROKER_URL): without it nothing "
+                    "sent or revoked would reach recipients or statistics"
+                )
             if self.business_rules_dir is None:
                 problems.append(
                     "the certificate types' business rules (INTYG_BUSINESS_RULES_DIR, the national "

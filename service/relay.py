@@ -124,8 +124,12 @@ def message(event: Event, *, zone: ZoneInfo) -> Message:
         if event.document is None:
             raise Refused(Failure.UNBUILDABLE)
         headers |= {f"event-{name}": str(value) for name, value in fields.items()}
-        return Message(event.message_id, event.destination, event.kind, XML, event.document, timestamp, headers)
-    return Message(event.message_id, event.destination, event.kind, JSON, event.body.encode(), timestamp, headers)
+        return Message(
+            event.message_id, event.destination, event.kind, XML, event.document, timestamp, headers
+        )
+    return Message(
+        event.message_id, event.destination, event.kind, JSON, event.body.encode(), timestamp, headers
+    )
 
 
 def dead_letter(event: Event, *, zone: ZoneInfo) -> Message:
@@ -137,7 +141,9 @@ def dead_letter(event: Event, *, zone: ZoneInfo) -> Message:
         "destination": event.destination,
     }
     timestamp = event.created_at.replace(tzinfo=zone)
-    return Message(event.message_id, event.destination, event.kind, JSON, event.body.encode(), timestamp, headers)
+    return Message(
+        event.message_id, event.destination, event.kind, JSON, event.body.encode(), timestamp, headers
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +234,10 @@ class Relay:
         published: list[Event] = []
         refused: list[Refusal] = []
         outcomes = await asyncio.gather(
-            *(self._publish_in_order(publisher, group, published, refused) for group in _by_certificate(events)),
+            *(
+                self._publish_in_order(publisher, group, published, refused)
+                for group in _by_certificate(events)
+            ),
             return_exceptions=True,
         )
         dead = [r for r in refused if r.final]
@@ -313,4 +322,3 @@ def _by_certificate(events: Sequence[Event]) -> list[list[Event]]:
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-

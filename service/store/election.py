@@ -48,7 +48,9 @@ def lock_file_beside(database_url: str, suffix: str) -> Path | None:
 
 
 @contextlib.asynccontextmanager
-async def elected(engine: AsyncEngine, key: int, *, lock_file: Path | None = None) -> AsyncIterator[Target | None]:
+async def elected(
+    engine: AsyncEngine, key: int, *, lock_file: Path | None = None
+) -> AsyncIterator[Target | None]:
     """What to work on while this process is the one elected for the job of ``key``, None while another
     one is. On PostgreSQL the connection that holds the advisory lock ``key``, given up (closed for real)
     when the block ends; on SQLite the engine, once this process holds the ``flock`` of ``lock_file``

@@ -156,7 +156,9 @@ _PENDING_COUNTS = (
     .group_by(outbox.c.destination, outbox.c.kind)
 )
 _DEAD_COUNTS = (
-    select(outbox.c.destination, func.count()).where(outbox.c.dead_at.is_not(None)).group_by(outbox.c.destination)
+    select(outbox.c.destination, func.count())
+    .where(outbox.c.dead_at.is_not(None))
+    .group_by(outbox.c.destination)
 )
 _DEAD = (
     select(
@@ -246,7 +248,8 @@ async def settle(
                     {
                         "event_id": r.event.id,
                         "tried": r.event.attempts + 1,
-                        "next": now + backoff(r.event.attempts + 1, first=first_backoff, longest=longest_backoff),
+                        "next": now
+                        + backoff(r.event.attempts + 1, first=first_backoff, longest=longest_backoff),
                         "why": r.failure.value,
                     }
                     for r in retried
@@ -256,7 +259,12 @@ async def settle(
             await connection.execute(
                 _GIVE_UP,
                 [
-                    {"event_id": r.event.id, "tried": r.event.attempts + 1, "dead": now, "why": r.failure.value}
+                    {
+                        "event_id": r.event.id,
+                        "tried": r.event.attempts + 1,
+                        "dead": now,
+                        "why": r.failure.value,
+                    }
                     for r in dead
                 ],
             )
@@ -297,4 +305,3 @@ def body_fields(event: Event) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise ValueError("an outbox body is a JSON object")
     return fields
-
