@@ -116,6 +116,7 @@ def relay(settings: Settings, engine: AsyncEngine, keyring: KeyRing, recipients:
         longest_backoff=settings.relay_longest_backoff_seconds,
         every=settings.relay_every_seconds,
         batch=settings.relay_batch,
+        reconnect=settings.broker_reconnect_seconds,
         destinations=to,
         lock_file=election.lock_file_beside(settings.database_url, "relay.lock")
         if settings.is_sqlite

@@ -350,6 +350,8 @@ class Settings(BaseSettings):
     broker_exchange: str = Field(default="intygstjanst", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     # Connecting, declaring the topology and each publisher confirm end after this.
     broker_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # The first wait before connecting again to a broker that could not be reached, doubled per try up to 30 s.
+    broker_reconnect_seconds: float = Field(default=1.0, gt=0, le=30)
     # Deliveries of a message to consumers (rejected or unacknowledged) before the broker dead-letters it.
     broker_delivery_limit: int = Field(default=20, ge=1, le=10_000)
     # An event the broker refuses is tried again after `relay_backoff_seconds`, doubled per attempt up to

@@ -157,7 +157,9 @@ class Round:
 
 
 class Relay:
-    """The background job (``run``); ``relay_once`` is one round, on whatever ``Target`` the election gave."""
+    """The background job (``run``); ``relay_once`` is one round, on whatever ``Target`` the election gave.
+    ``reconnect``: the first wait before trying an unreachable broker again, doubled per try up to
+    ``LONGEST_RECONNECT_SECONDS``; ``first_backoff`` and ``longest_backoff``: an event's after a refusal."""
 
     def __init__(
         self,
@@ -172,6 +174,7 @@ class Relay:
         longest_backoff: float,
         every: float,
         batch: int,
+        reconnect: float = 1.0,
         destinations: Iterable[str] = (),
         lock_file: Path | None = None,
     ) -> None:
@@ -185,6 +188,7 @@ class Relay:
         self._longest_backoff = longest_backoff
         self._every = every
         self._batch = batch
+        self._reconnect = reconnect
         self._lock_file = lock_file
         self._destinations = tuple(destinations)
 
@@ -194,7 +198,7 @@ class Relay:
             await self._run(stop)
 
     async def _run(self, stop: asyncio.Event) -> None:
-        reconnect = self._first_backoff
+        reconnect = self._reconnect
         while not stop.is_set():
             try:
                 async with election.elected(self._engine, RELAY_LOCK, lock_file=self._lock_file) as target:
@@ -203,7 +207,7 @@ class Relay:
                         await _wait(stop, STANDBY_SECONDS)
                         continue
                     async with self._broker.connected() as publisher:
-                        reconnect = self._first_backoff
+                        reconnect = self._reconnect
                         metrics.RELAY_ELECTED.set(1)
                         log.info("relaying the outbox to the broker")
                         while not stop.is_set():
@@ -257,9 +261,9 @@ class Relay:
             metrics.OUTBOX_PUBLISH_FAILURES.labels(reason=refusal.failure.value).inc()
         for refusal in settled.dead:
             metrics.OUTBOX_DEAD_LETTERED.labels(reason=refusal.failure.value).inc()
+            # Its message id is left out as the certificate's is: `intygstjanst outbox` lists it.
             log.warning(
-                "an event was dead-lettered: message %s to %s, %s, after %d attempts (%s)",
-                refusal.event.message_id,
+                "an event was dead-lettered (`intygstjanst outbox` lists it): to %s, %s, after %d attempts (%s)",
                 refusal.event.destination,
                 refusal.event.kind.value,
                 refusal.event.attempts + 1,
@@ -273,13 +277,18 @@ class Relay:
     async def _publish_in_order(
         self, publisher: Publisher, events: Sequence[Event], published: list[Event], refused: list[Refusal]
     ) -> None:
-        """A certificate's events one after another, in order; a refused one holds the rest back."""
+        """A certificate's events one after another, in order; a refused one holds the rest back, unless it
+        is given up on."""
         for event in events:
             try:
                 await publisher.publish(message(event, zone=self._zone))
             except Refused as exc:
-                refused.append(store.refusal(event, exc.failure, max_attempts=self._max_attempts))
-                return
+                refusal = store.refusal(event, exc.failure, max_attempts=self._max_attempts)
+                refused.append(refusal)
+                if not refusal.final:
+                    return
+                # Given up on, it holds nothing back: what follows it goes now.
+                continue
             published.append(event)
 
     async def _dead_letter(self, publisher: Publisher, refusal: Refusal) -> None:

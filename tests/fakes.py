@@ -15,9 +15,10 @@ contract against SQLite and PostgreSQL, so the fake and the real store cannot dr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -37,6 +38,8 @@ from service.model import (
     PersonId,
     Relation,
 )
+from service.relay import BrokerUnavailable, Message, Refused
+from service.store.outbox import Failure
 
 # ---------------------------------------------------------------------------------------------------
 # Test data
@@ -404,3 +407,60 @@ class FakeUnitOfWork:
     @property
     def consent_changes(self) -> list[ConsentChange]:
         return list(self.stored.consent_changes)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fake broker of the outbox relay (``service/relay.py``'s ``Broker`` Protocol)
+
+
+class FakeBroker:
+    """A broker in memory, for the relay's rounds without RabbitMQ (``tests/integration/test_relay_rounds.py``;
+    the real one is ``service/broker.py``, tested in ``tests/integration/test_relay.py``).
+
+    ``published`` keeps every message it confirmed, in order, duplicates included; ``dead_letters`` the
+    messages given up on, with why. ``refusing`` refuses every message of a message id or a destination
+    with its failure (as a nack or a basic.return); ``down`` makes it unreachable, connected or not;
+    ``down_after`` takes that many more messages, then goes down; ``losing_confirms`` keeps each message
+    and then fails as a confirm that never came (the broker has it, the relay does not know).
+    """
+
+    def __init__(self) -> None:
+        self.published: list[Message] = []
+        self.dead_letters: list[tuple[Message, Failure]] = []
+        self.refusing: dict[str, Failure] = {}
+        self.down = False
+        self.down_after: int | None = None
+        self.losing_confirms = False
+        self.connections = 0
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[FakePublisher]:
+        if self.down:
+            raise BrokerUnavailable("ConnectionRefusedError")
+        self.connections += 1
+        yield FakePublisher(self)
+
+
+class FakePublisher:
+    def __init__(self, broker: FakeBroker) -> None:
+        self._broker = broker
+
+    async def publish(self, message: Message) -> None:
+        broker = self._broker
+        if broker.down_after is not None:
+            if broker.down_after == 0:
+                broker.down = True
+            broker.down_after -= 1
+        if broker.down:
+            raise BrokerUnavailable("ConnectionResetError")
+        refused = broker.refusing.get(message.message_id) or broker.refusing.get(message.destination)
+        if refused is not None:
+            raise Refused(refused)
+        broker.published.append(message)
+        if broker.losing_confirms:
+            raise BrokerUnavailable("TimeoutError")
+
+    async def dead_letter(self, message: Message, reason: Failure) -> None:
+        if self._broker.down:
+            raise BrokerUnavailable("ConnectionResetError")
+        self._broker.dead_letters.append((message, reason))
