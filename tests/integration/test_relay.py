@@ -12,24 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import app, broker
+from service import app, broker, relay
 from service.config import Settings
 from service.model import EventKind
+from service.store import outbox as outbox_store
 from service.store.tables import STATISTICS, outbox
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from tests import broker as throwaway
 from tests.fakes import document_of
+from tests.integration.test_cli import COMMAND, clean_environment
 from tests.integration.test_relay_rounds import RECIPIENTS, lives, rows
 from tests.keys import KEYRING, settings_keys
 
@@ -74,6 +82,18 @@ def relay_settings(database_url: str, node: throwaway.Broker, exchange: str, **c
         relay_every_seconds=0.02,
         **settings_keys(),
         **changes,  # type: ignore[arg-type]
+    )
+
+
+def topology(settings: Settings) -> broker.AmqpBroker:
+    """The relay's broker adapter of ``settings``: connecting declares the topology as the relay does."""
+    assert settings.broker_url is not None
+    return broker.AmqpBroker(
+        settings.broker_url.get_secret_value(),
+        exchange=settings.broker_exchange,
+        destinations=app.destinations(list(RECIPIENTS)),
+        timeout=settings.broker_timeout_seconds,
+        delivery_limit=settings.broker_delivery_limit,
     )
 
 
@@ -268,3 +288,112 @@ async def _published_some(node: throwaway.Broker, exchange: str) -> bool:
         except aio_pika.exceptions.ChannelClosed:
             return False
         return (queue.declaration_result.message_count or 0) >= 20
+
+
+async def test_a_relay_stopping_between_confirm_and_delete_publishes_again_with_the_same_message_ids(
+    engine: AsyncEngine, database_url: str, node: throwaway.Broker, exchange: str
+) -> None:
+    """What a round does up to the confirms, without its last transaction (as a relay killed there):
+    the next relay publishes the same events again, each with its message id."""
+    ids = await lives(SqlUnitOfWork(engine, KEYRING), 2)
+    settings = relay_settings(database_url, node, exchange)
+    events = await outbox_store.due(engine, KEYRING, now=settings.clock()(), limit=100)
+    amqp = topology(settings)
+    async with amqp.connected() as publisher:
+        for event in events:
+            await publisher.publish(relay.message(event, zone=ZoneInfo(settings.timezone)))
+    assert len(await rows(engine)) == len(events) == 10
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(app.relay(settings, engine, KEYRING, list(RECIPIENTS)).run(stop))
+    await until(lambda: empty(engine), "the outbox published")
+    stop.set()
+    await running
+
+    arrived = assert_nothing_lost(ids, await everything(node.url, exchange))
+    assert arrived == collections.Counter({e.message_id: 2 for e in events})
+
+
+def relay_process(
+    database_url: str, node: throwaway.Broker, exchange: str, cwd: Path
+) -> subprocess.Popen[bytes]:
+    keys = {f"INTYG_{name.upper()}": secret.get_secret_value() for name, secret in settings_keys().items()}
+    env = clean_environment(
+        INTYG_DATABASE_URL=database_url,
+        INTYG_BROKER_URL=node.url,
+        INTYG_BROKER_EXCHANGE=exchange,
+        INTYG_RELAY_EVERY_SECONDS="0.02",
+        INTYG_BROKER_RECONNECT_SECONDS="0.1",
+        **keys,
+    )
+    return subprocess.Popen(
+        [str(COMMAND), "relay"], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def test_a_relay_killed_mid_stream_loses_nothing_and_its_successor_sends_duplicates_with_their_ids(
+    engine: AsyncEngine, database_url: str, node: throwaway.Broker, exchange: str, tmp_path: Path
+) -> None:
+    first = relay_process(database_url, node, exchange, tmp_path)
+    writer = Writer(engine)
+    second = None
+    try:
+        await until(lambda: _published_some(node, exchange), "some events published by the first relay")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        await asyncio.sleep(0.5)  # the stream goes on, into the outbox
+        second = relay_process(database_url, node, exchange, tmp_path)
+        await asyncio.sleep(0.5)
+    finally:
+        await writer.stop()
+        if first.poll() is None:
+            first.kill()
+    try:
+        await until(lambda: empty(engine), "the outbox published by the second relay")
+    finally:
+        assert second is not None
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(20) == 0
+
+    arrived = assert_nothing_lost(writer.certificate_ids, await everything(node.url, exchange))
+    assert len(arrived) == 5 * writer.written
+
+
+async def test_an_unroutable_destination_is_retried_and_dead_lettered_with_its_message_id(
+    engine: AsyncEngine, database_url: str, node: throwaway.Broker, exchange: str
+) -> None:
+    settings = relay_settings(database_url, node, exchange, relay_max_attempts=3)
+    failures = REGISTRY.get_sample_value("intyg_outbox_publish_failures_total", {"reason": "unroutable"}) or 0
+    stop = asyncio.Event()
+    running = asyncio.create_task(app.relay(settings, engine, KEYRING, list(RECIPIENTS)).run(stop))
+
+    async def connected() -> bool:
+        return REGISTRY.get_sample_value("intyg_outbox_relay_elected") == 1
+
+    # Once the relay has declared its topology (binding every queue), FKASSA's queue is unbound.
+    await until(connected, "the relay connected")
+    connection = await aio_pika.connect(node.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(broker.queue_name(exchange, "FKASSA"))
+        await queue.unbind(exchange, routing_key="FKASSA")
+    [certificate_id] = await lives(SqlUnitOfWork(engine, KEYRING), 1)
+    # Kept in the outbox until given up on, and then still, marked dead.
+    to_fkassa = [r for r in await rows(engine) if r.destination == "FKASSA"]
+    await until(lambda: empty(engine), "the events given up on")
+    stop.set()
+    await running
+
+    dead = await drain(node.url, broker.dead_letter_name(exchange))
+    assert [(m.message_id, m.kind, m.headers["x-death-reason"]) for m in dead] == [
+        (r.message_id, r.kind.value, "unroutable") for r in to_fkassa
+    ]
+    assert all(m.certificate_id == certificate_id and m.headers["destination"] == "FKASSA" for m in dead)
+    assert [(r.attempts, r.dead) for r in await rows(engine)] == [(3, True), (3, True)]
+    assert (
+        REGISTRY.get_sample_value("intyg_outbox_publish_failures_total", {"reason": "unroutable"})
+        == failures + 6
+    )
+    queues = await everything(node.url, exchange)
+    assert [m.kind for m in queues[STATISTICS]] == ["registered", "sent", "revoked"]
+    assert queues["FKASSA"] == []
