@@ -295,6 +295,10 @@ MISCONFIGURATIONS = {
         ("--set", "businessRules.existingConfigMap="),
         "the production profile refuses to start without the certificate types' business rules",
     ),
+    "production-without-broker": (
+        ("--set", "broker.existingSecret="),
+        "the production profile refuses to start without the message broker",
+    ),
     "unknown-mode": (("--set", "callers.mode=mesh"), "callers.mode must be ingress or direct"),
     "no-client-ca": (
         ("--set", "callers.clientCa.existingSecret="),
@@ -490,6 +494,21 @@ def test_the_development_profile_runs_without_the_portals_keys() -> None:
     c = container(only(manifests, "Deployment"))
     assert "INTYG_PORTAL_JWKS_FILE" not in env_of(c)
     assert "portal-jwks" not in mounts_of(c)
+
+
+def test_the_broker_url_comes_from_its_secret_to_the_server_only() -> None:
+    """README.md, "Recipients and statistics": the relay runs in the server; the URL holds a password."""
+    manifests = render("default")
+    broker = env_of(container(only(manifests, "Deployment")))["INTYG_BROKER_URL"]
+    assert broker["valueFrom"]["secretKeyRef"] == {"name": "intygstjanst-broker", "key": "url"}
+    assert "INTYG_BROKER_URL" not in only(manifests, "ConfigMap", "intygstjanst")["data"]
+    job = only(manifests, "Job")
+    assert "INTYG_BROKER_URL" not in env_of(job["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_the_development_profile_may_leave_the_events_in_the_outbox() -> None:
+    manifests = rendered(*PROXIES, "--set", "config.profile=development", "--set", "broker.existingSecret=")
+    assert "INTYG_BROKER_URL" not in env_of(container(only(manifests, "Deployment")))
 
 
 @pytest.mark.parametrize("env", list(SECRET_FILES))

@@ -212,6 +212,9 @@ readable way. Included by the Deployment, which every render has.
 {{- if and (eq .Values.config.profile "production") (not .Values.businessRules.existingConfigMap) }}
 {{- fail "businessRules.existingConfigMap: the production profile refuses to start without the certificate types' business rules; create the ConfigMap of the national Schematron rule set (helm/README.md)" }}
 {{- end }}
+{{- if and (eq .Values.config.profile "production") (not .Values.broker.existingSecret) }}
+{{- fail "broker.existingSecret: the production profile refuses to start without the message broker; name the Secret that holds its URL (helm/README.md)" }}
+{{- end }}
 {{- if eq $c.mode "ingress" }}
 {{- if not $c.ingress.trustedProxies }}
 {{- fail "callers.ingress.trustedProxies: list the ingress controller pods' IPs or CIDRs; in ingress mode the service honours the client-certificate header only from them" }}
@@ -276,6 +279,17 @@ readable way. Included by the Deployment, which every render has.
     secretKeyRef:
       name: {{ .Values.database.existingSecret | quote }}
       key: {{ .Values.database.secretKey | quote }}
+{{- end }}
+
+{{/* The broker's URL from its Secret (the server only: the migration Job publishes nothing). */}}
+{{- define "intygstjanst.brokerEnv" -}}
+{{- if .Values.broker.existingSecret }}
+- name: INTYG_BROKER_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.broker.existingSecret | quote }}
+      key: {{ .Values.broker.secretKey | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Pod-level fields shared by the Deployment and the migration Job. */}}
