@@ -50,6 +50,9 @@ COUNTERS = {
     "intyg_refusals_total",
     "intyg_audit_write_failures_total",
     "intyg_db_statements_total",
+    "intyg_outbox_published_total",
+    "intyg_outbox_publish_failures_total",
+    "intyg_outbox_dead_lettered_total",
 }
 HISTOGRAMS = {"intyg_request_duration_seconds", "intyg_audit_seal_lag_seconds"}
 GAUGES = {
@@ -64,6 +67,10 @@ GAUGES = {
     "intyg_db_pool_in_use",
     "intyg_db_pool_size",
     "intyg_build_info",
+    "intyg_outbox_pending_events",
+    "intyg_outbox_oldest_pending_age_seconds",
+    "intyg_outbox_dead_events",
+    "intyg_outbox_relay_elected",
 }
 CONTRACT = COUNTERS | GAUGES | {h + s for h in HISTOGRAMS for s in ("_bucket", "_count", "_sum")}
 # Label names an alert may carry: never one that could hold a person, certificate or care unit id.
@@ -159,7 +166,8 @@ def test_alerts_carry_severity_and_annotations_and_no_ids() -> None:
 
 
 def test_the_issues_alerts_are_there() -> None:
-    """Error ratio, latency SLO burn, service down, database down, audit failures and lag, deletion spike."""
+    """Error ratio, latency SLO burn, service down, database down, audit failures and lag, deletion spike,
+    an outbox that is not published and events given up on."""
     exprs = {r["alert"]: r["expr"] for r in alert_rules()}
     needed = {
         "IntygstjanstHighErrorRatio": "intyg_requests_total",
@@ -171,6 +179,8 @@ def test_the_issues_alerts_are_there() -> None:
         "IntygstjanstAuditLag": "time() - ",
         "IntygstjanstAuditSealLag": "intyg_audit_unsealed_oldest_age_seconds",
         "IntygstjanstDeletionSpike": "increase(intyg_certificates_deleted_total[10m])",
+        "IntygstjanstOutboxStuck": "intyg_outbox_oldest_pending_age_seconds",
+        "IntygstjanstOutboxDeadLetters": "intyg_outbox_dead_events",
     }
     for alert, fragment in needed.items():
         assert fragment in exprs[alert], alert
@@ -203,7 +213,8 @@ def test_dashboard_structure() -> None:
 
 
 def test_dashboard_covers_the_overview() -> None:
-    """Traffic, errors, latency quantiles, in-flight, deletions, consent, refusals, pool, audit lag, stock."""
+    """Traffic, errors, latency quantiles, in-flight, deletions, consent, refusals, pool, audit lag, stock,
+    the outbox's depth, age and publish failures."""
     exprs = "\n".join(dashboard_queries().values())
     for needed in (
         "sum by (operation) (rate(intyg_requests_total[5m]))",
@@ -221,6 +232,9 @@ def test_dashboard_covers_the_overview() -> None:
         "max(intyg_audit_unsealed_oldest_age_seconds)",
         "histogram_quantile(0.99, sum by (le) (rate(intyg_audit_seal_lag_seconds_bucket[5m])))",
         "sum by (care_available, citizen_available) (intyg_certificates_stored)",
+        "max by (destination) (intyg_outbox_pending_events)",
+        "max(intyg_outbox_oldest_pending_age_seconds)",
+        "sum by (reason) (rate(intyg_outbox_publish_failures_total[5m]))",
     ):
         assert needed in exprs, needed
 
@@ -231,7 +245,16 @@ def test_rules_and_dashboard_read_only_exposed_metrics() -> None:
     assert used - CONTRACT == set(), "metrics the service does not expose"
     # Each query of a metric that has labels only once something happened must still return a series.
     for query in dashboard_queries().values():
-        for counter in ("deleted", "consent_changes", "refusals", "registered", "sent"):
+        for counter in (
+            "deleted",
+            "consent_changes",
+            "refusals",
+            "registered",
+            "sent",
+            "outbox_published",
+            "outbox_publish_failures",
+            "outbox_dead_lettered",
+        ):
             if re.search(rf"\bintyg_(certificates_)?{counter}_total\b", query):
                 assert query.endswith("or on() vector(0)"), query
 
@@ -353,6 +376,11 @@ LITTLE_TRAFFIC = [
     ('intyg_db_pool_in_use{job="intygstjanst", instance="i:8080"}', "0x30"),
     ('intyg_db_pool_size{job="intygstjanst", instance="i:8080"}', "10x30"),
     ('intyg_build_info{job="intygstjanst", instance="i:8080", version="0.1.0"}', "1x30"),
+    ('intyg_outbox_pending_events{job="intygstjanst", instance="i:8080", destination="FKASSA"}', "0x30"),
+    ('intyg_outbox_pending_events{job="intygstjanst", instance="i:8080", destination="statistics"}', "1x30"),
+    ('intyg_outbox_dead_events{job="intygstjanst", instance="i:8080", destination="FKASSA"}', "0x30"),
+    ('intyg_outbox_oldest_pending_age_seconds{job="intygstjanst", instance="i:8080"}', "0.2x30"),
+    ('intyg_outbox_relay_elected{job="intygstjanst", instance="i:8080"}', "1x30"),
 ]
 
 
