@@ -20,7 +20,12 @@ transactions because no request may wait on it. That is all of them:
   ciphertext and every value as it was;
 - migrations (``store/migration.py``, ``store/migrations/``): change the schema, and convert stored
   values where a revision says so;
-- ``verify-audit`` (``store/audit_verification.py``): reads the chain in one read-only transaction.
+- ``verify-audit`` (``store/audit_verification.py``): reads the chain in one read-only transaction;
+- the outbox relay (``relay.py``, its transactions in ``store/outbox.py``; ``intygstjanst relay``):
+  reads the events these functions wrote to the outbox with the documents of sent certificates,
+  publishes them, and deletes each once the broker confirmed it, or counts its failed attempt, each
+  step in a short transaction of its own, none open while it waits on the broker; ``intygstjanst
+  outbox`` reads what waits and puts dead-lettered events back.
 
 An operator's erasure of a care giver (``erase_care_giver``) is a use case, and is here.
 """

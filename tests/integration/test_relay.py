@@ -17,13 +17,14 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aio_pika
 import pytest
+from pydantic import SecretStr
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
@@ -73,7 +74,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 def relay_settings(database_url: str, node: throwaway.Broker, exchange: str, **changes: object) -> Settings:
     return Settings(
         database_url=database_url,
-        broker_url=node.url,
+        broker_url=SecretStr(node.url),
         broker_exchange=exchange,
         broker_timeout_seconds=2.0,
         broker_reconnect_seconds=0.1,
@@ -104,7 +105,7 @@ class Received:
     certificate_id: str
     content_type: str
     body: bytes
-    headers: dict[str, object]
+    headers: Mapping[str, object]
 
 
 async def drain(url: str, queue: str) -> list[Received]:

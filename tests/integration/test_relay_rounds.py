@@ -20,6 +20,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import SecretStr
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import select
@@ -486,3 +487,14 @@ def test_the_outbox_command_shows_what_waits_and_puts_dead_letters_back(
     )
     assert "  FKASSA       revoked     2" in retried.stdout
     assert "  FKASSA       sent        2" in retried.stdout
+
+
+def test_the_production_profile_refuses_to_start_without_a_broker_and_takes_only_amqp_urls() -> None:
+    production = Settings(profile="production", database_url="postgresql://db/intyg")
+    assert any("INTYG_BROKER_URL" in problem for problem in production.unfit_to_serve())
+    with_broker = Settings(
+        profile="production", database_url="postgresql://db/intyg", broker_url="amqp://mq/"
+    )
+    assert not any("INTYG_BROKER_URL" in problem for problem in with_broker.unfit_to_serve())
+    with pytest.raises(ValueError, match="amqp://"):
+        Settings(broker_url=SecretStr("http://mq/"))
