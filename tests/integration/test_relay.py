@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 
 import aio_pika
 import pytest
-from pydantic import SecretStr
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from pydantic import SecretStr
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -493,7 +493,7 @@ def test_the_production_profile_refuses_to_start_without_a_broker_and_takes_only
     production = Settings(profile="production", database_url="postgresql://db/intyg")
     assert any("INTYG_BROKER_URL" in problem for problem in production.unfit_to_serve())
     with_broker = Settings(
-        profile="production", database_url="postgresql://db/intyg", broker_url="amqp://mq/"
+        profile="production", database_url="postgresql://db/intyg", broker_url=SecretStr("amqp://mq/")
     )
     assert not any("INTYG_BROKER_URL" in problem for problem in with_broker.unfit_to_serve())
     with pytest.raises(ValueError, match="amqp://"):
