@@ -24,7 +24,7 @@ from service.broker import AmqpBroker
 from service.config import Settings
 from service.connection import BodyDeadline
 from service.loader import Loaded, load
-from service.relay import Relay, observe_backlog
+from service.relay import Relay, count_from_zero, observe_backlog
 from service.rest import errors as rest_errors
 from service.rest.auth import TokenVerifier
 from service.rest.headers import SecurityHeaders
@@ -207,6 +207,7 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
         leeway=settings.token_leeway_seconds,
     )
     metrics.BUILD_INFO.labels(version=version("intygstjanst")).set(1)
+    count_from_zero(destinations(list(recipients)))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -216,7 +216,7 @@ class Relay:
                             if not done.full:
                                 await _wait(stop, self._every)
             except BrokerUnavailable as exc:
-                metrics.OUTBOX_PUBLISH_FAILURES.labels(reason="broker unavailable").inc()
+                metrics.OUTBOX_PUBLISH_FAILURES.labels(reason=BROKER_UNAVAILABLE).inc()
                 log.warning(
                     "the broker is unavailable (%s): the events wait in the outbox; reconnecting in %.1f s",
                     exc,
@@ -308,6 +308,21 @@ class Relay:
             await self._measure(self._engine)
         except Exception as exc:
             log.warning("outbox gauges not refreshed: %s", type(exc).__name__)
+
+
+# A reason of OUTBOX_PUBLISH_FAILURES beside the refusals' (store/outbox.Failure).
+BROKER_UNAVAILABLE = "broker unavailable"
+
+
+def count_from_zero(destinations: Iterable[str]) -> None:
+    """Gives the outbox counters their series at 0 (each destination, each reason), so that a panel or
+    an alert sees "none yet" rather than no series, also where no relay runs."""
+    for destination in destinations:
+        metrics.OUTBOX_PUBLISHED.labels(destination=destination)
+    for failure in Failure:
+        metrics.OUTBOX_PUBLISH_FAILURES.labels(reason=failure.value)
+        metrics.OUTBOX_DEAD_LETTERED.labels(reason=failure.value)
+    metrics.OUTBOX_PUBLISH_FAILURES.labels(reason=BROKER_UNAVAILABLE)
 
 
 def observe_backlog(found: store.Backlog, *, now: dt.datetime, destinations: Iterable[str]) -> None:
