@@ -281,14 +281,19 @@ async def test_a_broker_killed_mid_stream_and_started_again_loses_nothing(
 
 
 async def _published_some(node: throwaway.Broker, exchange: str) -> bool:
+    return await _holds(node, broker.queue_name(exchange, STATISTICS), 20)
+
+
+async def _holds(node: throwaway.Broker, queue_name: str, count: int) -> bool:
+    """Whether ``queue_name`` exists and holds at least ``count`` messages."""
     connection = await aio_pika.connect(node.url)
     async with connection:
         channel = await connection.channel()
         try:
-            queue = await channel.declare_queue(broker.queue_name(exchange, STATISTICS), passive=True)
+            queue = await channel.declare_queue(queue_name, passive=True)
         except aio_pika.exceptions.ChannelClosed:
             return False
-        return (queue.declaration_result.message_count or 0) >= 20
+        return (queue.declaration_result.message_count or 0) >= count
 
 
 async def test_a_relay_stopping_between_confirm_and_delete_publishes_again_with_the_same_message_ids(
@@ -398,3 +403,37 @@ async def test_an_unroutable_destination_is_retried_and_dead_lettered_with_its_m
     queues = await everything(node.url, exchange)
     assert [m.kind for m in queues[STATISTICS]] == ["registered", "sent", "revoked"]
     assert queues["FKASSA"] == []
+
+
+@pytest.mark.one_engine("the broker's topology decides it; the store only fills the outbox")
+async def test_a_message_a_consumer_keeps_rejecting_is_dead_lettered_by_the_queues_delivery_limit(
+    engine: AsyncEngine, database_url: str, node: throwaway.Broker, exchange: str
+) -> None:
+    settings = relay_settings(database_url, node, exchange, broker_delivery_limit=2)
+    await lives(SqlUnitOfWork(engine, KEYRING), 1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(app.relay(settings, engine, KEYRING, list(RECIPIENTS)).run(stop))
+    await until(lambda: empty(engine), "the outbox published")
+    stop.set()
+    await running
+
+    # A consumer of FKASSA that rejects the sent certificate each time it is delivered (requeueing it).
+    connection = await aio_pika.connect(node.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(broker.queue_name(exchange, "FKASSA"))
+        rejected: list[str] = []
+        for _ in range(10):
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if message.type == "sent":
+                rejected.append(str(message.message_id))
+                await message.reject(requeue=True)
+            else:
+                await message.ack()
+    # Delivered the first time and twice again, then dead-lettered with its message id.
+    assert len(rejected) == 3 and len(set(rejected)) == 1
+    await until(lambda: _holds(node, broker.dead_letter_name(exchange), 1), "the dead letter")
+    dead = await drain(node.url, broker.dead_letter_name(exchange))
+    assert [(m.message_id, m.kind) for m in dead] == [(rejected[0], "sent")]
