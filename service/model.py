@@ -353,6 +353,11 @@ class Caller:
     acts, where one does; ``professional`` the professional or operator the request names, by staff id
     or personal identity number. ``care_giver_scope`` is the care givers whose certificates the calling
     system may see or change (its permissions; ``None``: every care giver).
+
+    ``part`` is the part the request names as the caller's own (GetCertificate 2's and
+    SetCertificateStatus's ``part``), where it names one; ``recipient_scope`` the recipients' parts the
+    calling system may act as (its permissions' recipient code: a recipient acts as itself only, any
+    other system as none; ``None``: any, the development consumer's).
     """
 
     kind: CallerKind
@@ -363,6 +368,8 @@ class Caller:
     care_unit_id: str | None = None
     care_giver_id: str | None = None
     care_giver_scope: frozenset[str] | None = None
+    part: Party | None = None
+    recipient_scope: frozenset[Party] | None = None
 
 
 @dataclass(frozen=True, slots=True)

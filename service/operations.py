@@ -488,7 +488,6 @@ async def _citizen_change(
     uow: UnitOfWork,
     *,
     action: Action,
-    recipient: Party | None = None,
     certificate_id: str,
     citizen: PersonId,
     decide: Callable[[Certificate], rules.Decision],
@@ -496,7 +495,7 @@ async def _citizen_change(
     now: dt.datetime,
 ) -> tuple[Certificate, rules.Decision]:
     """A change the authenticated citizen makes to their own certificate, with consent (rule 2)."""
-    async with uow, _Attempt(uow, caller, action, now, recipient=recipient) as attempt:
+    async with uow, _Attempt(uow, caller, action, now) as attempt:
         consent = await _held(uow, citizen)
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         rules.require_owner(certificate, citizen)
@@ -539,32 +538,69 @@ async def restore_certificate(
     return changed
 
 
+# Every send, whoever sends: the citizen (rule 2), a care system for the patient (rule 3), or the recipient
+# recording that it was sent the certificate (SetCertificateStatus SENTTO)
 async def send_certificate(
     uow: UnitOfWork,
     *,
     certificate_id: str,
-    citizen: PersonId,
     recipient_id: str,
     recipients: Mapping[str, Recipient],
+    citizen: PersonId | None = None,
+    patient: PersonId | None = None,
+    at: dt.datetime | None = None,
     caller: Caller,
     now: dt.datetime,
 ) -> tuple[Certificate, bool]:
-    """The citizen sends a certificate on to the recipient ``recipient_id`` names, one of
-    ``recipients``; returns it and whether it had been sent there already."""
+    """Send a certificate on to the recipient ``recipient_id`` names, one of ``recipients`` that takes its
+    type; returns it and whether it had been sent there already (nothing is recorded again).
+
+    Who sends is ``caller``: the citizen ``citizen`` sends their own certificate, with consent (rule 2); a
+    care system sends one of its care givers' certificates that its care giver still keeps (rule 3), no
+    consent needed, as care's act; a recipient records that it was sent one. ``patient``: the patient the
+    request names, which must be the certificate's. ``at``: when it was sent, as the request says (now,
+    where it says nothing)."""
     # An id no recipient has is invalid input, refused before the unit of work as the adapters refuse
     # theirs: nobody's data is read, and the answer depends neither on the certificate nor on the caller.
     recipient = rules.recipient(recipient_id, recipients=recipients)
-    changed, decision = await _citizen_change(
-        uow,
-        action=Action.SEND,
-        recipient=recipient.party,
-        certificate_id=certificate_id,
-        citizen=citizen,
-        decide=lambda c: rules.send_to(c, recipient=recipient, now=now),
-        caller=caller,
-        now=now,
-    )
-    return changed, decision.event is None
+    by_citizen = caller.kind is CallerKind.CITIZEN
+
+    async def run() -> tuple[Certificate, bool]:
+        async with uow, _Attempt(uow, caller, Action.SEND, now, recipient=recipient.party) as attempt:
+            if by_citizen:
+                if citizen is None:
+                    raise errors.InvalidInput("a citizen's send names the citizen")
+                # Consent before the certificate, as a withdrawal locks them (``_held``).
+                consent = await _held(uow, citizen)
+                certificate = await _load(uow, attempt, certificate_id, for_update=True)
+                rules.require_owner(certificate, citizen)
+                rules.require_citizen_sees_type(certificate)
+                rules.require_consent(consent)
+            else:
+                certificate = await _load(uow, attempt, certificate_id, for_update=True)
+                if caller.kind is CallerKind.CARE_SYSTEM:
+                    rules.require_care_visible(certificate)
+            if patient is not None:
+                rules.require_patient(certificate, patient)
+            decision = rules.send_to(certificate, recipient=recipient, now=at or now)
+            await _apply(uow, certificate, decision, now)
+            await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
+            return decision.applied_to(certificate), decision.event is None
+
+    return await _retrying(run)
+
+
+# Recipients read what was sent to them
+async def get_certificate_for_recipient(
+    uow: UnitOfWork, *, certificate_id: str, recipient: Party, caller: Caller, now: dt.datetime
+) -> CertificateWithDocument:
+    """``recipient`` reads a certificate that was sent to it, with the status history it may see
+    (``rules.as_recipient_sees``); any other is answered as an unknown id (audited as denied)."""
+    async with uow, _Attempt(uow, caller, Action.READ, now) as attempt:
+        found = await _load_with_document(uow, attempt, certificate_id)
+        rules.require_sent_to(found.certificate, recipient)
+        await attempt.succeed()
+        return CertificateWithDocument(rules.as_recipient_sees(found.certificate, recipient), found.document)
 
 
 @dataclass(frozen=True, slots=True)

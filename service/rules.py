@@ -240,9 +240,21 @@ def care_giver_permitted(certificate: Certificate | IssuedCertificate, scope: fr
 def require_may_act_for(caller: Caller) -> None:
     """Acting for a citizen (their consent, lists, reads, sends and archive) reaches every care giver's
     certificates, and withdrawing consent deletes some (rule 6): a system limited to some care givers
-    may not, whatever contract it calls (DOMAIN.md, Who calls what)."""
+    may not, whatever contract it calls (DOMAIN.md, Who calls what). A request that names a part as its
+    own acts as that part only where the calling system may (``may_act_as``)."""
     if caller.kind is CallerKind.CITIZEN and caller.care_giver_scope is not None:
         raise errors.CallerNotPermitted("a system limited to some care givers may not act for a citizen")
+    if caller.part is not None and not may_act_as(caller.recipient_scope, caller.part):
+        raise errors.CallerNotPermitted("the calling system may not act as this part")
+
+
+def may_act_as(recipient_scope: frozenset[Party] | None, part: Party) -> bool:
+    """Recipients are callers like any other system, each with its recipient code (README.md, "Callers"):
+    a recipient's part is acted as by that recipient only, and a recipient acts as no other part (not as
+    care, nor as the citizen). ``None``: any part (the development consumer)."""
+    if recipient_scope is None:
+        return True
+    return part in recipient_scope if part.is_recipient else not recipient_scope
 
 
 def require_care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None) -> None:
@@ -289,7 +301,8 @@ def takes(recipient: Recipient, type_code: str) -> bool:
 
 
 def send_to(certificate: Certificate, *, recipient: Recipient, now: dt.datetime) -> Decision:
-    """The citizen sends a certificate to a recipient that takes its type."""
+    """A certificate is sent to a recipient that takes its type, whoever sends it (the citizen, a care
+    system for the patient, or the recipient recording what it got)."""
     if not takes(recipient, certificate.type_code):
         raise errors.UnknownRecipient("the recipient does not take this type of certificate")
     return send(certificate, recipient=recipient.party, now=now)
@@ -304,6 +317,37 @@ def send(certificate: Certificate, *, recipient: Party, now: dt.datetime) -> Dec
     if recipient in certificate.sent_to():
         return _keep(certificate)
     return _keep(certificate, StatusEvent(StatusCode.SENTTO, recipient, now))
+
+
+# Recipients read what was sent to them
+def require_sent_to(certificate: Certificate, recipient: Party) -> None:
+    """A recipient reads a certificate only once it was sent to it. Anything else is refused as if it did
+    not exist: audited as denied and answered exactly as an unknown id, so a recipient cannot probe for
+    ids, nor learn what was sent elsewhere."""
+    if recipient not in certificate.sent_to():
+        raise errors.NotPermitted("the certificate was not sent to this recipient")
+
+
+def recipient_sees(event: StatusEvent, recipient: Party) -> bool:
+    """The status history a recipient sees (README.md, "Recipients"): that care registered the
+    certificate (RECEIV by HSVARD), its own events (the SENTTO to it, its RECEIV) and a revocation
+    (CANCEL), which it must see to stop acting on the certificate. Not the citizen's archive or restore,
+    nor what another recipient was sent or did: neither is the recipient's business."""
+    if event.code is StatusCode.CANCEL:
+        return True
+    if event.code is StatusCode.RECEIV and event.party is Party.HSVARD:
+        return True
+    return event.party is recipient
+
+
+def as_recipient_sees(certificate: Certificate, recipient: Party) -> Certificate:
+    """``certificate`` as ``recipient`` is answered it: the history it sees, and no relations other
+    certificates state to it (those name certificates that may not have been sent to it)."""
+    return dataclasses.replace(
+        certificate,
+        status_events=tuple(e for e in certificate.status_events if recipient_sees(e, recipient)),
+        related_by=(),
+    )
 
 
 def revoke(certificate: Certificate, *, now: dt.datetime) -> Decision:
