@@ -361,15 +361,17 @@ def set_status(certificate: Certificate, *, party: Party, code: StatusCode, at: 
     """SetCertificateStatus: which party may set which status.
 
     Archive (DELETE) and restore (RESTOR) belong to the citizen (rule 4): a care system can't archive.
-    SENTTO and RECEIV record a recipient's delivery. CANCEL is never set by status: revoking is the
-    issuer's RevokeCertificate, so neither a citizen nor a recipient can revoke this way.
+    RECEIV records a recipient's receipt. SENTTO is a send, whoever reports it, and every send is
+    ``send_to``'s (``operations.send_certificate``), so that each sender meets the same rules. CANCEL is
+    never set by status: revoking is the issuer's RevokeCertificate, so neither a citizen nor a recipient
+    can revoke this way.
     """
     if code in (StatusCode.DELETE, StatusCode.RESTOR):
         if party is not Party.INVANA:
             raise errors.InvalidStatusChange("only the citizen archives or restores a certificate")
         return archive(certificate, now=at) if code is StatusCode.DELETE else restore(certificate, now=at)
     if code is StatusCode.SENTTO:
-        return send(certificate, recipient=party, now=at)
+        raise errors.InvalidStatusChange("a send is recorded by the send operation")
     if code is StatusCode.RECEIV and party.is_recipient:
         return _keep(certificate, StatusEvent(StatusCode.RECEIV, party, at))
     raise errors.InvalidStatusChange("this party may not set this status")

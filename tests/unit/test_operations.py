@@ -592,11 +592,12 @@ async def test_a_recipient_reports_a_certificate_received() -> None:
 async def test_sending_twice_to_the_same_recipient_records_once() -> None:
     uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
 
-    first = await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
-    second = await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+    (_, first), (_, second) = await send(uow, "FKASSA"), await send(uow, "FKASSA")
 
-    assert first == StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW)
-    assert second is None
+    assert (first, second) == (False, True)
+    assert uow.certificate("cert-1").status_events[-1] == StatusEvent(  # type: ignore[union-attr]
+        StatusCode.SENTTO, Party.FKASSA, NOW
+    )
     assert uow.certificate("cert-1").sent_to() == (Party.FKASSA,)  # type: ignore[union-attr]
     assert [r.outcome for r in uow.audit.records] == [Outcome.OK, Outcome.INFO]
     assert uow.committed == 2
@@ -607,7 +608,7 @@ async def test_sending_a_revoked_certificate_is_refused_and_records_nothing() ->
     uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
 
     with pytest.raises(errors.CertificateRevoked):
-        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+        await send(uow, "FKASSA")
 
     assert uow.certificate("cert-1") == before
     record = assert_one_commit_audited(
@@ -719,7 +720,7 @@ async def test_a_citizen_without_consent_can_not_send_a_certificate() -> None:
     uow = FakeUnitOfWork(certificates=[before])
 
     with pytest.raises(errors.ConsentRequired):
-        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+        await send(uow, "FKASSA")
 
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
@@ -736,7 +737,7 @@ async def test_a_citizen_without_consent_learns_nothing_about_the_certificate_fr
     uow = FakeUnitOfWork(certificates=[stored(revoked=True)])
 
     with pytest.raises(errors.ConsentRequired):
-        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+        await send(uow, "FKASSA")
     assert [r.outcome for r in uow.audit.records] == [Outcome.DENIED]
 
 
