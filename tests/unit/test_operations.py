@@ -26,6 +26,7 @@ from service.model import (
     Caller,
     CallerKind,
     Certificate,
+    CertificateWithDocument,
     Channel,
     Delivery,
     EventKind,
@@ -739,6 +740,188 @@ async def test_a_citizen_without_consent_learns_nothing_about_the_certificate_fr
     with pytest.raises(errors.ConsentRequired):
         await send(uow, "FKASSA")
     assert [r.outcome for r in uow.audit.records] == [Outcome.DENIED]
+
+
+# ---------------------------------------------------------------------------------------------------
+# One operation for every send: a care system sends for the patient (rule 3, no consent), and a recipient
+# records that it was sent one. Through SOAP: tests/integration/test_recipients.py.
+
+
+async def care_sends(
+    uow: FakeUnitOfWork, recipient_id: str = "FKASSA", *, patient: PersonId = PATIENT, caller: Caller = CARE
+) -> tuple[Certificate, bool]:
+    return await operations.send_certificate(
+        uow,
+        certificate_id="cert-1",
+        recipient_id=recipient_id,
+        recipients=RECIPIENTS,
+        patient=patient,
+        caller=caller,
+        now=NOW,
+    )
+
+
+async def test_a_care_system_sends_a_certificate_for_the_patient_without_consent() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    changed, already_sent = await care_sends(uow)
+
+    assert (changed.sent_to(), already_sent) == ((Party.FKASSA,), False)
+    assert uow.certificate("cert-1") == changed
+    assert [type(e) for e in uow.outbox.events] == [Delivery, StatisticsEvent]
+    record = assert_one_commit_audited(
+        uow, action="send", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+    # The professional the request names, as a registration's record names its issuer.
+    assert (record.recipient, record.actor_professional) == (Party.FKASSA, StaffId("SE2321000016-DOC1"))
+
+
+async def test_a_care_systems_repeated_send_records_once_and_answers_already_sent() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    await care_sends(uow)
+    _, already_sent = await care_sends(uow)
+
+    assert already_sent is True
+    assert uow.certificate("cert-1").sent_to() == (Party.FKASSA,)  # type: ignore[union-attr]
+    assert len([e for e in uow.outbox.events if isinstance(e, Delivery)]) == 1
+    assert [r.outcome for r in uow.audit.records] == [Outcome.OK, Outcome.INFO]
+
+
+SCOPED_CARE = dataclasses.replace(CARE, care_giver_scope=frozenset({CARE_GIVER}))
+
+
+@pytest.mark.parametrize(
+    ("certificate", "patient", "recipient_id", "error", "outcome"),
+    [
+        (None, PATIENT, "FKASSA", errors.CertificateNotFound, Outcome.ERROR),
+        (stored(care_giver_id=OTHER_CARE_GIVER), PATIENT, "FKASSA", errors.NotPermitted, Outcome.DENIED),
+        (stored(care_available=False), PATIENT, "FKASSA", errors.CertificateNotFound, Outcome.ERROR),
+        (stored(), OTHER_PATIENT, "FKASSA", errors.PatientMismatch, Outcome.ERROR),
+        (stored(revoked=True), PATIENT, "FKASSA", errors.CertificateRevoked, Outcome.ERROR),
+        (stored(), PATIENT, "TRANSP", errors.UnknownRecipient, Outcome.ERROR),
+    ],
+    ids=["unknown", "another care giver's", "care copy removed", "another patient", "revoked", "not taken"],
+)
+async def test_a_care_systems_refused_send_changes_nothing_delivers_nothing_and_is_audited(
+    certificate: Certificate | None,
+    patient: PersonId,
+    recipient_id: str,
+    error: type[errors.ServiceError],
+    outcome: Outcome,
+) -> None:
+    uow = FakeUnitOfWork(certificates=[certificate] if certificate else [])
+
+    with pytest.raises(error):
+        await care_sends(uow, recipient_id, patient=patient, caller=SCOPED_CARE)
+
+    assert uow.certificate("cert-1") == certificate
+    assert uow.outbox.events == []
+    assert uow.committed == 1
+    [record] = uow.audit.records
+    assert (record.action, record.outcome, record.reason, record.certificate_ids) == (
+        "send",
+        outcome,
+        error,
+        ("cert-1",),
+    )
+
+
+async def test_a_recipient_records_that_it_was_sent_a_certificate_at_the_time_it_states() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+    fkassa = dataclasses.replace(RECIPIENT, part=Party.FKASSA)
+
+    changed, _ = await operations.send_certificate(
+        uow,
+        certificate_id="cert-1",
+        recipient_id="FKASSA",
+        recipients=RECIPIENTS,
+        at=EARLIER,
+        caller=fkassa,
+        now=NOW,
+    )
+
+    assert changed.status_events[-1] == StatusEvent(StatusCode.SENTTO, Party.FKASSA, EARLIER)
+    assert_one_commit_audited(
+        uow, action="send", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=fkassa
+    )
+
+
+async def test_a_system_that_is_not_forsakringskassan_can_not_record_a_send_as_it() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+    transp = dataclasses.replace(RECIPIENT, part=Party.FKASSA, recipient_scope=frozenset({Party.TRANSP}))
+
+    with pytest.raises(errors.CallerNotPermitted):
+        await operations.send_certificate(
+            uow, certificate_id="cert-1", recipient_id="FKASSA", recipients=RECIPIENTS, caller=transp, now=NOW
+        )
+
+    assert uow.certificate("cert-1") == stored()
+    assert [(r.outcome, r.reason) for r in uow.audit.records] == [(Outcome.DENIED, errors.CallerNotPermitted)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recipients read what was sent to them, with the history they may see (rules.as_recipient_sees).
+
+SENT_TO_FK = StatusEvent(StatusCode.SENTTO, Party.FKASSA, EARLIER)
+SENT_TO_AF = StatusEvent(StatusCode.SENTTO, Party.AF, EARLIER)
+ARCHIVED = StatusEvent(StatusCode.DELETE, Party.INVANA, EARLIER)
+REGISTERED_EVENT = StatusEvent(StatusCode.RECEIV, Party.HSVARD, EARLIER)
+
+
+async def read_as(uow: FakeUnitOfWork, recipient: Party) -> CertificateWithDocument:
+    return await operations.get_certificate_for_recipient(
+        uow,
+        certificate_id="cert-1",
+        recipient=recipient,
+        caller=dataclasses.replace(RECIPIENT, part=recipient),
+        now=NOW,
+    )
+
+
+async def test_a_recipient_reads_a_certificate_sent_to_it_with_the_history_it_may_see() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[stored(status_events=(REGISTERED_EVENT, SENT_TO_AF, ARCHIVED, SENT_TO_FK))]
+    )
+
+    found = await read_as(uow, Party.FKASSA)
+
+    assert found.certificate.status_events == (REGISTERED_EVENT, SENT_TO_FK)
+    assert found.document == document_of("cert-1")
+    record = assert_one_commit_audited(
+        uow,
+        action="read",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=dataclasses.replace(RECIPIENT, part=Party.FKASSA),
+    )
+    assert record.actor_kind is CallerKind.RECIPIENT
+
+
+@pytest.mark.parametrize(
+    ("certificates", "error"),
+    [
+        ([stored(status_events=(REGISTERED_EVENT, SENT_TO_AF))], errors.NotPermitted),
+        ([stored()], errors.NotPermitted),
+        ([], errors.CertificateNotFound),
+    ],
+    ids=["sent to another recipient", "sent to none", "unknown"],
+)
+async def test_a_recipient_reading_what_was_not_sent_to_it_is_refused_as_an_unknown_id_and_audited(
+    certificates: list[Certificate], error: type[errors.ServiceError]
+) -> None:
+    uow = FakeUnitOfWork(certificates=certificates)
+
+    with pytest.raises(error):
+        await read_as(uow, Party.FKASSA)
+
+    assert errors.answered_as(error) is errors.CertificateNotFound
+    [record] = uow.audit.records
+    assert (record.action, record.outcome) == (
+        "read",
+        Outcome.DENIED if error is errors.NotPermitted else Outcome.ERROR,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
