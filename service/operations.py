@@ -539,7 +539,7 @@ async def restore_certificate(
 
 
 # Every send, whoever sends: the citizen (rule 2), a care system for the patient (rule 3), or the recipient
-# recording that it was sent the certificate (SetCertificateStatus SENTTO)
+# recording that it was sent the certificate (a SENTTO status it sets)
 async def send_certificate(
     uow: UnitOfWork,
     *,
