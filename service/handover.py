@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from service import document
 from service.model import Certificate, CertificateWithDocument, HandedOver, Party, StatusCode, StatusEvent
 from service.store.audit_chain import Signer, export_signature_problem
 
@@ -178,7 +179,8 @@ class Writer:
             self._folder(self.out / folder)
         except OSError as exc:
             raise _failed("create", self.out / folder, exc) from None
-        self._files.append(self._write(f"{folder}/{DOCUMENT}", found.document))
+        # The bytes its care system registered, without the frame the store seals them in (document.py).
+        self._files.append(self._write(f"{folder}/{DOCUMENT}", document.content(found.document)))
         self._files.append(self._write(f"{folder}/{METADATA}", _encoded(metadata(found.certificate))))
 
     def finish(

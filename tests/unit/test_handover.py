@@ -147,7 +147,7 @@ def _resign(out: Path, signer: Signer) -> None:
 
 
 OTHER = Signer(Ed25519PrivateKey.generate())
-TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
+TAMPERING: dict[str, tuple[Callable[[Path], object], str]] = {
     "a document changed": (
         lambda out: _rewrite(out / "certificates/000001/document.xml", lambda b: b.replace(b"F32", b"F33")),
         "certificates/000001/document.xml: its SHA-256 does not match the manifest",
