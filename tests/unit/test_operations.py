@@ -19,8 +19,9 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from prometheus_client import REGISTRY
 
-from service import errors, operations
+from service import errors, metrics, operations
 from service.model import (
     AuditRecord,
     Caller,
@@ -1765,6 +1766,19 @@ async def test_exporting_a_care_giver_audits_each_certificate_as_an_export_of_it
     assert {(r.actor_professional, r.care_giver_id) for r in uow.audit.records} == {
         (StaffId("SE2321000016-OPS1"), CARE_GIVER)
     }
+
+
+async def test_an_export_is_counted_from_its_committed_audit_records() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a"), stored("b")])
+    await operations.export_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, sink=lambda _: None, caller=OPERATOR, clock=lambda: NOW
+    )
+    before = REGISTRY.get_sample_value("intyg_certificates_exported_total") or 0.0
+
+    for record in uow.audit.records:  # as the SQL unit of work does after each commit
+        metrics.observe(record)
+
+    assert REGISTRY.get_sample_value("intyg_certificates_exported_total") == before + 2
 
 
 async def test_an_export_whose_sink_fails_stops_after_auditing_what_it_read() -> None:
