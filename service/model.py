@@ -105,6 +105,7 @@ class Action(enum.StrEnum):
     READ_CONSENT = "read_consent"
     READ_ACCESS_LOG = "read_access_log"
     CALL = "call"  # a call refused before any operation; ``called`` names it
+    EXPORT = "export"  # read, with its document, into an operator's hand-over export (README.md)
 
 
 # A certificate id as the store keeps it (certificates.id, 128 characters): no control characters, NUL
@@ -263,6 +264,19 @@ class CertificateWithDocument:
 
     certificate: Certificate
     document: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A certificate as a verified hand-over export holds it (README.md, "Hand-over before erasure"): what
+    tells whether it has changed since. Its document and what its care system stated never change after
+    registration (rule 1), and every later change but the removal of the care copy appends a status event,
+    so a certificate is unchanged while it is the same registration (``registered_at``) with the same
+    status history."""
+
+    certificate_id: str
+    registered_at: dt.datetime
+    status_events: tuple[StatusEvent, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ transactions because no request may wait on it. That is all of them:
   values where a revision says so;
 - ``verify-audit`` (``store/audit_verification.py``): reads the chain in one read-only transaction.
 
-An operator's erasure of a care giver (``erase_care_giver``) is a use case, and is here.
+An operator's erasure of a care giver (``erase_care_giver``), and the export handed over before it
+(``export_care_giver``), are use cases, and are here.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from service.model import (
     CertificateWithDocument,
     Consent,
     EventKind,
+    HandedOver,
     IssuedCertificate,
     Outcome,
     Outgoing,
@@ -163,6 +165,8 @@ class NewCertificate:
 class Removal(enum.Enum):
     KEPT_FOR_CITIZEN = "kept_for_citizen"
     DELETED = "deleted"
+    # Left as it is: it changed after the export the erasure goes by (README.md, "Hand-over before erasure")
+    CHANGED_SINCE_EXPORT = "changed_since_export"
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,11 +663,23 @@ async def revoke_certificate(
 
 # Rule 5
 async def remove_care_copy(
-    uow: UnitOfWork, *, certificate_id: str, care_giver_id: str, caller: Caller, now: dt.datetime
+    uow: UnitOfWork,
+    *,
+    certificate_id: str,
+    care_giver_id: str,
+    handed_over: HandedOver | None = None,
+    caller: Caller,
+    now: dt.datetime,
 ) -> Removal:
+    """``handed_over``: the certificate as an operator's export holds it; only if it is still so is it
+    removed (an erasure with that export), else the attempt is audited as ``info``, changing nothing."""
+
     async def run() -> Removal:
         async with uow, _Attempt(uow, caller, Action.REMOVE_CARE_COPY, now) as attempt:
             certificate = await _load(uow, attempt, certificate_id, for_update=True)
+            if handed_over is not None and not rules.unchanged_since(certificate, handed_over):
+                await attempt.succeed(Outcome.INFO)
+                return Removal.CHANGED_SINCE_EXPORT
             # The consent row is locked so that a concurrent withdrawal sees this removal (rule 8).
             consent = await uow.consents.get(certificate.patient, for_update=True)
             decision = rules.remove_care_copy(certificate, care_giver_id=care_giver_id, consent=consent)
@@ -679,12 +695,16 @@ async def remove_care_copy(
 class Erasure:
     kept_for_citizens: int  # the citizen's consent keeps them (rule 5)
     deleted: int  # deleted permanently (rules 5 and 9)
+    # Left to the care giver, erasing with an export: copies it does not hold, and copies changed since.
+    not_exported: int = 0
+    changed_since_export: int = 0
 
 
 async def erase_care_giver(
     units: Callable[[], UnitOfWork],
     *,
     care_giver_id: str,
+    handed_over: Mapping[str, HandedOver] | None,
     caller: Caller,
     clock: Callable[[], dt.datetime],
     batch: int = 200,
@@ -693,15 +713,25 @@ async def erase_care_giver(
     what): rule 5 for every certificate the care giver still keeps. Each removal is an operation of its
     own, one transaction with its audit record (which the patient sees in their access log), so that a
     care giver of millions of certificates never holds the store in one transaction, and a run cut off
-    is simply run again: what it already removed is no longer a care copy."""
-    kept = deleted = 0
+    is simply run again: what it already removed is no longer a care copy.
+
+    ``handed_over``: the certificates of the verified export the care giver was handed (by id). Only
+    those are removed, and only while they are as exported (``rules.unchanged_since``); the rest stay
+    and are counted. ``None``: every copy, without an export, on the operator's word (README.md,
+    "Hand-over before erasure")."""
+    kept = deleted = not_exported = changed = 0
     async for found in _care_copies(units, care_giver_id, batch):
         for certificate_id in found:
+            exported = None if handed_over is None else handed_over.get(certificate_id)
+            if handed_over is not None and exported is None:
+                not_exported += 1  # registered after the export, or left out of it: nothing is read
+                continue
             try:
                 removal = await remove_care_copy(
                     units(),
                     certificate_id=certificate_id,
                     care_giver_id=care_giver_id,
+                    handed_over=exported,
                     caller=caller,
                     now=clock(),
                 )
@@ -709,9 +739,53 @@ async def erase_care_giver(
                 continue  # its care system removed it meanwhile, or a withdrawal deleted it (rule 6)
             if removal is Removal.DELETED:
                 deleted += 1
+            elif removal is Removal.CHANGED_SINCE_EXPORT:
+                changed += 1
             else:
                 kept += 1
-    return Erasure(kept, deleted)
+    return Erasure(kept, deleted, not_exported, changed)
+
+
+async def export_care_giver(
+    units: Callable[[], UnitOfWork],
+    *,
+    care_giver_id: str,
+    sink: Callable[[CertificateWithDocument], None],
+    caller: Caller,
+    clock: Callable[[], dt.datetime],
+    batch: int = 200,
+) -> int:
+    """An operator exports every copy a care giver keeps, to hand it over before its erasure (README.md,
+    "Hand-over before erasure"); returns how many. Each certificate is read with its document in a
+    transaction of its own and audited there as an ``export`` of its patient's data (they see it in their
+    access log), then given to ``sink``, which writes it where the operator said, outside any
+    transaction. A sink that fails stops the export with its own error."""
+    exported = 0
+    async for found in _care_copies(units, care_giver_id, batch):
+        for certificate_id in found:
+            try:
+                certificate = await _export_one(
+                    units(),
+                    certificate_id=certificate_id,
+                    care_giver_id=care_giver_id,
+                    caller=caller,
+                    now=clock(),
+                )
+            except errors.CertificateNotFound:
+                continue  # removed or deleted since the page was read: no longer the care giver's to hand over
+            sink(certificate)
+            exported += 1
+    return exported
+
+
+async def _export_one(
+    uow: UnitOfWork, *, certificate_id: str, care_giver_id: str, caller: Caller, now: dt.datetime
+) -> CertificateWithDocument:
+    async with uow, _Attempt(uow, caller, Action.EXPORT, now) as attempt:
+        found = await _load_with_document(uow, attempt, certificate_id)
+        rules.require_kept_by(found.certificate, care_giver_id)
+        await attempt.succeed()
+        return found
 
 
 async def count_care_copies(units: Callable[[], UnitOfWork], *, care_giver_id: str) -> int:

@@ -24,6 +24,7 @@ from service.model import (
     Consent,
     Delivery,
     EventKind,
+    HandedOver,
     IssuedCertificate,
     Outgoing,
     Party,
@@ -396,6 +397,24 @@ def remove_care_copy(certificate: Certificate, *, care_giver_id: str, consent: C
         citizen_available=certificate.citizen_available,
         revoked=certificate.revoked,
         delete=True,
+    )
+
+
+# An operator's hand-over before erasing a care giver (README.md, "Hand-over before erasure")
+def require_kept_by(certificate: Certificate, care_giver_id: str) -> None:
+    """A hand-over exports what the care giver still keeps, as rule 5 would remove it."""
+    if certificate.care_unit.care_giver_id != care_giver_id:
+        raise errors.NotPermitted("the certificate belongs to another care giver")
+    require_care_visible(certificate)
+
+
+def unchanged_since(certificate: Certificate, handed_over: HandedOver) -> bool:
+    """Whether the certificate is still as the export holds it: the same registration with the same status
+    history (``model.HandedOver`` says why that is all that can change). A certificate that changed is not
+    in the receiver's hands as it is, so an erasure with that export leaves it."""
+    return (certificate.registered_at, certificate.status_events) == (
+        handed_over.registered_at,
+        handed_over.status_events,
     )
 
 

@@ -19,8 +19,9 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from prometheus_client import REGISTRY
 
-from service import errors, operations
+from service import errors, metrics, operations
 from service.model import (
     AuditRecord,
     Caller,
@@ -30,6 +31,7 @@ from service.model import (
     Channel,
     Delivery,
     EventKind,
+    HandedOver,
     Outcome,
     Party,
     PersonId,
@@ -1860,7 +1862,7 @@ async def test_erasing_a_care_giver_applies_rule_5_to_each_copy_it_keeps_and_to_
     )
 
     erasure = await operations.erase_care_giver(
-        lambda: uow, care_giver_id=CARE_GIVER, caller=OPERATOR, clock=lambda: NOW, batch=1
+        lambda: uow, care_giver_id=CARE_GIVER, handed_over=None, caller=OPERATOR, clock=lambda: NOW, batch=1
     )
 
     assert erasure == operations.Erasure(kept_for_citizens=1, deleted=1)
@@ -1887,12 +1889,131 @@ async def test_erasing_a_care_giver_again_finds_nothing_left_to_remove() -> None
 
     def erase() -> Awaitable[operations.Erasure]:
         return operations.erase_care_giver(
-            lambda: uow, care_giver_id=CARE_GIVER, caller=OPERATOR, clock=lambda: NOW
+            lambda: uow, care_giver_id=CARE_GIVER, handed_over=None, caller=OPERATOR, clock=lambda: NOW
         )
 
     assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=2)
     assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=0)
     assert uow.committed == 2
+
+
+# A hand-over before erasure (README.md, "Hand-over before erasure"; the export's files:
+# tests/unit/test_handover.py; through the command on both stores: tests/integration/test_handover.py)
+
+
+def handed(certificate: Certificate) -> HandedOver:
+    return HandedOver(certificate.id, certificate.registered_at, certificate.status_events)
+
+
+async def test_exporting_a_care_giver_hands_each_copy_it_keeps_with_its_document_to_the_sink_and_nothing_else() -> (
+    None
+):
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("a-kept", patient=PATIENT),
+            stored("b-kept", patient=OTHER_PATIENT, revoked=True),
+            stored("c-already-removed", patient=PATIENT, care_available=False),
+            stored("d-other-giver", patient=OTHER_PATIENT, care_giver_id=OTHER_CARE_GIVER),
+        ],
+    )
+    before = {c: uow.certificate(c) for c in ("a-kept", "b-kept", "c-already-removed", "d-other-giver")}
+    sunk: list[CertificateWithDocument] = []
+
+    count = await operations.export_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, sink=sunk.append, caller=OPERATOR, clock=lambda: NOW, batch=1
+    )
+
+    assert count == 2
+    assert [(f.certificate.id, f.document) for f in sunk] == [
+        ("a-kept", document_of("a-kept")),
+        ("b-kept", document_of("b-kept")),
+    ]
+    assert [f.certificate for f in sunk] == [before["a-kept"], before["b-kept"]]
+    # Nothing changes: an export only reads.
+    assert {c: uow.certificate(c) for c in before} == before
+
+
+async def test_exporting_a_care_giver_audits_each_certificate_as_an_export_of_its_patients_data() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a", patient=PATIENT), stored("b", patient=OTHER_PATIENT)])
+
+    await operations.export_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, sink=lambda _: None, caller=OPERATOR, clock=lambda: NOW
+    )
+
+    # One read, one transaction, one record each: the patient sees the operator's export in their access log.
+    assert uow.committed == 2
+    assert [(r.action, r.outcome, r.patient, r.certificate_ids, r.actor_kind) for r in uow.audit.records] == [
+        ("export", Outcome.OK, PATIENT, ("a",), CallerKind.OPERATOR),
+        ("export", Outcome.OK, OTHER_PATIENT, ("b",), CallerKind.OPERATOR),
+    ]
+    assert {(r.actor_professional, r.care_giver_id) for r in uow.audit.records} == {
+        (StaffId("SE2321000016-OPS1"), CARE_GIVER)
+    }
+
+
+async def test_an_export_is_counted_from_its_committed_audit_records() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a"), stored("b")])
+    await operations.export_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, sink=lambda _: None, caller=OPERATOR, clock=lambda: NOW
+    )
+    before = REGISTRY.get_sample_value("intyg_certificates_exported_total") or 0.0
+
+    for record in uow.audit.records:  # as the SQL unit of work does after each commit
+        metrics.observe(record)
+
+    assert REGISTRY.get_sample_value("intyg_certificates_exported_total") == before + 2
+
+
+async def test_an_export_whose_sink_fails_stops_after_auditing_what_it_read() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a"), stored("b")])
+
+    def full(_: CertificateWithDocument) -> None:
+        raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space left"):
+        await operations.export_care_giver(
+            lambda: uow, care_giver_id=CARE_GIVER, sink=full, caller=OPERATOR, clock=lambda: NOW
+        )
+
+    assert [r.certificate_ids for r in uow.audit.records] == [("a",)]
+
+
+async def test_erasing_with_an_export_removes_only_the_certificates_it_holds_as_they_were_exported() -> None:
+    exported, changed = stored("a-exported"), stored("b-changed")
+    sent_since = (*changed.status_events, StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW))
+    uow = FakeUnitOfWork(
+        certificates=[exported, stored("b-changed", status_events=sent_since), stored("c-registered-after")]
+    )
+    export = {c.id: handed(c) for c in (exported, changed)}
+
+    erasure = await operations.erase_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, handed_over=export, caller=OPERATOR, clock=lambda: NOW
+    )
+
+    assert erasure == operations.Erasure(
+        kept_for_citizens=0, deleted=1, not_exported=1, changed_since_export=1
+    )
+    assert uow.certificate("a-exported") is None
+    assert uow.certificate("b-changed") is not None and uow.certificate("b-changed").care_available  # type: ignore[union-attr]
+    assert uow.certificate("c-registered-after") == stored("c-registered-after")
+    # The changed one was looked at in a transaction of its own, audited as "nothing done"; the one not
+    # exported was not read at all.
+    assert uow.committed == 2
+    assert [(r.action, r.outcome, r.certificate_ids, r.deleted) for r in uow.audit.records] == [
+        ("remove_care_copy", Outcome.OK, ("a-exported",), 1),
+        ("remove_care_copy", Outcome.INFO, ("b-changed",), 0),
+    ]
+
+
+async def test_a_certificate_registered_again_under_its_id_after_the_export_is_not_the_one_exported() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a", registered_at=NOW)])
+    export = {"a": handed(stored("a", registered_at=EARLIER))}
+
+    erasure = await operations.erase_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, handed_over=export, caller=OPERATOR, clock=lambda: NOW
+    )
+
+    assert erasure.changed_since_export == 1 and uow.certificate("a") is not None
 
 
 # ---------------------------------------------------------------------------------------------------
