@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from service import errors
+from service.model import Party
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +24,9 @@ class Consumer:
     """One calling system and its permissions. ``None`` for a set means "all".
 
     ``operations`` holds contract operation names ("RegisterCertificate": every version) or names with
-    a major version ("GetCertificate:2": that version only).
+    a major version ("GetCertificate:2": that version only). ``recipient`` is the recipient the system
+    is (its part code), where it is one: it reads and sets statuses as that part only, and a system that
+    is no recipient acts as none (``any_part``: as every part, the development consumer only).
     """
 
     hsa_id: str
@@ -31,6 +34,15 @@ class Consumer:
     operations: frozenset[str] | None = None
     care_givers: frozenset[str] | None = None
     logical_addresses: frozenset[str] | None = None
+    recipient: Party | None = None
+    any_part: bool = False
+
+    @property
+    def recipient_scope(self) -> frozenset[Party] | None:
+        """The recipients' parts this system may act as (``model.Caller.recipient_scope``)."""
+        if self.any_part:
+            return None
+        return frozenset({self.recipient}) if self.recipient is not None else frozenset()
 
     def may_call(self, operation: str, major: int) -> bool:
         return self.operations is None or not self.operations.isdisjoint({operation, f"{operation}:{major}"})
@@ -40,7 +52,9 @@ class Consumer:
 
 
 # The embedded default's only caller: no certificate, no table, everything allowed (loopback only).
-DEVELOPMENT_CONSUMER = Consumer(hsa_id="development", name="development consumer (no permission table)")
+DEVELOPMENT_CONSUMER = Consumer(
+    hsa_id="development", name="development consumer (no permission table)", any_part=True
+)
 
 # The audit trail's name for a system that did not prove who it is.
 UNIDENTIFIED = "unidentified"

@@ -1,5 +1,6 @@
-"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``erase-care-giver``, ``verify-audit``,
-``dev-token``, ``relay`` and ``outbox``, one function each.
+"""The ``intygstjanst`` command: ``serve``, ``migrate``, ``rotate-kek``, ``export-care-giver``,
+``verify-export``, ``erase-care-giver``, ``verify-audit``, ``dev-token``, ``relay`` and ``outbox``, one
+function each.
 
 Every command answers what an operator can get wrong or meet (settings that do not validate, a file or
 key they name that cannot be used, a store that cannot be reached, stored data that cannot be read)
@@ -7,8 +8,8 @@ with one line on stderr, never a traceback (``_answering``). Exit codes, for eve
 
 - 0: done;
 - 1: done, with something left for the operator: ``rotate-kek``, data keys remain under another KEK
-  (run it again); ``verify-audit``, the audit log is not intact; ``outbox``, events were given up on
-  (dead-lettered; ``--retry-dead`` puts them back);
+  (run it again); ``verify-audit``, the audit log is not intact; ``verify-export``, the export is not;
+  ``outbox``, events were given up on (dead-lettered; ``--retry-dead`` puts them back);
 - 2: refused, for the reason on the one line;
 - 3: ``serve`` only, the server failed to start (uvicorn's own ``STARTUP_FAILURE``).
 """
@@ -26,15 +27,15 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from service import loader, operations
+from service import handover, loader, operations
 from service.config import InvalidSettings, Settings, from_environment
 from service.errors import InvalidPersonId, StoredDataUnreadable, StoreUnavailable
 from service.model import Caller, CallerKind, Channel, PersonId, StaffId
@@ -44,6 +45,7 @@ from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from service.telemetry import configure_logging
 
 DONE, NOT_ALL, REFUSED = 0, 1, 2
+T = TypeVar("T")
 
 
 def _multiprocess_metrics_dir() -> None:
@@ -126,10 +128,21 @@ def _rotate_kek(settings: Settings, args: argparse.Namespace) -> int:
     return DONE
 
 
-async def _erase(
-    settings: Settings, keyring: KeyRing, care_giver_id: str, operator: str, confirmed: bool
-) -> operations.Erasure | int:
-    """The erasure, or (not confirmed) how many care copies it would remove."""
+def _operator_caller(care_giver_id: str, operator: str) -> Caller:
+    # The operator acts for no care system: the audit names them and the care giver erased or exported.
+    return Caller(
+        CallerKind.OPERATOR,
+        Channel.CLI,
+        "intygstjanst-cli",
+        professional=_operator(operator),
+        care_giver_id=care_giver_id,
+    )
+
+
+async def _on_the_store(
+    settings: Settings, keyring: KeyRing, run: Callable[[Callable[[], SqlUnitOfWork]], Awaitable[T]]
+) -> T:
+    """``run`` with units of work on the store, each its own short transaction."""
     engine = create_engine(settings.database_url, pool_size=1, timeouts=settings.database_timeouts())
 
     def units() -> SqlUnitOfWork:
@@ -137,22 +150,7 @@ async def _erase(
         return SqlUnitOfWork(engine, keyring, deadline=settings.db_deadline_seconds)
 
     try:
-        if not confirmed:
-            return await operations.count_care_copies(units, care_giver_id=care_giver_id)
-        # The operator acts for no care system: the audit names them and the care giver erased.
-        caller = Caller(
-            CallerKind.OPERATOR,
-            Channel.CLI,
-            "intygstjanst-cli",
-            professional=_operator(operator),
-            care_giver_id=care_giver_id,
-        )
-        return await operations.erase_care_giver(
-            units,
-            care_giver_id=care_giver_id,
-            caller=caller,
-            clock=settings.clock(),
-        )
+        return await run(units)
     finally:
         await dispose(engine)
 
@@ -166,21 +164,148 @@ def _operator(given: str) -> StaffId | PersonId:
         return StaffId(given)
 
 
+def _ids_refused(care_giver_id: str, operator: str) -> bool:
+    if _HSA_LIKE.fullmatch(care_giver_id) and _HSA_LIKE.fullmatch(operator):
+        return False
+    print("the care giver and the operator are ids of 1 to 128 printable characters", file=sys.stderr)
+    return True
+
+
+def _verified_export(settings: Settings, directory: Path) -> handover.Export:
+    """The export in ``directory``, checked with the audit log's public keys (``handover.verify``)."""
+    keys = loader.audit_verify_keys(settings)
+    if not keys:
+        raise handover.NotIntact("no key to check it with: set INTYG_AUDIT_VERIFY_KEYS_FILE (public keys)")
+    return handover.verify(directory, keys)
+
+
 def _erase_care_giver(settings: Settings, args: argparse.Namespace) -> int:
     """DOMAIN.md, who calls what: an operator erases a care giver's copies at the end of its contract
-    (rule 5 for each). Without --yes it only says how many it would remove."""
+    (rule 5 for each), those of a verified export (``--export``) or, on their word, all
+    (``--without-export``): README.md, "Hand-over before erasure". Without --yes it only says how many
+    it would remove."""
     care_giver_id, operator = args.care_giver, args.operator
-    if not _HSA_LIKE.fullmatch(care_giver_id) or not _HSA_LIKE.fullmatch(operator):
-        print("the care giver and the operator are ids of 1 to 128 printable characters", file=sys.stderr)
+    if _ids_refused(care_giver_id, operator):
         return REFUSED
+    export = None
+    if args.export is not None:
+        try:
+            export = _verified_export(settings, args.export)
+        except handover.NotIntact as exc:
+            print(f"refusing to erase: the export in {args.export} is NOT intact: {exc}", file=sys.stderr)
+            return REFUSED
+        if export.care_giver_id != care_giver_id:
+            print(
+                f"refusing to erase: the export in {args.export} is of another care giver "
+                f"({export.care_giver_id})",
+                file=sys.stderr,
+            )
+            return REFUSED
     keyring = loader.keyring(settings)
-    done = asyncio.run(_erase(settings, keyring, care_giver_id, operator, args.yes))
-    if isinstance(done, int):
-        print(f"{done} care copies of {care_giver_id} would be removed; nothing changed (run with --yes)")
+    if not args.yes:
+        found = asyncio.run(
+            _on_the_store(
+                settings,
+                keyring,
+                lambda units: operations.count_care_copies(units, care_giver_id=care_giver_id),
+            )
+        )
+        held = "" if export is None else f"; the export holds {len(export.certificates)}, intact"
+        print(
+            f"{found} care copies of {care_giver_id} would be removed{held}; nothing changed (run with --yes)"
+        )
         return DONE
+    if export is None and not args.without_export:
+        print(
+            f"refusing to erase: give --export DIR, a verified export of {care_giver_id} (export-care-giver), "
+            "or --without-export to erase its copies without one",
+            file=sys.stderr,
+        )
+        return REFUSED
+    done = asyncio.run(
+        _on_the_store(
+            settings,
+            keyring,
+            lambda units: operations.erase_care_giver(
+                units,
+                care_giver_id=care_giver_id,
+                handed_over=None if export is None else export.certificates,
+                caller=_operator_caller(care_giver_id, operator),
+                clock=settings.clock(),
+            ),
+        )
+    )
+    stayed = ""
+    if export is not None:
+        stayed = (
+            f"; {done.not_exported} not in the export and {done.changed_since_export} changed since it "
+            "stay (export again to hand them over)"
+        )
     print(
         f"removed {done.kept_for_citizens + done.deleted} care copies of {care_giver_id}: "
-        f"{done.kept_for_citizens} kept for citizens with consent, {done.deleted} deleted permanently"
+        f"{done.kept_for_citizens} kept for citizens with consent, {done.deleted} deleted permanently{stayed}"
+    )
+    return DONE
+
+
+def _export_care_giver(settings: Settings, args: argparse.Namespace) -> int:
+    """README.md, "Hand-over before erasure": every copy the care giver keeps, with its metadata and status
+    history, into a new directory, with a manifest signed by the audit signing key. An export that cannot
+    finish is removed, and says why."""
+    care_giver_id, operator = args.care_giver, args.operator
+    if _ids_refused(care_giver_id, operator):
+        return REFUSED
+    keyring = loader.keyring(settings)
+    signer = loader.audit_signer(settings)
+    clock = settings.clock()
+    try:
+        writer = handover.Writer(args.out)
+    except handover.Unwritable as exc:
+        print(f"refusing to export: {exc}", file=sys.stderr)
+        return REFUSED
+    try:
+        started = clock()
+        asyncio.run(
+            _on_the_store(
+                settings,
+                keyring,
+                lambda units: operations.export_care_giver(
+                    units,
+                    care_giver_id=care_giver_id,
+                    sink=writer,
+                    caller=_operator_caller(care_giver_id, operator),
+                    clock=clock,
+                ),
+            )
+        )
+        set_sha256 = writer.finish(
+            care_giver_id=care_giver_id, started_at=started, finished_at=clock(), signer=signer
+        )
+    except handover.Unwritable as exc:
+        writer.discard()
+        print(f"export stopped, nothing of it is left: {exc}", file=sys.stderr)
+        return REFUSED
+    except BaseException:
+        writer.discard()  # the store's failure is told by _answering
+        raise
+    print(
+        f"exported {writer.count} certificates of {care_giver_id} to {args.out}; "
+        f"set SHA-256 {set_sha256}, signed by key {signer.key_id}"
+    )
+    return DONE
+
+
+def _verify_export(settings: Settings, args: argparse.Namespace) -> int:
+    """README.md, "Hand-over before erasure": one line, the verdict on an export. Exit 0 intact, 1 not."""
+    try:
+        export = _verified_export(settings, args.directory)
+    except handover.NotIntact as exc:
+        print(f"export NOT intact: {exc}")
+        return NOT_ALL
+    print(
+        f"export intact: {len(export.certificates)} certificates of {export.care_giver_id}, exported "
+        f"{export.started_at.isoformat()} to {export.finished_at.isoformat()}, signed by key {export.key_id}; "
+        f"set SHA-256 {export.set_sha256}"
     )
     return DONE
 
@@ -469,6 +594,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": _serve,
     "migrate": _migrate,
     "rotate-kek": _rotate_kek,
+    "export-care-giver": _export_care_giver,
+    "verify-export": _verify_export,
     "erase-care-giver": _erase_care_giver,
     "verify-audit": _verify_audit,
     "dev-token": _dev_token,
@@ -499,6 +626,23 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("care_giver", help="the care giver's HSA id")
     erase.add_argument("--operator", required=True, help="who erases: named in every audit record")
     erase.add_argument("--yes", action="store_true", help="erase; without it, only count what would go")
+    handed = erase.add_mutually_exclusive_group()
+    handed.add_argument(
+        "--export", type=Path, help="erase only the certificates of this verified export, if unchanged since"
+    )
+    handed.add_argument(
+        "--without-export",
+        action="store_true",
+        help="erase every copy without a verified export: the operator answers for the hand-over",
+    )
+    export = commands.add_parser(
+        "export-care-giver", help="write every copy a care giver keeps, with a signed manifest (hand-over)"
+    )
+    export.add_argument("care_giver", help="the care giver's HSA id")
+    export.add_argument("--operator", required=True, help="who exports: named in every audit record")
+    export.add_argument("--out", type=Path, required=True, help="a new or empty directory (made 0700)")
+    verify = commands.add_parser("verify-export", help="check an export's signature and every file's hash")
+    verify.add_argument("directory", type=Path, help="the export's directory")
     token = commands.add_parser("dev-token", help="print a citizen token signed by the development key")
     token.add_argument("personnummer", help="the citizen the token names (12 digits)")
     audit = commands.add_parser(

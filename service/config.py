@@ -101,6 +101,16 @@ class ConsumerEntry(BaseModel):
     operations: list[str] = Field(min_length=1)
     care_givers: list[str] = Field(min_length=1)
     logical_addresses: list[str] = Field(min_length=1)
+    # A recipient's system (Försäkringskassan's...) names its part code: it reads what was sent to it, and
+    # sets its statuses, as that part only (README.md, "Callers").
+    recipient: Party | None = None
+
+    @field_validator("recipient")
+    @classmethod
+    def _a_recipient(cls, value: Party | None) -> Party | None:
+        if value is not None and not value.is_recipient:
+            raise ValueError(f"{value} is not a recipient's part code")
+        return value
 
     @field_validator("operations", "care_givers", "logical_addresses")
     @classmethod

@@ -168,6 +168,7 @@ def _consumer(entry: ConsumerEntry) -> Consumer:
         operations=_all_or_listed(entry.operations),
         care_givers=_all_or_listed(entry.care_givers),
         logical_addresses=_all_or_listed(entry.logical_addresses),
+        recipient=entry.recipient,
     )
 
 

@@ -50,6 +50,10 @@ CARE_COPIES_REMOVED = Counter(
 DELETED = Counter(
     "intyg_certificates_deleted", "Certificates deleted permanently, by DOMAIN.md rule", ["rule"]
 )
+EXPORTED = Counter(
+    "intyg_certificates_exported",
+    "Certificates read into an operator's hand-over export, before a care giver's erasure",
+)
 CONSENT_CHANGES = Counter("intyg_consent_changes", "Consent given or withdrawn", ["change"])
 REFUSALS = Counter("intyg_refusals", "Refused operations, by reason", ["reason"])
 REFUSALS_NOT_AUDITED = Counter(
@@ -178,6 +182,8 @@ def observe(record: AuditRecord) -> None:
             CARE_COPIES_REMOVED.inc()
             if record.deleted:
                 DELETED.labels(rule="5").inc(record.deleted)
+        case Action.EXPORT:
+            EXPORTED.inc()
         case Action.GIVE_CONSENT | Action.WITHDRAW_CONSENT:
             CONSENT_CHANGES.labels(
                 change="given" if record.action is Action.GIVE_CONSENT else "withdrawn"

@@ -105,6 +105,7 @@ class Action(enum.StrEnum):
     READ_CONSENT = "read_consent"
     READ_ACCESS_LOG = "read_access_log"
     CALL = "call"  # a call refused before any operation; ``called`` names it
+    EXPORT = "export"  # read, with its document, into an operator's hand-over export (README.md)
 
 
 # A certificate id as the store keeps it (certificates.id, 128 characters): no control characters, NUL
@@ -266,6 +267,19 @@ class CertificateWithDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A certificate as a verified hand-over export holds it (README.md, "Hand-over before erasure"): what
+    tells whether it has changed since. Its document and what its care system stated never change after
+    registration (rule 1), and every later change but the removal of the care copy appends a status event,
+    so a certificate is unchanged while it is the same registration (``registered_at``) with the same
+    status history."""
+
+    certificate_id: str
+    registered_at: dt.datetime
+    status_events: tuple[StatusEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RuleFailure:
     """One way a certificate breaks its type's business rules (``business_rules.py``): the rule (the
     pattern id of the national rule set, e.g. ``q32.2``), where in the certificate (an XPath without
@@ -353,6 +367,11 @@ class Caller:
     acts, where one does; ``professional`` the professional or operator the request names, by staff id
     or personal identity number. ``care_giver_scope`` is the care givers whose certificates the calling
     system may see or change (its permissions; ``None``: every care giver).
+
+    ``part`` is the part the request names as the caller's own (GetCertificate 2's and
+    SetCertificateStatus's ``part``), where it names one; ``recipient_scope`` the recipients' parts the
+    calling system may act as (its permissions' recipient code: a recipient acts as itself only, any
+    other system as none; ``None``: any, the development consumer's).
     """
 
     kind: CallerKind
@@ -363,6 +382,8 @@ class Caller:
     care_unit_id: str | None = None
     care_giver_id: str | None = None
     care_giver_scope: frozenset[str] | None = None
+    part: Party | None = None
+    recipient_scope: frozenset[Party] | None = None
 
 
 @dataclass(frozen=True, slots=True)

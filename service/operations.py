@@ -27,7 +27,8 @@ transactions because no request may wait on it. That is all of them:
   step in a short transaction of its own, none open while it waits on the broker; ``intygstjanst
   outbox`` reads what waits and puts dead-lettered events back.
 
-An operator's erasure of a care giver (``erase_care_giver``) is a use case, and is here.
+An operator's erasure of a care giver (``erase_care_giver``), and the export handed over before it
+(``export_care_giver``), are use cases, and are here.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from service.model import (
     CertificateWithDocument,
     Consent,
     EventKind,
+    HandedOver,
     IssuedCertificate,
     Outcome,
     Outgoing,
@@ -168,6 +170,8 @@ class NewCertificate:
 class Removal(enum.Enum):
     KEPT_FOR_CITIZEN = "kept_for_citizen"
     DELETED = "deleted"
+    # Left as it is: it changed after the export the erasure goes by (README.md, "Hand-over before erasure")
+    CHANGED_SINCE_EXPORT = "changed_since_export"
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +497,6 @@ async def _citizen_change(
     uow: UnitOfWork,
     *,
     action: Action,
-    recipient: Party | None = None,
     certificate_id: str,
     citizen: PersonId,
     decide: Callable[[Certificate], rules.Decision],
@@ -501,7 +504,7 @@ async def _citizen_change(
     now: dt.datetime,
 ) -> tuple[Certificate, rules.Decision]:
     """A change the authenticated citizen makes to their own certificate, with consent (rule 2)."""
-    async with uow, _Attempt(uow, caller, action, now, recipient=recipient) as attempt:
+    async with uow, _Attempt(uow, caller, action, now) as attempt:
         consent = await _held(uow, citizen)
         certificate = await _load(uow, attempt, certificate_id, for_update=True)
         rules.require_owner(certificate, citizen)
@@ -544,32 +547,69 @@ async def restore_certificate(
     return changed
 
 
+# Every send, whoever sends: the citizen (rule 2), a care system for the patient (rule 3), or the recipient
+# recording that it was sent the certificate (a SENTTO status it sets)
 async def send_certificate(
     uow: UnitOfWork,
     *,
     certificate_id: str,
-    citizen: PersonId,
     recipient_id: str,
     recipients: Mapping[str, Recipient],
+    citizen: PersonId | None = None,
+    patient: PersonId | None = None,
+    at: dt.datetime | None = None,
     caller: Caller,
     now: dt.datetime,
 ) -> tuple[Certificate, bool]:
-    """The citizen sends a certificate on to the recipient ``recipient_id`` names, one of
-    ``recipients``; returns it and whether it had been sent there already."""
+    """Send a certificate on to the recipient ``recipient_id`` names, one of ``recipients`` that takes its
+    type; returns it and whether it had been sent there already (nothing is recorded again).
+
+    Who sends is ``caller``: the citizen ``citizen`` sends their own certificate, with consent (rule 2); a
+    care system sends one of its care givers' certificates that its care giver still keeps (rule 3), no
+    consent needed, as care's act; a recipient records that it was sent one. ``patient``: the patient the
+    request names, which must be the certificate's. ``at``: when it was sent, as the request says (now,
+    where it says nothing)."""
     # An id no recipient has is invalid input, refused before the unit of work as the adapters refuse
     # theirs: nobody's data is read, and the answer depends neither on the certificate nor on the caller.
     recipient = rules.recipient(recipient_id, recipients=recipients)
-    changed, decision = await _citizen_change(
-        uow,
-        action=Action.SEND,
-        recipient=recipient.party,
-        certificate_id=certificate_id,
-        citizen=citizen,
-        decide=lambda c: rules.send_to(c, recipient=recipient, now=now),
-        caller=caller,
-        now=now,
-    )
-    return changed, decision.event is None
+    by_citizen = caller.kind is CallerKind.CITIZEN
+
+    async def run() -> tuple[Certificate, bool]:
+        async with uow, _Attempt(uow, caller, Action.SEND, now, recipient=recipient.party) as attempt:
+            if by_citizen:
+                if citizen is None:
+                    raise errors.InvalidInput("a citizen's send names the citizen")
+                # Consent before the certificate, as a withdrawal locks them (``_held``).
+                consent = await _held(uow, citizen)
+                certificate = await _load(uow, attempt, certificate_id, for_update=True)
+                rules.require_owner(certificate, citizen)
+                rules.require_citizen_sees_type(certificate)
+                rules.require_consent(consent)
+            else:
+                certificate = await _load(uow, attempt, certificate_id, for_update=True)
+                if caller.kind is CallerKind.CARE_SYSTEM:
+                    rules.require_care_visible(certificate)
+            if patient is not None:
+                rules.require_patient(certificate, patient)
+            decision = rules.send_to(certificate, recipient=recipient, now=at or now)
+            await _apply(uow, certificate, decision, now)
+            await attempt.succeed(Outcome.OK if decision.event else Outcome.INFO)
+            return decision.applied_to(certificate), decision.event is None
+
+    return await _retrying(run)
+
+
+# Recipients read what was sent to them
+async def get_certificate_for_recipient(
+    uow: UnitOfWork, *, certificate_id: str, recipient: Party, caller: Caller, now: dt.datetime
+) -> CertificateWithDocument:
+    """``recipient`` reads a certificate that was sent to it, with the status history it may see
+    (``rules.as_recipient_sees``); any other is answered as an unknown id (audited as denied)."""
+    async with uow, _Attempt(uow, caller, Action.READ, now) as attempt:
+        found = await _load_with_document(uow, attempt, certificate_id)
+        rules.require_sent_to(found.certificate, recipient)
+        await attempt.succeed()
+        return CertificateWithDocument(rules.as_recipient_sees(found.certificate, recipient), found.document)
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,11 +668,23 @@ async def revoke_certificate(
 
 # Rule 5
 async def remove_care_copy(
-    uow: UnitOfWork, *, certificate_id: str, care_giver_id: str, caller: Caller, now: dt.datetime
+    uow: UnitOfWork,
+    *,
+    certificate_id: str,
+    care_giver_id: str,
+    handed_over: HandedOver | None = None,
+    caller: Caller,
+    now: dt.datetime,
 ) -> Removal:
+    """``handed_over``: the certificate as an operator's export holds it; only if it is still so is it
+    removed (an erasure with that export), else the attempt is audited as ``info``, changing nothing."""
+
     async def run() -> Removal:
         async with uow, _Attempt(uow, caller, Action.REMOVE_CARE_COPY, now) as attempt:
             certificate = await _load(uow, attempt, certificate_id, for_update=True)
+            if handed_over is not None and not rules.unchanged_since(certificate, handed_over):
+                await attempt.succeed(Outcome.INFO)
+                return Removal.CHANGED_SINCE_EXPORT
             # The consent row is locked so that a concurrent withdrawal sees this removal (rule 8).
             consent = await uow.consents.get(certificate.patient, for_update=True)
             decision = rules.remove_care_copy(certificate, care_giver_id=care_giver_id, consent=consent)
@@ -648,12 +700,16 @@ async def remove_care_copy(
 class Erasure:
     kept_for_citizens: int  # the citizen's consent keeps them (rule 5)
     deleted: int  # deleted permanently (rules 5 and 9)
+    # Left to the care giver, erasing with an export: copies it does not hold, and copies changed since.
+    not_exported: int = 0
+    changed_since_export: int = 0
 
 
 async def erase_care_giver(
     units: Callable[[], UnitOfWork],
     *,
     care_giver_id: str,
+    handed_over: Mapping[str, HandedOver] | None,
     caller: Caller,
     clock: Callable[[], dt.datetime],
     batch: int = 200,
@@ -662,15 +718,25 @@ async def erase_care_giver(
     what): rule 5 for every certificate the care giver still keeps. Each removal is an operation of its
     own, one transaction with its audit record (which the patient sees in their access log), so that a
     care giver of millions of certificates never holds the store in one transaction, and a run cut off
-    is simply run again: what it already removed is no longer a care copy."""
-    kept = deleted = 0
+    is simply run again: what it already removed is no longer a care copy.
+
+    ``handed_over``: the certificates of the verified export the care giver was handed (by id). Only
+    those are removed, and only while they are as exported (``rules.unchanged_since``); the rest stay
+    and are counted. ``None``: every copy, without an export, on the operator's word (README.md,
+    "Hand-over before erasure")."""
+    kept = deleted = not_exported = changed = 0
     async for found in _care_copies(units, care_giver_id, batch):
         for certificate_id in found:
+            exported = None if handed_over is None else handed_over.get(certificate_id)
+            if handed_over is not None and exported is None:
+                not_exported += 1  # registered after the export, or left out of it: nothing is read
+                continue
             try:
                 removal = await remove_care_copy(
                     units(),
                     certificate_id=certificate_id,
                     care_giver_id=care_giver_id,
+                    handed_over=exported,
                     caller=caller,
                     now=clock(),
                 )
@@ -678,9 +744,53 @@ async def erase_care_giver(
                 continue  # its care system removed it meanwhile, or a withdrawal deleted it (rule 6)
             if removal is Removal.DELETED:
                 deleted += 1
+            elif removal is Removal.CHANGED_SINCE_EXPORT:
+                changed += 1
             else:
                 kept += 1
-    return Erasure(kept, deleted)
+    return Erasure(kept, deleted, not_exported, changed)
+
+
+async def export_care_giver(
+    units: Callable[[], UnitOfWork],
+    *,
+    care_giver_id: str,
+    sink: Callable[[CertificateWithDocument], None],
+    caller: Caller,
+    clock: Callable[[], dt.datetime],
+    batch: int = 200,
+) -> int:
+    """An operator exports every copy a care giver keeps, to hand it over before its erasure (README.md,
+    "Hand-over before erasure"); returns how many. Each certificate is read with its document in a
+    transaction of its own and audited there as an ``export`` of its patient's data (they see it in their
+    access log), then given to ``sink``, which writes it where the operator said, outside any
+    transaction. A sink that fails stops the export with its own error."""
+    exported = 0
+    async for found in _care_copies(units, care_giver_id, batch):
+        for certificate_id in found:
+            try:
+                certificate = await _export_one(
+                    units(),
+                    certificate_id=certificate_id,
+                    care_giver_id=care_giver_id,
+                    caller=caller,
+                    now=clock(),
+                )
+            except errors.CertificateNotFound:
+                continue  # removed or deleted since the page was read: no longer the care giver's to hand over
+            sink(certificate)
+            exported += 1
+    return exported
+
+
+async def _export_one(
+    uow: UnitOfWork, *, certificate_id: str, care_giver_id: str, caller: Caller, now: dt.datetime
+) -> CertificateWithDocument:
+    async with uow, _Attempt(uow, caller, Action.EXPORT, now) as attempt:
+        found = await _load_with_document(uow, attempt, certificate_id)
+        rules.require_kept_by(found.certificate, care_giver_id)
+        await attempt.succeed()
+        return found
 
 
 async def count_care_copies(units: Callable[[], UnitOfWork], *, care_giver_id: str) -> int:

@@ -24,6 +24,7 @@ from service.model import (
     Consent,
     Delivery,
     EventKind,
+    HandedOver,
     IssuedCertificate,
     Outgoing,
     Party,
@@ -240,9 +241,21 @@ def care_giver_permitted(certificate: Certificate | IssuedCertificate, scope: fr
 def require_may_act_for(caller: Caller) -> None:
     """Acting for a citizen (their consent, lists, reads, sends and archive) reaches every care giver's
     certificates, and withdrawing consent deletes some (rule 6): a system limited to some care givers
-    may not, whatever contract it calls (DOMAIN.md, Who calls what)."""
+    may not, whatever contract it calls (DOMAIN.md, Who calls what). A request that names a part as its
+    own acts as that part only where the calling system may (``may_act_as``)."""
     if caller.kind is CallerKind.CITIZEN and caller.care_giver_scope is not None:
         raise errors.CallerNotPermitted("a system limited to some care givers may not act for a citizen")
+    if caller.part is not None and not may_act_as(caller.recipient_scope, caller.part):
+        raise errors.CallerNotPermitted("the calling system may not act as this part")
+
+
+def may_act_as(recipient_scope: frozenset[Party] | None, part: Party) -> bool:
+    """Recipients are callers like any other system, each with its recipient code (README.md, "Callers"):
+    a recipient's part is acted as by that recipient only, and a recipient acts as no other part (not as
+    care, nor as the citizen). ``None``: any part (the development consumer)."""
+    if recipient_scope is None:
+        return True
+    return part in recipient_scope if part.is_recipient else not recipient_scope
 
 
 def require_care_giver_permitted(certificate: Certificate, scope: frozenset[str] | None) -> None:
@@ -289,7 +302,8 @@ def takes(recipient: Recipient, type_code: str) -> bool:
 
 
 def send_to(certificate: Certificate, *, recipient: Recipient, now: dt.datetime) -> Decision:
-    """The citizen sends a certificate to a recipient that takes its type."""
+    """A certificate is sent to a recipient that takes its type, whoever sends it (the citizen, a care
+    system for the patient, or the recipient recording what it got)."""
     if not takes(recipient, certificate.type_code):
         raise errors.UnknownRecipient("the recipient does not take this type of certificate")
     return send(certificate, recipient=recipient.party, now=now)
@@ -306,6 +320,37 @@ def send(certificate: Certificate, *, recipient: Party, now: dt.datetime) -> Dec
     return _keep(certificate, StatusEvent(StatusCode.SENTTO, recipient, now))
 
 
+# Recipients read what was sent to them
+def require_sent_to(certificate: Certificate, recipient: Party) -> None:
+    """A recipient reads a certificate only once it was sent to it. Anything else is refused as if it did
+    not exist: audited as denied and answered exactly as an unknown id, so a recipient cannot probe for
+    ids, nor learn what was sent elsewhere."""
+    if recipient not in certificate.sent_to():
+        raise errors.NotPermitted("the certificate was not sent to this recipient")
+
+
+def recipient_sees(event: StatusEvent, recipient: Party) -> bool:
+    """The status history a recipient sees (README.md, "Recipients"): that care registered the
+    certificate (RECEIV by HSVARD), its own events (the SENTTO to it, its RECEIV) and a revocation
+    (CANCEL), which it must see to stop acting on the certificate. Not the citizen's archive or restore,
+    nor what another recipient was sent or did: neither is the recipient's business."""
+    if event.code is StatusCode.CANCEL:
+        return True
+    if event.code is StatusCode.RECEIV and event.party is Party.HSVARD:
+        return True
+    return event.party is recipient
+
+
+def as_recipient_sees(certificate: Certificate, recipient: Party) -> Certificate:
+    """``certificate`` as ``recipient`` is answered it: the history it sees, and no relations other
+    certificates state to it (those name certificates that may not have been sent to it)."""
+    return dataclasses.replace(
+        certificate,
+        status_events=tuple(e for e in certificate.status_events if recipient_sees(e, recipient)),
+        related_by=(),
+    )
+
+
 def revoke(certificate: Certificate, *, now: dt.datetime) -> Decision:
     """The issuer revokes; the certificate stays stored and reads show it revoked."""
     if certificate.revoked:
@@ -317,15 +362,17 @@ def set_status(certificate: Certificate, *, party: Party, code: StatusCode, at: 
     """SetCertificateStatus: which party may set which status.
 
     Archive (DELETE) and restore (RESTOR) belong to the citizen (rule 4): a care system can't archive.
-    SENTTO and RECEIV record a recipient's delivery. CANCEL is never set by status: revoking is the
-    issuer's RevokeCertificate, so neither a citizen nor a recipient can revoke this way.
+    RECEIV records a recipient's receipt. SENTTO is a send, whoever reports it, and every send is
+    ``send_to``'s (``operations.send_certificate``), so that each sender meets the same rules. CANCEL is
+    never set by status: revoking is the issuer's RevokeCertificate, so neither a citizen nor a recipient
+    can revoke this way.
     """
     if code in (StatusCode.DELETE, StatusCode.RESTOR):
         if party is not Party.INVANA:
             raise errors.InvalidStatusChange("only the citizen archives or restores a certificate")
         return archive(certificate, now=at) if code is StatusCode.DELETE else restore(certificate, now=at)
     if code is StatusCode.SENTTO:
-        return send(certificate, recipient=party, now=at)
+        raise errors.InvalidStatusChange("a send is recorded by the send operation")
     if code is StatusCode.RECEIV and party.is_recipient:
         return _keep(certificate, StatusEvent(StatusCode.RECEIV, party, at))
     raise errors.InvalidStatusChange("this party may not set this status")
@@ -350,6 +397,24 @@ def remove_care_copy(certificate: Certificate, *, care_giver_id: str, consent: C
         citizen_available=certificate.citizen_available,
         revoked=certificate.revoked,
         delete=True,
+    )
+
+
+# An operator's hand-over before erasing a care giver (README.md, "Hand-over before erasure")
+def require_kept_by(certificate: Certificate, care_giver_id: str) -> None:
+    """A hand-over exports what the care giver still keeps, as rule 5 would remove it."""
+    if certificate.care_unit.care_giver_id != care_giver_id:
+        raise errors.NotPermitted("the certificate belongs to another care giver")
+    require_care_visible(certificate)
+
+
+def unchanged_since(certificate: Certificate, handed_over: HandedOver) -> bool:
+    """Whether the certificate is still as the export holds it: the same registration with the same status
+    history (``model.HandedOver`` says why that is all that can change). A certificate that changed is not
+    in the receiver's hands as it is, so an erasure with that export leaves it."""
+    return (certificate.registered_at, certificate.status_events) == (
+        handed_over.registered_at,
+        handed_over.status_events,
     )
 
 

@@ -95,6 +95,7 @@ CONTRACTS_TABLE = [
     _cp("ListCertificatesForCitizen", 4, "4.0"),
     _cp("SetCertificateStatus", 2, "2.0"),
     _cp("RevokeCertificate", 2, "2.1"),
+    _cp("SendCertificateToRecipient", 2, "2.1"),
     _cp("ListCertificatesForCare", 1, "1.0"),
     _cp("GetCertificateForCare", 1, "1.0", base=_CP1),
     _ip("GetCertificate"),

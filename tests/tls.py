@@ -31,6 +31,7 @@ DAY = dt.timedelta(days=1)
 WEBCERT = "SE5565594230-B8N"  # a care system allowed care giver A
 JOURNAL = "SE2321000016-JRNL"  # a care system allowed care giver B
 PORTAL = "SE2321000016-PORT"  # the citizen portal: citizen operations, every care giver
+FORSAKRINGSKASSAN = "SE2021005521-FKSS"  # a recipient's system: Försäkringskassan (part FKASSA)
 UNKNOWN = "SE0000000000-NONE"  # a valid certificate of a system the table does not name
 GIVER_A = "SE2321000016-39KJ"
 GIVER_B = "SE2321000016-GVRB"
@@ -207,9 +208,18 @@ PERMISSIONS: dict[str, Any] = {
                 "RevokeCertificate",
                 "RemoveCertificateForCare",
                 "GetCertificateForCare",
+                "SendCertificateToRecipient",
             ],
             "care_givers": [GIVER_B],
             "logical_addresses": [GIVER_B],
+        },
+        {
+            "hsa_id": FORSAKRINGSKASSAN,
+            "name": "Försäkringskassan",
+            "operations": ["GetCertificate:2", "SetCertificateStatus:2"],
+            "care_givers": ["*"],
+            "logical_addresses": ["*"],
+            "recipient": "FKASSA",
         },
         {
             "hsa_id": PORTAL,
@@ -234,6 +244,7 @@ def make_pki(folder: Path) -> Pki:
         "webcert": authority.client(WEBCERT),
         "journal": authority.client(JOURNAL),
         "portal": authority.client(PORTAL),
+        "fkassa": authority.client(FORSAKRINGSKASSAN),
         "unknown": authority.client(UNKNOWN),
         "expired": authority.client(WEBCERT, not_before=NOW - 30 * DAY, not_after=NOW - DAY),
         "other_ca": stranger.client(WEBCERT),

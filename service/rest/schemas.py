@@ -185,6 +185,8 @@ ACTION_MEANINGS: Final = {
     Action.READ_CONSENT: "your consent was read",
     Action.READ_ACCESS_LOG: "this access log was read",
     Action.CALL: "a call was refused before it reached your data",
+    Action.EXPORT: "an operator exported the certificate, with its content, to hand it to the care provider "
+    "before erasing the care provider's copies",
 }
 
 

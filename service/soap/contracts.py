@@ -59,6 +59,7 @@ class Call:
         professional: StaffId | PersonId | None = None,
         care_unit_id: str | None = None,
         care_giver_id: str | None = None,
+        part: Party | None = None,
     ) -> Caller:
         # The audit trail names the system its certificate proves, not the address it wrote (README.md,
         # "Callers").
@@ -71,6 +72,8 @@ class Call:
             care_unit_id=care_unit_id,
             care_giver_id=care_giver_id,
             care_giver_scope=self.consumer.care_givers,
+            part=part,
+            recipient_scope=self.consumer.recipient_scope,
         )
 
 
@@ -206,7 +209,8 @@ async def _rule_failures(
     return await anyio.to_thread.run_sync(check)
 
 
-# --- GetCertificate 2: HSVARD is the care read (rule 3), INVANA the citizen read (rule 2) ------------------
+# --- GetCertificate 2: HSVARD is the care read (rule 3), INVANA the citizen read (rule 2), a recipient's part
+# --- the recipient's read of what was sent to it ------------------------------------------------------------
 
 GET_CERTIFICATE_2: Final = Contract("GetCertificate", 2, ResultKind.NONE)
 
@@ -217,7 +221,7 @@ async def get_certificate(call: Call, body: etree._Element) -> bytes:
     part_element = body.find(q(ns, "part"))
     assert part_element is not None
     part = m.party(part_element)
-    caller = call.caller(part.caller_kind)
+    caller = call.caller(part.caller_kind, part=part)
     if part is Party.HSVARD:
         found = await operations.get_certificate_for_care(
             call.uow, certificate_id=certificate_id, caller=caller, now=call.now
@@ -227,7 +231,9 @@ async def get_certificate(call: Call, body: etree._Element) -> bytes:
             call.uow, certificate_id=certificate_id, citizen=None, caller=caller, now=call.now
         )
     else:
-        raise errors.InvalidInput("GetCertificate serves the parts HSVARD and INVANA")
+        found = await operations.get_certificate_for_recipient(
+            call.uow, certificate_id=certificate_id, recipient=part, caller=caller, now=call.now
+        )
     certificate = found.certificate
     return m.intyg_envelope(
         GET_CERTIFICATE_2.response,
@@ -352,14 +358,24 @@ async def set_certificate_status(call: Call, body: etree._Element) -> Result:
     part_element, status_element = body.find(q(ns, "part")), body.find(q(ns, "status"))
     assert part_element is not None and status_element is not None
     part = m.party(part_element)
+    code = m.status_code(status_element)
+    certificate_id = _ext(body, q(ns, "intygs-id"))
+    at = m.timestamp(m.text(body, q(ns, "tidpunkt")))
+    caller = call.caller(part.caller_kind, part=part)
+    if code is StatusCode.SENTTO:
+        # The recipient records that it was sent the certificate: a send like any other.
+        await operations.send_certificate(
+            call.uow,
+            certificate_id=certificate_id,
+            recipient_id=part.value,
+            recipients=call.recipients,
+            at=at,
+            caller=caller,
+            now=call.now,
+        )
+        return OK
     await operations.set_certificate_status(
-        call.uow,
-        certificate_id=_ext(body, q(ns, "intygs-id")),
-        party=part,
-        code=m.status_code(status_element),
-        at=m.timestamp(m.text(body, q(ns, "tidpunkt"))),
-        caller=call.caller(part.caller_kind),
-        now=call.now,
+        call.uow, certificate_id=certificate_id, party=part, code=code, at=at, caller=caller, now=call.now
     )
     return OK
 
@@ -389,6 +405,51 @@ async def revoke_certificate(call: Call, body: etree._Element) -> Result:
         now=call.now,
     )
     return OK if revoked else Result("INFO", "Certificate already revoked")
+
+
+# --- SendCertificateToRecipient 2: care sends for the patient (rule 3), or the citizen (rule 2) -------------
+
+SEND_TO_RECIPIENT_2: Final = Contract("SendCertificateToRecipient", 2, ResultKind.CORE3)
+
+
+async def send_certificate_to_recipient(call: Call, body: etree._Element) -> Result:
+    """``skickatAv`` says who sends: ``hosPersonal``, a professional through a care system, or
+    ``person-id``, the citizen through a portal. The answers follow the national service's: a repeated
+    send is INFO, and so is the send of a revoked certificate (README.md, "Recipients")."""
+    ns = SEND_TO_RECIPIENT_2.namespace
+    patient_element, recipient_element = body.find(q(ns, "patientPerson-id")), body.find(q(ns, "mottagare"))
+    sender = body.find(q(ns, "skickatAv"))
+    assert patient_element is not None and recipient_element is not None and sender is not None
+    recipient = m.party(recipient_element)
+    citizen_element = sender.find(q(ns, "person-id"))
+    citizen: PersonId | None = None
+    if citizen_element is not None:
+        citizen = m.person_id(citizen_element)
+        caller = call.caller(CallerKind.CITIZEN, citizen=citizen)
+    else:
+        professional = q(ns, "hosPersonal")
+        caller = call.caller(
+            CallerKind.CARE_SYSTEM,
+            professional=m.professional(sender, professional, q(CORE3, "personal-id")),
+            care_unit_id=_ext(sender, professional, q(CORE3, "enhet"), q(CORE3, "enhets-id")),
+            care_giver_id=_ext(
+                sender, professional, q(CORE3, "enhet"), q(CORE3, "vardgivare"), q(CORE3, "vardgivare-id")
+            ),
+        )
+    try:
+        _, already_sent = await operations.send_certificate(
+            call.uow,
+            certificate_id=_ext(body, q(ns, "intygs-id")),
+            recipient_id=recipient.value,
+            recipients=call.recipients,
+            citizen=citizen,
+            patient=m.person_id(patient_element),
+            caller=caller,
+            now=call.now,
+        )
+    except errors.CertificateRevoked:
+        return Result("INFO", "Certificate has been revoked")
+    return Result("INFO", f"Certificate already sent to {recipient}") if already_sent else OK
 
 
 # --- RemoveCertificateForCare 1 (this project's contract; rule 5) ------------------------------------------
@@ -545,7 +606,7 @@ async def set_certificate_status_1(call: Call, body: etree._Element) -> Result:
             code=StatusCode.RECEIV,
             at=m.date_time(at) if at else call.now,
             citizen=citizen,
-            caller=call.caller(party.caller_kind),
+            caller=call.caller(party.caller_kind, part=party),
             now=call.now,
         )
         return OK
@@ -560,6 +621,7 @@ CONTRACTS: Final[Mapping[Contract, Handler]] = {
     LIST_FOR_CITIZEN_4: list_certificates_for_citizen,
     SET_STATUS_2: set_certificate_status,
     REVOKE_2: revoke_certificate,
+    SEND_TO_RECIPIENT_2: send_certificate_to_recipient,
     LIST_FOR_CARE_1: list_certificates_for_care_1,
     GET_FOR_CARE_1: get_certificate_for_care_1,
     REMOVE_FOR_CARE_1: remove_certificate_for_care,

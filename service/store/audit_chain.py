@@ -46,6 +46,9 @@ CHAIN_COLUMNS: Final = frozenset({"id", "seq", "prev_hash", "hash"})
 # later encoding gets a new prefix while records hashed under this one still verify.
 _RECORD_V1: Final = b"intygstjanst-audit-record-v1\n"
 _CHECKPOINT_V1: Final = b"intygstjanst-audit-checkpoint-v1\n"
+# An operator's export is signed with the same key (README.md, "Hand-over before erasure"), under a prefix
+# of its own: no manifest's signature is a checkpoint's, nor the other way round.
+EXPORT_V1: Final = b"intygstjanst-export-manifest-v1\n"
 
 
 def _tagged(value: object) -> object:
@@ -226,6 +229,24 @@ class Signer:
     def sign(self, seq: int, hash_: str, at: dt.datetime) -> Checkpoint:
         signature = self._key.sign(_signed_bytes(seq, hash_, at)).hex()
         return Checkpoint(seq=seq, hash=hash_, at=at, key_id=self.key_id, signature=signature)
+
+    def sign_export(self, manifest: bytes) -> bytes:
+        """The signature of an export's manifest, its bytes as written, under ``EXPORT_V1``."""
+        return self._key.sign(EXPORT_V1 + manifest)
+
+
+def export_signature_problem(
+    manifest: bytes, signed_by: str, signature: bytes, keys: Mapping[str, Ed25519PublicKey]
+) -> str | None:
+    """Why an export manifest's signature does not hold, or None where it does."""
+    key = keys.get(signed_by)
+    if key is None:
+        return f"signed by an unknown key ({signed_by})"
+    try:
+        key.verify(signature, EXPORT_V1 + manifest)
+    except InvalidSignature:
+        return "signature invalid"
+    return None
 
 
 def signature_problem(checkpoint: Checkpoint, keys: Mapping[str, Ed25519PublicKey]) -> str | None:

@@ -275,6 +275,41 @@ def set_status(certificate_id: str, part: str, status: str, at: str = "2026-01-0
     )
 
 
+def send_to_recipient(
+    certificate_id: str,
+    recipient: str,
+    patient: str,
+    *,
+    citizen: str | None = None,
+    care_unit: str = "SE2321000016-H489",
+    care_giver: str = "SE2321000016-39KJ",
+) -> str:
+    """A SendCertificateToRecipient 2: sent by a professional (``hosPersonal``) of the care unit named, or by
+    ``citizen`` (``person-id``) through a portal."""
+    if citizen is not None:
+        sender = f"<r:person-id><t:root>{_root(citizen)}</t:root><t:extension>{citizen}</t:extension></r:person-id>"
+    else:
+        sender = (
+            f'<r:hosPersonal xmlns:c="{C3}">'
+            "<c:personal-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>SE2321000016-6G5R</t:extension>"
+            "</c:personal-id><c:fullstandigtNamn>Karl Karlsson</c:fullstandigtNamn><c:enhet>"
+            f"<c:enhets-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>{care_unit}</t:extension></c:enhets-id>"
+            "<c:arbetsplatskod><t:root>1.2.752.29.4.71</t:root><t:extension>45312</t:extension></c:arbetsplatskod>"
+            "<c:enhetsnamn>VE1</c:enhetsnamn><c:postadress/><c:postnummer/><c:postort/><c:telefonnummer/>"
+            f"<c:vardgivare><c:vardgivare-id><t:root>1.2.752.129.2.1.4.1</t:root><t:extension>{care_giver}"
+            "</t:extension></c:vardgivare-id><c:vardgivarnamn>VG1</c:vardgivarnamn></c:vardgivare>"
+            "</c:enhet></r:hosPersonal>"
+        )
+    return (
+        f'<r:SendCertificateToRecipient xmlns:r="{CP}:SendCertificateToRecipientResponder:2" xmlns:t="{T3}">'
+        "<r:skickatTidpunkt>2026-01-02T10:00:00</r:skickatTidpunkt>"
+        f"<r:intygs-id><t:root>x</t:root><t:extension>{certificate_id}</t:extension></r:intygs-id>"
+        f"<r:patientPerson-id><t:root>{_root(patient)}</t:root><t:extension>{patient}</t:extension>"
+        f"</r:patientPerson-id><r:mottagare><t:code>{recipient}</t:code><t:codeSystem>{PART_SYSTEM}"
+        f"</t:codeSystem></r:mottagare><r:skickatAv>{sender}</r:skickatAv></r:SendCertificateToRecipient>"
+    )
+
+
 def remove_for_care(certificate_id: str, care_giver: str = "SE2321000016-39KJ") -> str:
     return (
         f'<r:RemoveCertificateForCare xmlns:r="{OWN}" xmlns:t="{T3}">'

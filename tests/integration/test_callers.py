@@ -28,7 +28,18 @@ from tests.integration import soap as s
 from tests.integration.observation import observed
 from tests.integration.soap import Reply, SoapClient
 from tests.keys import settings_keys
-from tests.tls import GIVER_A, GIVER_B, JOURNAL, PORTAL, UNKNOWN, WEBCERT, Issued, Pki, make_pki
+from tests.tls import (
+    FORSAKRINGSKASSAN,
+    GIVER_A,
+    GIVER_B,
+    JOURNAL,
+    PORTAL,
+    UNKNOWN,
+    WEBCERT,
+    Issued,
+    Pki,
+    make_pki,
+)
 
 PATIENT = "191212121212"
 PROXY = "10.1.2.3"
@@ -311,6 +322,78 @@ def test_a_system_limited_to_one_care_giver_cannot_act_for_a_citizen_of_another(
     assert denied == [("call SetConsent:1", JOURNAL), ("read", JOURNAL), ("archive", JOURNAL)]
     read = callers.as_("portal").call("GetCertificate", 2, s.get_certificate("c-a", "INVANA"))
     assert s.statuses(read) == [("HSVARD", "RECEIV")], "kept for the citizen, unarchived"
+
+
+# --- SendCertificateToRecipient 2 and recipients: an operation of its own, and each recipient its own part --
+
+
+def test_a_system_not_granted_send_certificate_to_recipient_is_refused_and_audited(callers: Callers) -> None:
+    webcert = callers.as_("webcert")
+    assert register_for(webcert, "c-a").result()[0] == "OK"
+
+    assert_refused(
+        webcert.call("SendCertificateToRecipient", 2, s.send_to_recipient("c-a", "FKASSA", PATIENT))
+    )
+
+    assert callers.audit() == [
+        ("register", "ok", WEBCERT),
+        ("call SendCertificateToRecipient:2", "denied", WEBCERT),
+    ]
+    assert ("HSVARD", "SENTTO") not in s.statuses(
+        webcert.call("GetCertificate", 2, s.get_certificate("c-a", "HSVARD"))
+    )
+
+
+def test_a_care_system_sends_its_care_givers_certificate_and_another_care_givers_is_answered_as_unknown(
+    callers: Callers,
+) -> None:
+    assert register_for(callers.as_("webcert"), "c-a").result()[0] == "OK"
+    journal = callers.as_("journal")
+    assert register_for(journal, "c-b", care_giver=GIVER_B).result()[0] == "OK"
+
+    def send(certificate_id: str) -> Reply:
+        body = s.send_to_recipient(certificate_id, "FKASSA", PATIENT, care_giver=GIVER_B)
+        return journal.call("SendCertificateToRecipient", 2, body, address=GIVER_B)
+
+    assert send("c-b").result() == ("OK", None, None)
+    assert send("c-a").result() == send("c-unknown").result()
+    assert send("c-a").result()[0::2] == ("ERROR", "APPLICATION_ERROR")
+    assert [(a, o) for a, o, _ in callers.audit()][-4:] == [
+        ("send", "ok"),
+        ("send", "denied"),
+        ("send", "error"),
+        ("send", "denied"),
+    ]
+
+
+def test_a_recipient_reads_and_sets_statuses_as_its_own_part_only_and_care_never_as_a_recipient(
+    callers: Callers,
+) -> None:
+    journal = callers.as_("journal")
+    assert register_for(journal, "c-b", care_giver=GIVER_B).result()[0] == "OK"
+    send = s.send_to_recipient("c-b", "FKASSA", PATIENT, care_giver=GIVER_B)
+    assert journal.call("SendCertificateToRecipient", 2, send, address=GIVER_B).result()[0] == "OK"
+
+    fkassa = callers.as_("fkassa")
+    assert not fkassa.call("GetCertificate", 2, s.get_certificate("c-b", "FKASSA")).is_fault
+    assert fkassa.call("SetCertificateStatus", 2, s.set_status("c-b", "FKASSA", "RECEIV")).result()[0] == "OK"
+    for part in ("TRANSP", "HSVARD", "INVANA"):
+        assert_refused(fkassa.call("GetCertificate", 2, s.get_certificate("c-b", part)))
+    assert_refused(fkassa.call("SetCertificateStatus", 2, s.set_status("c-b", "TRANSP", "RECEIV")))
+    # A care system reads as care, never as a recipient, even one its certificate was sent to.
+    assert_refused(
+        callers.as_("journal").call("GetCertificate", 2, s.get_certificate("c-b", "FKASSA"), address=GIVER_B)
+    )
+
+    assert [(a, o, i) for a, o, i in callers.audit()][-7:] == [
+        ("read", "ok", FORSAKRINGSKASSAN),
+        ("set_status", "ok", FORSAKRINGSKASSAN),
+        ("read", "denied", FORSAKRINGSKASSAN),
+        ("read", "denied", FORSAKRINGSKASSAN),
+        ("read", "denied", FORSAKRINGSKASSAN),
+        ("set_status", "denied", FORSAKRINGSKASSAN),
+        ("read", "denied", JOURNAL),
+    ]
 
 
 # --- Care givers: a system never reads, lists or removes another care giver's certificates ------------------

@@ -411,7 +411,8 @@ def at_once(runs: Mapping[Key, Callable[[], Run]]) -> dict[Key, Run]:
 ON_THE_STORE = [
     ("migrate",),
     ("rotate-kek",),
-    ("erase-care-giver", "SE2321000016-39KJ", "--operator", "SE2321000016-OPS1", "--yes"),
+    ("erase-care-giver", "SE2321000016-39KJ", "--operator", "SE2321000016-OPS1", "--without-export", "--yes"),
+    ("export-care-giver", "SE2321000016-39KJ", "--operator", "SE2321000016-OPS1", "--out", "export"),
 ]
 
 

@@ -319,7 +319,7 @@ def test_erasing_a_care_giver_deletes_the_ciphertext_and_wrapped_key_of_each_cop
     )
     assert not gone(db, "c-anna") and not gone(db, "c-bertil")
 
-    done = erase_care_giver(database_url, tmp_path, *operator, "--yes")
+    done = erase_care_giver(database_url, tmp_path, *operator, "--without-export", "--yes")
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
@@ -332,7 +332,7 @@ def test_erasing_a_care_giver_deletes_the_ciphertext_and_wrapped_key_of_each_cop
     # Anna sees in her access log that an operator removed the care copy.
     [entry] = [e for e in anna.get("/access-log").json()["entries"] if e["action"] == "remove_care_copy"]
     assert (entry["accessed_by"], entry["certificates"], entry["channel"]) == ("operator", ["c-anna"], "cli")
-    again = erase_care_giver(database_url, tmp_path, *operator, "--yes")
+    again = erase_care_giver(database_url, tmp_path, *operator, "--without-export", "--yes")
     assert again.stdout.startswith("removed 0 care copies")
 
 
@@ -342,7 +342,7 @@ def test_erasing_with_an_id_that_is_no_id_changes_nothing(
 ) -> None:
     register(app[0], "c-1", ANNA)
 
-    refused = erase_care_giver(database_url, tmp_path, *ids, "--yes")
+    refused = erase_care_giver(database_url, tmp_path, *ids, "--without-export", "--yes")
 
     assert refused.returncode == 2 and "printable" in refused.stderr and "Traceback" not in refused.stderr
     assert not gone(db, "c-1")

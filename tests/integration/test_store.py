@@ -9,6 +9,7 @@ Rows are checked with Core selects on ``service.store.tables``, not through the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from service.model import (
     Outcome,
     Party,
     PersonId,
+    Recipient,
     Relation,
     RelationKind,
     StaffId,
@@ -51,6 +53,7 @@ from service.store.tables import (
     consents,
     documents,
     metadata,
+    outbox,
     status_events,
 )
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
@@ -68,6 +71,7 @@ CARE_GIVER = "SE2321000016-GIVER1"
 OTHER_CARE_GIVER = "SE2321000016-GIVER2"
 CARE = Caller(CallerKind.CARE_SYSTEM, Channel.SOAP, "SE2321000016-WEBCERT", care_giver_id=CARE_GIVER)
 CITIZEN = Caller(CallerKind.CITIZEN, Channel.REST, "1177-portal", citizen=PATIENT)
+FORSAKRINGSKASSAN = {"FKASSA": Recipient(Party.FKASSA, "Försäkringskassan", frozenset({"LISJP"}))}
 
 
 def stored(certificate_id: str = "cert-1", **changes: Any) -> Certificate:
@@ -735,12 +739,12 @@ async def test_the_store_and_the_fakes_agree_on_registering_reading_and_recordin
         ]
         with pytest.raises(errors.CertificateIdConflict):
             await operations.register_certificate(unit, new=taken, caller=CARE, now=NOW)
-        sent = await operations.set_certificate_status(
+        sent = await operations.send_certificate(
             unit,
             certificate_id="cert-1",
-            party=Party.FKASSA,
-            code=StatusCode.SENTTO,
-            at=NOW,
+            recipient_id="FKASSA",
+            recipients=FORSAKRINGSKASSAN,
+            patient=PATIENT,
             caller=CARE,
             now=NOW,
         )
@@ -805,3 +809,93 @@ async def test_the_person_who_acted_is_stored_by_type_and_a_personal_identity_nu
         "by number": (None, None),
         "by hsa id": (None, StaffId("SE2321000016-DOC1")),
     }
+
+
+# --- The outbox (README.md, "Recipients"): a send writes its delivery in its own transaction -------------
+
+
+async def outbox_rows(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    async with engine.connect() as connection:
+        query = select(outbox.c.destination, outbox.c.kind, outbox.c.certificate_id).order_by(outbox.c.id)
+        return [tuple(row) for row in (await connection.execute(query)).all()]
+
+
+def _sends(uow: SqlUnitOfWork) -> dict[str, Any]:
+    """One send by each sender, of its own certificate (cert-c, cert-s, cert-r)."""
+    recipient = Caller(CallerKind.RECIPIENT, Channel.SOAP, "SE2021005521-FK", part=Party.FKASSA)
+    return {
+        "care": lambda: operations.send_certificate(
+            uow,
+            certificate_id="cert-c",
+            recipient_id="FKASSA",
+            recipients=FORSAKRINGSKASSAN,
+            patient=PATIENT,
+            caller=CARE,
+            now=NOW,
+        ),
+        "citizen": lambda: operations.send_certificate(
+            uow,
+            certificate_id="cert-s",
+            recipient_id="FKASSA",
+            recipients=FORSAKRINGSKASSAN,
+            citizen=PATIENT,
+            caller=CITIZEN,
+            now=NOW,
+        ),
+        "recipient": lambda: operations.send_certificate(
+            uow,
+            certificate_id="cert-r",
+            recipient_id="FKASSA",
+            recipients=FORSAKRINGSKASSAN,
+            caller=recipient,
+            now=NOW,
+        ),
+    }
+
+
+@pytest.mark.parametrize("sender", ["care", "citizen", "recipient"])
+async def test_each_send_writes_exactly_one_delivery_to_the_outbox_and_a_repeated_one_none(
+    uow: SqlUnitOfWork, engine: AsyncEngine, sender: str
+) -> None:
+    await seed(uow, stored("cert-c"), stored("cert-s"), stored("cert-r"), consent_given=[PATIENT])
+    send = _sends(uow)[sender]
+    certificate_id = {"care": "cert-c", "citizen": "cert-s", "recipient": "cert-r"}[sender]
+
+    await send()
+    await send()
+
+    deliveries = [row for row in await outbox_rows(engine) if row[0] != "statistics"]
+    assert deliveries == [("FKASSA", "sent", certificate_id)]
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"revoked": True}, errors.CertificateRevoked),
+        ({"care_available": False}, errors.CertificateNotFound),  # care no longer keeps it (rule 3)
+        ({"care_giver_id": "SE2321000016-OTHER"}, errors.NotPermitted),  # answered as unknown
+        ({"patient": OTHER_PATIENT}, errors.PatientMismatch),
+        ({"type_code": "TSTRK1007"}, errors.UnknownRecipient),  # Försäkringskassan does not take it
+    ],
+)
+async def test_a_refused_send_writes_nothing_to_the_outbox_and_is_audited(
+    uow: SqlUnitOfWork, engine: AsyncEngine, changes: dict[str, Any], error: type[errors.ServiceError]
+) -> None:
+    await seed(uow, stored("cert-c", **changes), consent_given=[PATIENT])
+    scoped = dataclasses.replace(CARE, care_giver_scope=frozenset({CARE_GIVER}))
+
+    with pytest.raises(error):
+        await operations.send_certificate(
+            uow,
+            certificate_id="cert-c",
+            recipient_id="FKASSA",
+            recipients=FORSAKRINGSKASSAN,
+            patient=PATIENT,
+            caller=scoped,
+            now=NOW,
+        )
+
+    assert await outbox_rows(engine) == []
+    assert [row.outcome for row in await audit_of(engine, "send")] == [
+        "denied" if issubclass(error, errors.Denied) else "error"
+    ]

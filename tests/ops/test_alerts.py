@@ -45,6 +45,7 @@ COUNTERS = {
     "intyg_certificates_restored_total",
     "intyg_certificates_sent_total",
     "intyg_care_copies_removed_total",
+    "intyg_certificates_exported_total",
     "intyg_certificates_deleted_total",
     "intyg_consent_changes_total",
     "intyg_refusals_total",

@@ -40,6 +40,11 @@ KINDS: list[dict[str, Any]] = [
     {"action": "remove_care_copy", "outcome": "ok"},
     {"action": "withdraw_consent", "outcome": "ok", "deleted": 3},
     {"action": "withdraw_consent", "outcome": "info"},
+    # An operator's hand-over export, read and refused (README "Hand-over before erasure"), and an erasure
+    # with an export leaving a certificate changed since it: no typed value beside them.
+    {"action": "export", "outcome": "ok"},
+    {"action": "export", "outcome": "error", "reason": "CertificateNotFound"},
+    {"action": "remove_care_copy", "outcome": "info"},
 ]
 # ... and the words the same records were first written, and hashed, in: action and detail.
 FIRST_WORDS = [
@@ -54,6 +59,9 @@ FIRST_WORDS = [
     ("remove_care_copy", "kept_for_citizen"),
     ("withdraw_consent", "deleted 3"),
     ("withdraw_consent", ""),
+    ("export", ""),
+    ("export", "CertificateNotFound"),
+    ("remove_care_copy", ""),
 ]
 
 
@@ -205,6 +213,32 @@ def test_a_signature_spelt_in_capitals_is_a_changed_signature() -> None:
     checkpoint = dataclasses.replace(signed, signature=signed.signature.upper())
 
     assert audit_chain.signature_problem(checkpoint, KEYS) == "signature invalid"
+
+
+def test_an_export_manifest_verifies_with_its_signers_public_key_and_no_checkpoint_is_one() -> None:
+    """The audit signing key also signs hand-over exports (README "Hand-over before erasure"), under a
+    prefix of its own: neither signature can stand for the other."""
+    manifest = b'{"format": "intygstjanst-export-v1"}\n'
+    signature = SIGNER.sign_export(manifest)
+    checkpoint = SIGNER.sign(1, "ab" * 32, AT)
+    rotated = Signer(Ed25519PrivateKey.generate())
+
+    assert audit_chain.export_signature_problem(manifest, SIGNER.key_id, signature, KEYS) is None
+    assert audit_chain.export_signature_problem(manifest + b" ", SIGNER.key_id, signature, KEYS) == (
+        "signature invalid"
+    )
+    assert audit_chain.export_signature_problem(manifest, rotated.key_id, signature, KEYS) == (
+        f"signed by an unknown key ({rotated.key_id})"
+    )
+    as_manifest = audit_chain._signed_bytes(1, "ab" * 32, AT)[len(b"intygstjanst-audit-checkpoint-v1\n") :]
+    assert (
+        audit_chain.export_signature_problem(
+            as_manifest, SIGNER.key_id, bytes.fromhex(checkpoint.signature), KEYS
+        )
+        == "signature invalid"
+    )
+    forged = dataclasses.replace(checkpoint, signature=signature.hex())
+    assert audit_chain.signature_problem(forged, KEYS) == "signature invalid"
 
 
 # --- the verdict -------------------------------------------------------------------------------------

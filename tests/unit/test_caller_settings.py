@@ -16,7 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 from service import loader
+from service.access import DEVELOPMENT_CONSUMER
 from service.config import Settings, is_loopback
+from service.model import Party
 
 SQLITE = "sqlite+aiosqlite:///intyg.db"
 
@@ -158,6 +160,23 @@ def test_only_a_system_allowed_every_care_giver_may_be_granted_the_contracts_act
     assert table.consumers["SE1"].operations == frozenset(citizen_contracts)
 
 
+def test_a_recipients_system_is_read_with_its_recipient_code_and_acts_as_that_part_alone(
+    tmp_path: Path,
+) -> None:
+    recipient = entry(
+        hsa_id="SE2021005521-FKSS", name="Försäkringskassan", care_givers=["*"], recipient="FKASSA"
+    )
+    path = table_file(tmp_path, [entry(), recipient])
+
+    table = loader.permissions(settings(**TLS, tls_client_ca_file="ca.pem", permissions_file=path))
+
+    assert table is not None
+    fkassa, webcert = table.consumers["SE2021005521-FKSS"], table.consumers["SE5565594230-B8N"]
+    assert (fkassa.recipient, fkassa.recipient_scope) == (Party.FKASSA, frozenset({Party.FKASSA}))
+    assert (webcert.recipient, webcert.recipient_scope) == (None, frozenset())
+    assert DEVELOPMENT_CONSUMER.recipient_scope is None
+
+
 def test_without_a_table_there_is_none() -> None:
     assert loader.permissions(settings()) is None
 
@@ -177,6 +196,8 @@ def test_without_a_table_there_is_none() -> None:
         ([entry(operations=["*"])], "ListCertificatesForCitizen:4, SetConsent:1, GetConsent:1"),
         ([entry(operations=["GetCertificate"])], "granted GetCertificate:1, which act for a citizen"),
         ([entry(operations=["ListCertificates:1"], care_givers=["SE1", "SE2"])], "ListCertificates:1"),
+        ([entry(recipient="HSVARD")], "not a recipient's part code"),
+        ([entry(recipient="FK")], "recipient"),
     ],
     ids=[
         "unknown operation",
@@ -191,6 +212,8 @@ def test_without_a_table_there_is_none() -> None:
         "a scoped system granted every operation",
         "a scoped system granted both GetCertificates",
         "a scoped system granted a 2013 citizen contract",
+        "care's part as a recipient code",
+        "an unknown recipient code",
     ],
 )
 def test_a_malformed_permission_table_is_refused_with_its_reason(

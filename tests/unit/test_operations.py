@@ -19,16 +19,19 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from prometheus_client import REGISTRY
 
-from service import errors, operations
+from service import errors, metrics, operations
 from service.model import (
     AuditRecord,
     Caller,
     CallerKind,
     Certificate,
+    CertificateWithDocument,
     Channel,
     Delivery,
     EventKind,
+    HandedOver,
     Outcome,
     Party,
     PersonId,
@@ -592,11 +595,12 @@ async def test_a_recipient_reports_a_certificate_received() -> None:
 async def test_sending_twice_to_the_same_recipient_records_once() -> None:
     uow = FakeUnitOfWork(certificates=[stored()], consent_given=[PATIENT])
 
-    first = await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
-    second = await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+    (_, first), (_, second) = await send(uow, "FKASSA"), await send(uow, "FKASSA")
 
-    assert first == StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW)
-    assert second is None
+    assert (first, second) == (False, True)
+    assert uow.certificate("cert-1").status_events[-1] == StatusEvent(  # type: ignore[union-attr]
+        StatusCode.SENTTO, Party.FKASSA, NOW
+    )
     assert uow.certificate("cert-1").sent_to() == (Party.FKASSA,)  # type: ignore[union-attr]
     assert [r.outcome for r in uow.audit.records] == [Outcome.OK, Outcome.INFO]
     assert uow.committed == 2
@@ -607,7 +611,7 @@ async def test_sending_a_revoked_certificate_is_refused_and_records_nothing() ->
     uow = FakeUnitOfWork(certificates=[before], consent_given=[PATIENT])
 
     with pytest.raises(errors.CertificateRevoked):
-        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+        await send(uow, "FKASSA")
 
     assert uow.certificate("cert-1") == before
     record = assert_one_commit_audited(
@@ -719,7 +723,7 @@ async def test_a_citizen_without_consent_can_not_send_a_certificate() -> None:
     uow = FakeUnitOfWork(certificates=[before])
 
     with pytest.raises(errors.ConsentRequired):
-        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+        await send(uow, "FKASSA")
 
     assert uow.certificate("cert-1") == before
     assert_one_commit_audited(
@@ -736,8 +740,190 @@ async def test_a_citizen_without_consent_learns_nothing_about_the_certificate_fr
     uow = FakeUnitOfWork(certificates=[stored(revoked=True)])
 
     with pytest.raises(errors.ConsentRequired):
-        await set_status(uow, Party.FKASSA, StatusCode.SENTTO)
+        await send(uow, "FKASSA")
     assert [r.outcome for r in uow.audit.records] == [Outcome.DENIED]
+
+
+# ---------------------------------------------------------------------------------------------------
+# One operation for every send: a care system sends for the patient (rule 3, no consent), and a recipient
+# records that it was sent one. Through SOAP: tests/integration/test_recipients.py.
+
+
+async def care_sends(
+    uow: FakeUnitOfWork, recipient_id: str = "FKASSA", *, patient: PersonId = PATIENT, caller: Caller = CARE
+) -> tuple[Certificate, bool]:
+    return await operations.send_certificate(
+        uow,
+        certificate_id="cert-1",
+        recipient_id=recipient_id,
+        recipients=RECIPIENTS,
+        patient=patient,
+        caller=caller,
+        now=NOW,
+    )
+
+
+async def test_a_care_system_sends_a_certificate_for_the_patient_without_consent() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    changed, already_sent = await care_sends(uow)
+
+    assert (changed.sent_to(), already_sent) == ((Party.FKASSA,), False)
+    assert uow.certificate("cert-1") == changed
+    assert [type(e) for e in uow.outbox.events] == [Delivery, StatisticsEvent]
+    record = assert_one_commit_audited(
+        uow, action="send", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=CARE
+    )
+    # The professional the request names, as a registration's record names its issuer.
+    assert (record.recipient, record.actor_professional) == (Party.FKASSA, StaffId("SE2321000016-DOC1"))
+
+
+async def test_a_care_systems_repeated_send_records_once_and_answers_already_sent() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+
+    await care_sends(uow)
+    _, already_sent = await care_sends(uow)
+
+    assert already_sent is True
+    assert uow.certificate("cert-1").sent_to() == (Party.FKASSA,)  # type: ignore[union-attr]
+    assert len([e for e in uow.outbox.events if isinstance(e, Delivery)]) == 1
+    assert [r.outcome for r in uow.audit.records] == [Outcome.OK, Outcome.INFO]
+
+
+SCOPED_CARE = dataclasses.replace(CARE, care_giver_scope=frozenset({CARE_GIVER}))
+
+
+@pytest.mark.parametrize(
+    ("certificate", "patient", "recipient_id", "error", "outcome"),
+    [
+        (None, PATIENT, "FKASSA", errors.CertificateNotFound, Outcome.ERROR),
+        (stored(care_giver_id=OTHER_CARE_GIVER), PATIENT, "FKASSA", errors.NotPermitted, Outcome.DENIED),
+        (stored(care_available=False), PATIENT, "FKASSA", errors.CertificateNotFound, Outcome.ERROR),
+        (stored(), OTHER_PATIENT, "FKASSA", errors.PatientMismatch, Outcome.ERROR),
+        (stored(revoked=True), PATIENT, "FKASSA", errors.CertificateRevoked, Outcome.ERROR),
+        (stored(), PATIENT, "TRANSP", errors.UnknownRecipient, Outcome.ERROR),
+    ],
+    ids=["unknown", "another care giver's", "care copy removed", "another patient", "revoked", "not taken"],
+)
+async def test_a_care_systems_refused_send_changes_nothing_delivers_nothing_and_is_audited(
+    certificate: Certificate | None,
+    patient: PersonId,
+    recipient_id: str,
+    error: type[errors.ServiceError],
+    outcome: Outcome,
+) -> None:
+    uow = FakeUnitOfWork(certificates=[certificate] if certificate else [])
+
+    with pytest.raises(error):
+        await care_sends(uow, recipient_id, patient=patient, caller=SCOPED_CARE)
+
+    assert uow.certificate("cert-1") == certificate
+    assert uow.outbox.events == []
+    assert uow.committed == 1
+    [record] = uow.audit.records
+    assert (record.action, record.outcome, record.reason, record.certificate_ids) == (
+        "send",
+        outcome,
+        error,
+        ("cert-1",),
+    )
+
+
+async def test_a_recipient_records_that_it_was_sent_a_certificate_at_the_time_it_states() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+    fkassa = dataclasses.replace(RECIPIENT, part=Party.FKASSA)
+
+    changed, _ = await operations.send_certificate(
+        uow,
+        certificate_id="cert-1",
+        recipient_id="FKASSA",
+        recipients=RECIPIENTS,
+        at=EARLIER,
+        caller=fkassa,
+        now=NOW,
+    )
+
+    assert changed.status_events[-1] == StatusEvent(StatusCode.SENTTO, Party.FKASSA, EARLIER)
+    assert_one_commit_audited(
+        uow, action="send", outcome=Outcome.OK, patient=PATIENT, certificate_ids=("cert-1",), caller=fkassa
+    )
+
+
+async def test_a_system_that_is_not_forsakringskassan_can_not_record_a_send_as_it() -> None:
+    uow = FakeUnitOfWork(certificates=[stored()])
+    transp = dataclasses.replace(RECIPIENT, part=Party.FKASSA, recipient_scope=frozenset({Party.TRANSP}))
+
+    with pytest.raises(errors.CallerNotPermitted):
+        await operations.send_certificate(
+            uow, certificate_id="cert-1", recipient_id="FKASSA", recipients=RECIPIENTS, caller=transp, now=NOW
+        )
+
+    assert uow.certificate("cert-1") == stored()
+    assert [(r.outcome, r.reason) for r in uow.audit.records] == [(Outcome.DENIED, errors.CallerNotPermitted)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recipients read what was sent to them, with the history they may see (rules.as_recipient_sees).
+
+SENT_TO_FK = StatusEvent(StatusCode.SENTTO, Party.FKASSA, EARLIER)
+SENT_TO_AF = StatusEvent(StatusCode.SENTTO, Party.AF, EARLIER)
+ARCHIVED = StatusEvent(StatusCode.DELETE, Party.INVANA, EARLIER)
+REGISTERED_EVENT = StatusEvent(StatusCode.RECEIV, Party.HSVARD, EARLIER)
+
+
+async def read_as(uow: FakeUnitOfWork, recipient: Party) -> CertificateWithDocument:
+    return await operations.get_certificate_for_recipient(
+        uow,
+        certificate_id="cert-1",
+        recipient=recipient,
+        caller=dataclasses.replace(RECIPIENT, part=recipient),
+        now=NOW,
+    )
+
+
+async def test_a_recipient_reads_a_certificate_sent_to_it_with_the_history_it_may_see() -> None:
+    uow = FakeUnitOfWork(
+        certificates=[stored(status_events=(REGISTERED_EVENT, SENT_TO_AF, ARCHIVED, SENT_TO_FK))]
+    )
+
+    found = await read_as(uow, Party.FKASSA)
+
+    assert found.certificate.status_events == (REGISTERED_EVENT, SENT_TO_FK)
+    assert found.document == document_of("cert-1")
+    record = assert_one_commit_audited(
+        uow,
+        action="read",
+        outcome=Outcome.OK,
+        patient=PATIENT,
+        certificate_ids=("cert-1",),
+        caller=dataclasses.replace(RECIPIENT, part=Party.FKASSA),
+    )
+    assert record.actor_kind is CallerKind.RECIPIENT
+
+
+@pytest.mark.parametrize(
+    ("certificates", "error"),
+    [
+        ([stored(status_events=(REGISTERED_EVENT, SENT_TO_AF))], errors.NotPermitted),
+        ([stored()], errors.NotPermitted),
+        ([], errors.CertificateNotFound),
+    ],
+    ids=["sent to another recipient", "sent to none", "unknown"],
+)
+async def test_a_recipient_reading_what_was_not_sent_to_it_is_refused_as_an_unknown_id_and_audited(
+    certificates: list[Certificate], error: type[errors.ServiceError]
+) -> None:
+    uow = FakeUnitOfWork(certificates=certificates)
+
+    with pytest.raises(error):
+        await read_as(uow, Party.FKASSA)
+
+    assert errors.answered_as(error) is errors.CertificateNotFound
+    [record] = uow.audit.records
+    assert (record.action, record.outcome) == (
+        "read",
+        Outcome.DENIED if error is errors.NotPermitted else Outcome.ERROR,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1676,7 +1862,7 @@ async def test_erasing_a_care_giver_applies_rule_5_to_each_copy_it_keeps_and_to_
     )
 
     erasure = await operations.erase_care_giver(
-        lambda: uow, care_giver_id=CARE_GIVER, caller=OPERATOR, clock=lambda: NOW, batch=1
+        lambda: uow, care_giver_id=CARE_GIVER, handed_over=None, caller=OPERATOR, clock=lambda: NOW, batch=1
     )
 
     assert erasure == operations.Erasure(kept_for_citizens=1, deleted=1)
@@ -1703,12 +1889,131 @@ async def test_erasing_a_care_giver_again_finds_nothing_left_to_remove() -> None
 
     def erase() -> Awaitable[operations.Erasure]:
         return operations.erase_care_giver(
-            lambda: uow, care_giver_id=CARE_GIVER, caller=OPERATOR, clock=lambda: NOW
+            lambda: uow, care_giver_id=CARE_GIVER, handed_over=None, caller=OPERATOR, clock=lambda: NOW
         )
 
     assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=2)
     assert await erase() == operations.Erasure(kept_for_citizens=0, deleted=0)
     assert uow.committed == 2
+
+
+# A hand-over before erasure (README.md, "Hand-over before erasure"; the export's files:
+# tests/unit/test_handover.py; through the command on both stores: tests/integration/test_handover.py)
+
+
+def handed(certificate: Certificate) -> HandedOver:
+    return HandedOver(certificate.id, certificate.registered_at, certificate.status_events)
+
+
+async def test_exporting_a_care_giver_hands_each_copy_it_keeps_with_its_document_to_the_sink_and_nothing_else() -> (
+    None
+):
+    uow = FakeUnitOfWork(
+        certificates=[
+            stored("a-kept", patient=PATIENT),
+            stored("b-kept", patient=OTHER_PATIENT, revoked=True),
+            stored("c-already-removed", patient=PATIENT, care_available=False),
+            stored("d-other-giver", patient=OTHER_PATIENT, care_giver_id=OTHER_CARE_GIVER),
+        ],
+    )
+    before = {c: uow.certificate(c) for c in ("a-kept", "b-kept", "c-already-removed", "d-other-giver")}
+    sunk: list[CertificateWithDocument] = []
+
+    count = await operations.export_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, sink=sunk.append, caller=OPERATOR, clock=lambda: NOW, batch=1
+    )
+
+    assert count == 2
+    assert [(f.certificate.id, f.document) for f in sunk] == [
+        ("a-kept", document_of("a-kept")),
+        ("b-kept", document_of("b-kept")),
+    ]
+    assert [f.certificate for f in sunk] == [before["a-kept"], before["b-kept"]]
+    # Nothing changes: an export only reads.
+    assert {c: uow.certificate(c) for c in before} == before
+
+
+async def test_exporting_a_care_giver_audits_each_certificate_as_an_export_of_its_patients_data() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a", patient=PATIENT), stored("b", patient=OTHER_PATIENT)])
+
+    await operations.export_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, sink=lambda _: None, caller=OPERATOR, clock=lambda: NOW
+    )
+
+    # One read, one transaction, one record each: the patient sees the operator's export in their access log.
+    assert uow.committed == 2
+    assert [(r.action, r.outcome, r.patient, r.certificate_ids, r.actor_kind) for r in uow.audit.records] == [
+        ("export", Outcome.OK, PATIENT, ("a",), CallerKind.OPERATOR),
+        ("export", Outcome.OK, OTHER_PATIENT, ("b",), CallerKind.OPERATOR),
+    ]
+    assert {(r.actor_professional, r.care_giver_id) for r in uow.audit.records} == {
+        (StaffId("SE2321000016-OPS1"), CARE_GIVER)
+    }
+
+
+async def test_an_export_is_counted_from_its_committed_audit_records() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a"), stored("b")])
+    await operations.export_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, sink=lambda _: None, caller=OPERATOR, clock=lambda: NOW
+    )
+    before = REGISTRY.get_sample_value("intyg_certificates_exported_total") or 0.0
+
+    for record in uow.audit.records:  # as the SQL unit of work does after each commit
+        metrics.observe(record)
+
+    assert REGISTRY.get_sample_value("intyg_certificates_exported_total") == before + 2
+
+
+async def test_an_export_whose_sink_fails_stops_after_auditing_what_it_read() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a"), stored("b")])
+
+    def full(_: CertificateWithDocument) -> None:
+        raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space left"):
+        await operations.export_care_giver(
+            lambda: uow, care_giver_id=CARE_GIVER, sink=full, caller=OPERATOR, clock=lambda: NOW
+        )
+
+    assert [r.certificate_ids for r in uow.audit.records] == [("a",)]
+
+
+async def test_erasing_with_an_export_removes_only_the_certificates_it_holds_as_they_were_exported() -> None:
+    exported, changed = stored("a-exported"), stored("b-changed")
+    sent_since = (*changed.status_events, StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW))
+    uow = FakeUnitOfWork(
+        certificates=[exported, stored("b-changed", status_events=sent_since), stored("c-registered-after")]
+    )
+    export = {c.id: handed(c) for c in (exported, changed)}
+
+    erasure = await operations.erase_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, handed_over=export, caller=OPERATOR, clock=lambda: NOW
+    )
+
+    assert erasure == operations.Erasure(
+        kept_for_citizens=0, deleted=1, not_exported=1, changed_since_export=1
+    )
+    assert uow.certificate("a-exported") is None
+    assert uow.certificate("b-changed") is not None and uow.certificate("b-changed").care_available  # type: ignore[union-attr]
+    assert uow.certificate("c-registered-after") == stored("c-registered-after")
+    # The changed one was looked at in a transaction of its own, audited as "nothing done"; the one not
+    # exported was not read at all.
+    assert uow.committed == 2
+    assert [(r.action, r.outcome, r.certificate_ids, r.deleted) for r in uow.audit.records] == [
+        ("remove_care_copy", Outcome.OK, ("a-exported",), 1),
+        ("remove_care_copy", Outcome.INFO, ("b-changed",), 0),
+    ]
+
+
+async def test_a_certificate_registered_again_under_its_id_after_the_export_is_not_the_one_exported() -> None:
+    uow = FakeUnitOfWork(certificates=[stored("a", registered_at=NOW)])
+    export = {"a": handed(stored("a", registered_at=EARLIER))}
+
+    erasure = await operations.erase_care_giver(
+        lambda: uow, care_giver_id=CARE_GIVER, handed_over=export, caller=OPERATOR, clock=lambda: NOW
+    )
+
+    assert erasure.changed_since_export == 1 and uow.certificate("a") is not None
 
 
 # ---------------------------------------------------------------------------------------------------

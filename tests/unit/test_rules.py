@@ -29,6 +29,8 @@ from service.model import (
     Party,
     PersonId,
     Recipient,
+    Relation,
+    RelationKind,
     RuleFailure,
     StatisticsEvent,
     StatusCode,
@@ -375,7 +377,6 @@ def test_archiving_or_restoring_twice_records_nothing_the_second_time(
     [
         (Party.INVANA, StatusCode.DELETE, StatusEvent(StatusCode.DELETE, Party.INVANA, NOW)),
         (Party.INVANA, StatusCode.RESTOR, None),  # not archived: already in force
-        *[(p, StatusCode.SENTTO, StatusEvent(StatusCode.SENTTO, p, NOW)) for p in RECIPIENTS],
         *[(p, StatusCode.RECEIV, StatusEvent(StatusCode.RECEIV, p, NOW)) for p in RECIPIENTS],
     ],
 )
@@ -395,9 +396,8 @@ def test_a_party_sets_the_statuses_that_are_its_own(
         *[(p, c) for p in Party if p is not Party.INVANA for c in (StatusCode.DELETE, StatusCode.RESTOR)],
         # Revoking is the issuer's RevokeCertificate; no party revokes by setting a status.
         *[(p, StatusCode.CANCEL) for p in Party],
-        # A certificate is sent to a recipient, and a recipient reports it received.
-        (Party.INVANA, StatusCode.SENTTO),
-        (Party.HSVARD, StatusCode.SENTTO),
+        # A send is the send operation's (rules.send_to), whoever reports it; a recipient reports receipt.
+        *[(p, StatusCode.SENTTO) for p in Party],
         (Party.INVANA, StatusCode.RECEIV),
         (Party.HSVARD, StatusCode.RECEIV),
     ],
@@ -419,7 +419,7 @@ def test_sending_to_the_same_recipient_twice_records_once() -> None:
     sent = certificate(status_events=(StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW),))
 
     assert rules.send(sent, recipient=Party.FKASSA, now=NOW).event is None
-    assert rules.set_status(sent, party=Party.FKASSA, code=StatusCode.SENTTO, at=NOW).event is None
+    assert rules.send_to(sent, recipient=FORSAKRINGSKASSAN, now=NOW).event is None
 
 
 def test_sending_to_another_recipient_after_one_is_recorded() -> None:
@@ -433,7 +433,7 @@ def test_sending_to_another_recipient_after_one_is_recorded() -> None:
 @pytest.mark.parametrize("party", RECIPIENTS)
 def test_sending_a_revoked_certificate_is_refused(party: Party) -> None:
     with pytest.raises(errors.CertificateRevoked):
-        rules.set_status(certificate(revoked=True), party=party, code=StatusCode.SENTTO, at=NOW)
+        rules.send(certificate(revoked=True), recipient=party, now=NOW)
 
 
 @pytest.mark.parametrize("party", [Party.INVANA, Party.HSVARD])
@@ -556,6 +556,118 @@ def test_a_care_system_registers_only_for_the_care_givers_its_permissions_name(
     else:
         with pytest.raises(errors.CallerNotPermitted):
             rules.require_may_register(an_issued_certificate(care_giver_id=CARE_GIVER), scope)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Who calls what: recipients are callers like any other system, each with its recipient code. A recipient's
+# part is acted as by that recipient only, and a recipient acts as no other part; None: any part (the
+# development consumer). Through SOAP: tests/integration/test_recipients.py.
+
+FKASSA_ONLY = frozenset({Party.FKASSA})
+ACTING_AS = [
+    (None, Party.FKASSA, True),
+    (None, Party.HSVARD, True),
+    (None, Party.INVANA, True),
+    (FKASSA_ONLY, Party.FKASSA, True),
+    (FKASSA_ONLY, Party.TRANSP, False),
+    (FKASSA_ONLY, Party.HSVARD, False),
+    (FKASSA_ONLY, Party.INVANA, False),
+    (frozenset(), Party.HSVARD, True),
+    (frozenset(), Party.INVANA, True),
+    (frozenset(), Party.FKASSA, False),
+    (frozenset(), Party.SOS, False),
+]
+
+
+@pytest.mark.parametrize(("scope", "part", "permitted"), ACTING_AS)
+def test_a_recipients_part_is_acted_as_by_that_recipient_alone_which_acts_as_no_other(
+    scope: frozenset[Party] | None, part: Party, permitted: bool
+) -> None:
+    assert rules.may_act_as(scope, part) is permitted
+
+
+@pytest.mark.parametrize(("scope", "part", "permitted"), ACTING_AS)
+def test_a_call_naming_a_part_the_system_may_not_act_as_is_refused_as_not_permitted(
+    scope: frozenset[Party] | None, part: Party, permitted: bool
+) -> None:
+    caller = Caller(part.caller_kind, Channel.SOAP, "SE-SYSTEM", part=part, recipient_scope=scope)
+    if permitted:
+        rules.require_may_act_for(caller)
+    else:
+        with pytest.raises(errors.CallerNotPermitted):
+            rules.require_may_act_for(caller)
+
+
+def test_a_call_naming_no_part_is_left_to_the_permission_tables_operations() -> None:
+    rules.require_may_act_for(
+        Caller(CallerKind.RECIPIENT, Channel.SOAP, "SE-FK", recipient_scope=FKASSA_ONLY)
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recipients read what was sent to them (README.md, "Recipients"): a certificate not sent to the recipient
+# is refused as NotPermitted (answered as an unknown id), and the history it sees is its own.
+
+REGISTERED = StatusEvent(StatusCode.RECEIV, Party.HSVARD, NOW)
+SENT_FK = StatusEvent(StatusCode.SENTTO, Party.FKASSA, NOW)
+RECEIVED_FK = StatusEvent(StatusCode.RECEIV, Party.FKASSA, NOW)
+SENT_AF = StatusEvent(StatusCode.SENTTO, Party.AF, NOW)
+RECEIVED_AF = StatusEvent(StatusCode.RECEIV, Party.AF, NOW)
+ARCHIVED = StatusEvent(StatusCode.DELETE, Party.INVANA, NOW)
+RESTORED = StatusEvent(StatusCode.RESTOR, Party.INVANA, NOW)
+REVOKED = StatusEvent(StatusCode.CANCEL, Party.HSVARD, NOW)
+
+
+@pytest.mark.parametrize(
+    ("events", "recipient", "permitted"),
+    [
+        ((REGISTERED, SENT_FK), Party.FKASSA, True),
+        ((REGISTERED, SENT_FK, REVOKED), Party.FKASSA, True),
+        ((REGISTERED, SENT_AF), Party.FKASSA, False),
+        ((REGISTERED, RECEIVED_FK), Party.FKASSA, False),  # a receipt without a send is no send
+        ((REGISTERED,), Party.FKASSA, False),
+        ((REGISTERED, SENT_FK), Party.AF, False),
+    ],
+)
+def test_a_recipient_reads_only_a_certificate_sent_to_it(
+    events: tuple[StatusEvent, ...], recipient: Party, permitted: bool
+) -> None:
+    sent = certificate(status_events=events)
+    if permitted:
+        rules.require_sent_to(sent, recipient)
+    else:
+        with pytest.raises(errors.NotPermitted):
+            rules.require_sent_to(sent, recipient)
+
+
+@pytest.mark.parametrize(
+    ("event", "seen"),
+    [
+        (REGISTERED, True),
+        (SENT_FK, True),
+        (RECEIVED_FK, True),
+        (REVOKED, True),
+        (SENT_AF, False),
+        (RECEIVED_AF, False),
+        (ARCHIVED, False),
+        (RESTORED, False),
+    ],
+)
+def test_forsakringskassan_sees_the_registration_its_own_events_and_the_revocation_only(
+    event: StatusEvent, seen: bool
+) -> None:
+    assert rules.recipient_sees(event, Party.FKASSA) is seen
+
+
+def test_a_certificate_as_a_recipient_sees_it_keeps_its_history_in_order_and_no_relations_to_it() -> None:
+    replaced = Relation(RelationKind.REPLACES, "cert-2", "root")
+    full = certificate(
+        status_events=(REGISTERED, SENT_AF, SENT_FK, ARCHIVED, RECEIVED_FK, REVOKED), related_by=(replaced,)
+    )
+    seen = rules.as_recipient_sees(full, Party.FKASSA)
+    assert seen.status_events == (REGISTERED, SENT_FK, RECEIVED_FK, REVOKED)
+    assert seen.related_by == ()
+    assert dataclasses.replace(seen, status_events=full.status_events, related_by=full.related_by) == full
 
 
 # ---------------------------------------------------------------------------------------------------
