@@ -146,16 +146,6 @@ def dead_letter(event: Event, *, zone: ZoneInfo) -> Message:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Round:
-    """What one round did; ``full``: its batch was full (more may be due now)."""
-
-    published: int
-    retried: int
-    dead: int
-    full: bool
-
-
 class Relay:
     """The background job (``run``); ``relay_once`` is one round, on whatever ``Target`` the election gave.
     ``reconnect``: the first wait before trying an unreachable broker again, doubled per try up to
@@ -211,9 +201,9 @@ class Relay:
                         metrics.RELAY_ELECTED.set(1)
                         log.info("relaying the outbox to the broker")
                         while not stop.is_set():
-                            done = await self.relay_once(target, publisher)
+                            full = await self.relay_once(target, publisher)
                             await self._measure(target)
-                            if not done.full:
+                            if not full:
                                 await _wait(stop, self._every)
             except BrokerUnavailable as exc:
                 metrics.OUTBOX_PUBLISH_FAILURES.labels(reason=BROKER_UNAVAILABLE).inc()
@@ -231,9 +221,9 @@ class Relay:
             finally:
                 metrics.RELAY_ELECTED.set(0)
 
-    async def relay_once(self, target: Target, publisher: Publisher) -> Round:
-        """One round: publish what is due, then record the answers. ``BrokerUnavailable`` once what was
-        confirmed before the broker went is recorded."""
+    async def relay_once(self, target: Target, publisher: Publisher) -> bool:
+        """One round: publish what is due, then record the answers; whether its batch was full (more may
+        be due now). ``BrokerUnavailable`` once what was confirmed before the broker went is recorded."""
         events = await store.due(target, self._keyring, now=self._clock(), limit=self._batch)
         published: list[Event] = []
         refused: list[Refusal] = []
@@ -247,7 +237,7 @@ class Relay:
         dead = [r for r in refused if r.final]
         for refusal in dead:
             await self._dead_letter(publisher, refusal)
-        settled = await store.settle(
+        await store.settle(
             target,
             published=published,
             refused=refused,
@@ -259,7 +249,7 @@ class Relay:
             metrics.OUTBOX_PUBLISHED.labels(destination=event.destination).inc()
         for refusal in refused:
             metrics.OUTBOX_PUBLISH_FAILURES.labels(reason=refusal.failure.value).inc()
-        for refusal in settled.dead:
+        for refusal in dead:
             metrics.OUTBOX_DEAD_LETTERED.labels(reason=refusal.failure.value).inc()
             # Its message id is left out as the certificate's is: `intygstjanst outbox` lists it.
             log.warning(
@@ -272,7 +262,7 @@ class Relay:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        return Round(settled.published, settled.retried, len(settled.dead), full=len(events) == self._batch)
+        return len(events) == self._batch
 
     async def _publish_in_order(
         self, publisher: Publisher, events: Sequence[Event], published: list[Event], refused: list[Refusal]

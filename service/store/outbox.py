@@ -35,7 +35,7 @@ from service.model import EventKind
 from service.store.crypto import KeyRing
 from service.store.election import Target, connected
 from service.store.repositories import SqlCertificateRepository
-from service.store.tables import outbox
+from service.store.tables import STATISTICS, outbox
 
 
 class Failure(enum.StrEnum):
@@ -69,7 +69,7 @@ class Event:
 
     @property
     def delivers_document(self) -> bool:
-        return self.kind is EventKind.SENT and self.destination != _STATISTICS
+        return self.kind is EventKind.SENT and self.destination != STATISTICS
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +79,6 @@ class Refusal:
     event: Event
     failure: Failure
     final: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """What ``settle`` did: events published (deleted), retried later, and given up on."""
-
-    published: int
-    retried: int
-    dead: tuple[Refusal, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +107,6 @@ class Backlog:
         return counts
 
 
-_STATISTICS = "statistics"
 _PENDING = outbox.c.dead_at.is_(None)
 # Certificates with an event waiting for its retry: their later events wait too.
 _WAITING = select(outbox.c.certificate_id).where(_PENDING, outbox.c.next_attempt_at > bindparam("now"))
@@ -233,7 +223,7 @@ async def settle(
     now: dt.datetime,
     first_backoff: float,
     longest_backoff: float,
-) -> Settled:
+) -> None:
     """Records what the broker answered, in one transaction: published events are deleted; a refused
     one has its attempt counted and waits its backoff, or is given up on where its refusal is final."""
     retried = [r for r in refused if not r.final]
@@ -268,7 +258,6 @@ async def settle(
                     for r in dead
                 ],
             )
-    return Settled(len(published), len(retried), dead)
 
 
 async def backlog(connection: AsyncConnection) -> Backlog:
