@@ -25,12 +25,14 @@ from zoneinfo import ZoneInfo
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import app, broker, relay
+from service.app import create_app
 from service.config import Settings
 from service.model import EventKind
 from service.store import outbox as outbox_store
@@ -437,3 +439,32 @@ async def test_a_message_a_consumer_keeps_rejecting_is_dead_lettered_by_the_queu
     await until(lambda: _holds(node, broker.dead_letter_name(exchange), 1), "the dead letter")
     dead = await drain(node.url, broker.dead_letter_name(exchange))
     assert [(m.message_id, m.kind) for m in dead] == [(rejected[0], "sent")]
+
+
+def test_the_service_runs_the_relay_in_its_lifespan_where_a_broker_is_configured(
+    database_url: str, node: throwaway.Broker, exchange: str, tmp_path: Path, nothing_leaks: list[str]
+) -> None:
+    settings = relay_settings(database_url, node, exchange, dev_audit_key_file=tmp_path / "audit-key.pem")
+
+    async def fill() -> list[str]:
+        engine = create_engine(database_url)
+        try:
+            return await lives(SqlUnitOfWork(engine, KEYRING), 2)
+        finally:
+            await dispose(engine)
+
+    async def left() -> int:
+        engine = create_engine(database_url)
+        try:
+            return await pending(engine)
+        finally:
+            await dispose(engine)
+
+    ids = asyncio.run(fill())
+    with TestClient(create_app(settings)):
+        deadline = time.monotonic() + WAIT
+        while asyncio.run(left()):
+            assert time.monotonic() < deadline, "the service's relay did not publish the outbox"
+            time.sleep(0.05)
+    assert_nothing_lost(ids, asyncio.run(everything(node.url, exchange)))
+    assert not any(app.NO_BROKER in line for line in nothing_leaks)
