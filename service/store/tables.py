@@ -253,4 +253,12 @@ outbox = Table(
         postgresql_where=text("dead_at IS NULL"),
         sqlite_where=text("dead_at IS NULL"),
     ),
+    # The certificates whose events wait for a retry (store/outbox._WAITING): few, found without a scan.
+    Index(
+        "ix_outbox_waiting",
+        "next_attempt_at",
+        "certificate_id",
+        postgresql_where=text("dead_at IS NULL AND next_attempt_at IS NOT NULL"),
+        sqlite_where=text("dead_at IS NULL AND next_attempt_at IS NOT NULL"),
+    ),
 )

@@ -19,6 +19,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _PENDING = sa.text("dead_at IS NULL")
+_WAITING = sa.text("dead_at IS NULL AND next_attempt_at IS NOT NULL")
 
 
 def upgrade() -> None:
@@ -39,8 +40,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id", name="uq_outbox_message_id"),
     )
     op.create_index("ix_outbox_pending", "outbox", ["id"], postgresql_where=_PENDING, sqlite_where=_PENDING)
+    op.create_index(
+        "ix_outbox_waiting",
+        "outbox",
+        ["next_attempt_at", "certificate_id"],
+        postgresql_where=_WAITING,
+        sqlite_where=_WAITING,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_waiting", table_name="outbox")
     op.drop_index("ix_outbox_pending", table_name="outbox")
     op.drop_table("outbox")
