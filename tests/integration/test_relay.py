@@ -250,6 +250,9 @@ class Writer:
         await self._task
 
 
+@pytest.mark.one_engine(
+    "the broker's failure: the store meets the same statements as in the relay's other tests, which run on both"
+)
 async def test_a_broker_killed_mid_stream_and_started_again_loses_nothing(
     engine: AsyncEngine, database_url: str, node: throwaway.Broker, exchange: str
 ) -> None:
