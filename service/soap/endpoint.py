@@ -1,4 +1,5 @@
-"""The SOAP endpoint: one POST route per contract path, and each contract's WSDL at ``?wsdl``.
+"""The SOAP endpoint: one POST route per contract path, and each contract's WSDL at ``?wsdl`` (and as its
+file under /contracts), naming the public address.
 
 A request goes: size limit -> hardened parse -> the body element names the contract (routing on the
 body's qualified name, not on SOAPAction, as rivta/README.md advises) -> addressing header -> our XSD
@@ -137,13 +138,13 @@ class SoapEndpoint:
         """Each contract's WSDL, at ``?wsdl`` and as its file (ahead of the static /contracts, for its
         address); its POSTs are answered by ``ContractPosts``."""
         router = APIRouter()
-        for path, (contract, _) in self.wsdl.items():
-            at_endpoint = path == contract.path
-            router.add_api_route(path, self._get(path, at_endpoint), methods=["GET"], include_in_schema=False)
+        for path in self.wsdl:
+            router.add_api_route(path, self._get(path), methods=["GET"], include_in_schema=False)
         return router
 
-    def _get(self, path: str, at_endpoint: bool) -> Callable[[Request], Response]:
+    def _get(self, path: str) -> Callable[[Request], Response]:
         contract, served = self.wsdl[path]
+        at_endpoint = path == contract.path
 
         def wsdl(request: Request) -> Response:
             if at_endpoint and "wsdl" not in {key.lower() for key in request.query_params}:
