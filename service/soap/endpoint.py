@@ -1,4 +1,5 @@
-"""The SOAP endpoint: one POST route per contract path, and each contract's WSDL at ``?wsdl``.
+"""The SOAP endpoint: one POST route per contract path, and each contract's WSDL at ``?wsdl`` (and as its
+file under /contracts), naming the public address.
 
 A request goes: size limit -> hardened parse -> the body element names the contract (routing on the
 body's qualified name, not on SOAPAction, as rivta/README.md advises) -> addressing header -> our XSD
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import posixpath
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, cast
 
 from fastapi import APIRouter, Request, Response
@@ -66,6 +67,24 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _served_wsdls(contract: Contract) -> dict[str, str]:
+    """The contract's WSDL as served at its endpoint and at its file under /contracts, each importing its
+    schemas relative to its own URL: a root-relative ``/contracts/...`` would leave the prefix an ingress
+    adds (``https://host/intygstjanst/...``) and miss (README, "Behind an ingress")."""
+    folder = f"/contracts/interactions/{contract.folder}"
+    (file,) = (m.CONTRACTS / "interactions" / contract.folder).glob("*.wsdl")
+    text = file.read_text(encoding="utf-8")
+
+    def relative_to(path: str) -> str:
+        def location(match: re.Match[str]) -> str:
+            target = posixpath.join(folder, match.group(1))
+            return f'schemaLocation="{posixpath.relpath(target, posixpath.dirname(path))}"'
+
+        return _SCHEMA_LOCATION.sub(location, text)
+
+    return {path: relative_to(path) for path in (contract.path, f"{folder}/{file.name}")}
+
+
 class ContractPosts:
     """The contracts' POSTs, answered ahead of FastAPI's router by a look-up of the exact path: matching
     them among the app's routes cost more than the rest of a GetCertificate outside the store. Any other
@@ -111,31 +130,27 @@ class SoapEndpoint:
         self.business_rules = business_rules
         self.by_request = {c.request: c for c in CONTRACTS}
         self.by_path = {c.path: c for c in CONTRACTS}
-        self.wsdl = {c.path: self._load_wsdl(c) for c in CONTRACTS}
-
-    @staticmethod
-    def _load_wsdl(contract: Contract) -> str:
-        folder = m.CONTRACTS / "interactions" / contract.folder
-        (path,) = folder.glob("*.wsdl")
-        # Relative imports are made absolute under /contracts, where app.py serves the folder.
-        return _SCHEMA_LOCATION.sub(
-            lambda match: f'schemaLocation="/contracts/interactions/{contract.folder}/{match.group(1)}"',
-            Path(path).read_text(encoding="utf-8"),
-        )
+        # Each contract's WSDL by the path it is served at: its endpoint (``?wsdl``) and its file under
+        # /contracts, where app.py serves the folder.
+        self.wsdl = {path: (c, wsdl) for c in CONTRACTS for path, wsdl in _served_wsdls(c).items()}
 
     def router(self) -> APIRouter:
-        """Each contract's WSDL; its POSTs are answered by ``ContractPosts``."""
+        """Each contract's WSDL, at ``?wsdl`` and as its file (ahead of the static /contracts, for its
+        address); its POSTs are answered by ``ContractPosts``."""
         router = APIRouter()
-        for contract in CONTRACTS:
-            router.add_api_route(contract.path, self._get(contract), methods=["GET"], include_in_schema=False)
+        for path in self.wsdl:
+            router.add_api_route(path, self._get(path), methods=["GET"], include_in_schema=False)
         return router
 
-    def _get(self, contract: Contract) -> Callable[[Request], Response]:
+    def _get(self, path: str) -> Callable[[Request], Response]:
+        contract, served = self.wsdl[path]
+        at_endpoint = path == contract.path
+
         def wsdl(request: Request) -> Response:
-            if "wsdl" not in {key.lower() for key in request.query_params}:
+            if at_endpoint and "wsdl" not in {key.lower() for key in request.query_params}:
                 return _fault("Client", "POST a SOAP request, or GET ?wsdl for the contract")
             address = self._base_url(request.scope) + contract.path
-            return _xml(_ADDRESS_LOCATION.sub(rf"\g<1>{address}\g<2>", self.wsdl[contract.path]).encode())
+            return _xml(_ADDRESS_LOCATION.sub(rf"\g<1>{address}\g<2>", served).encode())
 
         return wsdl
 

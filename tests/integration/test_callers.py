@@ -251,8 +251,15 @@ def test_behind_a_trusted_proxy_its_own_tls_certificate_names_no_caller(callers:
 
 
 @pytest.mark.one_engine("a WSDL is static but for the address a trusted proxy's headers give: no operation")
+@pytest.mark.parametrize(
+    "served_at",
+    ["{path}?wsdl", "/contracts/interactions/GetCertificate_2/GetCertificateInteraction_2.wsdl"],
+    ids=["endpoint", "file"],
+)
 @pytest.mark.parametrize("peer", [PROXY, "192.0.2.10"], ids=["trusted proxy", "anyone else"])
-def test_only_a_trusted_proxy_tells_the_wsdls_public_address(callers: Callers, peer: str) -> None:
+def test_only_a_trusted_proxy_tells_the_wsdls_public_address(
+    callers: Callers, peer: str, served_at: str
+) -> None:
     callers.tls.peer = peer
     path = s.path_of("GetCertificate", 2)
     forwarded = {
@@ -261,11 +268,37 @@ def test_only_a_trusted_proxy_tells_the_wsdls_public_address(callers: Callers, p
         "x-forwarded-prefix": "/intyg",
     }
 
-    served = callers.client.get(f"{path}?wsdl", headers=forwarded).text
+    served = callers.client.get(served_at.format(path=path), headers=forwarded).text
 
     public = f'location="https://intyg.example.se/intyg{path}"'
     assert (public in served) is (peer == PROXY)
     assert "example.se" in served or f'location="http://testserver{path}"' in served
+    # The prefix goes into the address only: the imports are relative, whoever tells the prefix.
+    assert "/intyg/" not in served.replace(public, "")
+
+
+@pytest.mark.one_engine("a WSDL is static but for the address a trusted proxy's headers give: no operation")
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        {"x-forwarded-proto": "javascript", "x-forwarded-host": "intyg.example.se"},
+        {"x-forwarded-proto": "https", "x-forwarded-host": "intyg.example.se/evil"},
+        {"x-forwarded-proto": "https", "x-forwarded-host": "intyg.example.se", "x-forwarded-prefix": "evil"},
+        {"x-forwarded-proto": "https", "x-forwarded-host": "intyg.example.se", "x-forwarded-prefix": '/"x'},
+        {"x-forwarded-proto": "https"},
+    ],
+    ids=["no http scheme", "a path in the host", "a prefix without /", "a quote in the prefix", "no host"],
+)
+def test_a_trusted_proxys_address_that_is_no_scheme_host_and_prefix_is_not_used(
+    callers: Callers, forwarded: dict[str, str]
+) -> None:
+    callers.tls.peer = PROXY
+    path = s.path_of("GetCertificate", 2)
+
+    served = callers.client.get(f"{path}?wsdl", headers=forwarded).text
+
+    assert "example.se" not in served
+    assert f'location="http://testserver{path}"' in served
 
 
 # --- Operations and logical addresses -----------------------------------------------------------------

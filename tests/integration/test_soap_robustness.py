@@ -31,6 +31,7 @@ from lxml import etree
 from service.app import create_app
 from service.config import Settings
 from service.soap.contracts import CONTRACTS, Contract
+from service.soap.messages import CONTRACTS as CONTRACTS_DIR
 from tests.integration.conftest import fresh_database
 from tests.integration.soap import (
     T3,
@@ -657,41 +658,53 @@ def _schema_locations(document: etree._Element) -> list[str]:
     return [str(v) for v in found]
 
 
-@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: f"{c.operation}_{c.major}")
-def test_each_contracts_wsdl_names_its_own_address_and_every_schema_it_imports_resolves(
-    client: TestClient, contract: Contract
-) -> None:
-    url = f"http://testserver{contract.path}"
+def _wsdl_file(contract: Contract) -> str:
+    (file,) = (CONTRACTS_DIR / "interactions" / contract.folder).glob("*.wsdl")
+    return f"/contracts/interactions/{contract.folder}/{file.name}"
 
-    response = client.get(f"{contract.path}?wsdl")
+
+@pytest.mark.parametrize("at", ["endpoint", "file"])
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: f"{c.operation}_{c.major}")
+def test_each_contracts_wsdl_names_its_own_address_and_every_schema_it_imports_resolves_relative_to_it(
+    client: TestClient, contract: Contract, at: str
+) -> None:
+    # Served at its endpoint (?wsdl) and as its file under /contracts: the same contract and address.
+    served = f"{contract.path}?wsdl" if at == "endpoint" else _wsdl_file(contract)
+
+    response = client.get(served)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/xml")
     wsdl = etree.fromstring(response.content, parser())
     assert wsdl.tag == f"{{{WSDL_NS['wsdl']}}}definitions"
     addresses: Any = wsdl.xpath("//soap:address/@location", namespaces=WSDL_NS)
-    assert [str(a) for a in addresses] == [url]
-    # Every schemaLocation, and every schema those import in turn, is served.
-    pending = [urljoin(url, location) for location in _schema_locations(wsdl)]
+    assert [str(a) for a in addresses] == [f"http://testserver{contract.path}"]
+    # Every schemaLocation, and every schema those import in turn, is served, and each is relative (no
+    # leading /, no scheme): the service may be reached under a prefix (test_behind_an_ingress.py).
+    url = f"http://testserver{served}"
+    pending = [(url, location) for location in _schema_locations(wsdl)]
     assert pending, "the WSDL imports no schema"
     fetched: set[str] = set()
     while pending:
-        location = pending.pop()
-        if location in fetched:
+        importer, location = pending.pop()
+        assert not location.startswith("/") and not urlsplit(location).scheme, (importer, location)
+        absolute = urljoin(importer, location)
+        if absolute in fetched:
             continue
-        fetched.add(location)
-        schema = client.get(urlsplit(location).path)
-        assert schema.status_code == 200, location
+        fetched.add(absolute)
+        schema = client.get(urlsplit(absolute).path)
+        assert schema.status_code == 200, absolute
         document = etree.fromstring(schema.content, parser())
-        assert document.tag == f"{{{WSDL_NS['xs']}}}schema", location
-        pending.extend(urljoin(location, child) for child in _schema_locations(document))
+        assert document.tag == f"{{{WSDL_NS['xs']}}}schema", absolute
+        pending.extend((absolute, child) for child in _schema_locations(document))
 
 
-def test_the_wsdls_address_is_never_taken_from_the_requests_host_header(client: TestClient) -> None:
+@pytest.mark.parametrize("at", ["endpoint", "file"])
+def test_the_wsdls_address_is_never_taken_from_the_requests_host_header(client: TestClient, at: str) -> None:
     # Otherwise any caller could make the served WSDL point elsewhere (README, INTYG_PUBLIC_BASE_URL).
-    forged = client.get(
-        f"{REGISTER}?wsdl", headers={"host": "evil.example", "x-forwarded-host": "evil.example"}
-    )
+    register = next(c for c in CONTRACTS if c.path == REGISTER)
+    served = f"{REGISTER}?wsdl" if at == "endpoint" else _wsdl_file(register)
+    forged = client.get(served, headers={"host": "evil.example", "x-forwarded-host": "evil.example"})
 
     assert b"evil.example" not in forged.content
     assert f'location="http://testserver{REGISTER}"'.encode() in forged.content

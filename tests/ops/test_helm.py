@@ -59,6 +59,15 @@ DIRECT = (
     "ingress.enabled=true",
     *FORCE_MONITORING,
 )
+# An Ingress path under a prefix, as ingress-nginx takes one (README.md, "Behind an ingress").
+PREFIXED_PATH = (
+    "--set",
+    "ingress.hosts[0].host=intyg.example.se",
+    "--set",
+    "ingress.hosts[0].paths[0].path=/intygstjanst(/|$)(.*)",
+    "--set",
+    "ingress.hosts[0].paths[0].pathType=ImplementationSpecific",
+)
 # Scenario name -> extra `helm template` arguments.
 SCENARIOS: dict[str, tuple[str, ...]] = {
     "default": SITE,
@@ -384,6 +393,14 @@ MISCONFIGURATIONS = {
         ("--set", "config.extra.INTYG_METRICS_PORT=8080"),
         "INTYG_METRICS_PORT is set by the chart",
     ),
+    "public-base-url-through-extra": (
+        ("--set", "config.extra.INTYG_PUBLIC_BASE_URL=https://a.example"),
+        "INTYG_PUBLIC_BASE_URL is set by the chart",
+    ),
+    "prefix-the-service-is-not-told": (
+        ("--set", "ingress.enabled=true", "--set", "ingress.tls[0].secretName=t", *PREFIXED_PATH),
+        "ingress path /intygstjanst(/|$)(.*): set config.publicBaseUrl with the prefix",
+    ),
 }
 
 
@@ -479,6 +496,30 @@ def test_settings_come_from_the_configmap() -> None:
     }
     # A changed ConfigMap rolls the pods.
     assert "checksum/config" in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+PUBLIC = "https://intyg.example.se/intygstjanst"
+FORWARDED_PREFIX = "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/x-forwarded-prefix=/intygstjanst"
+
+
+@pytest.mark.parametrize(
+    ("told", "public_base_url"),
+    [(("--set", f"config.publicBaseUrl={PUBLIC}"), PUBLIC), (("--set-string", FORWARDED_PREFIX), None)],
+    ids=["public base URL", "forwarded prefix"],
+)
+def test_an_ingress_under_a_prefix_renders_once_the_service_is_told_the_prefix(
+    told: tuple[str, ...], public_base_url: str | None
+) -> None:
+    # The WSDLs' soap:address then carries the prefix: from INTYG_PUBLIC_BASE_URL, or from the
+    # controller's X-Forwarded-Prefix, which the service takes from its trusted proxies only.
+    ingress = ("--set", "ingress.enabled=true", "--set", "ingress.tls[0].secretName=t")
+    manifests = rendered(*SITE, *ingress, *PREFIXED_PATH, *told)
+
+    (rule,) = only(manifests, "Ingress")["spec"]["rules"]
+    assert rule["http"]["paths"][0]["path"] == "/intygstjanst(/|$)(.*)"
+    assert (
+        only(manifests, "ConfigMap", "intygstjanst")["data"].get("INTYG_PUBLIC_BASE_URL") == public_base_url
+    )
 
 
 def test_the_production_profile_is_the_charts_default() -> None:

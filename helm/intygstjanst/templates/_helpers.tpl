@@ -64,13 +64,16 @@ files mounted from Secrets (a ConfigMap is readable by more people than a Secret
 definition of a name would silently shadow the first).
 */}}
 {{- define "intygstjanst.settings" -}}
-{{- $reserved := list "INTYG_PROFILE" "INTYG_LOG_LEVEL" "INTYG_TIMEZONE" "INTYG_DB_POOL_SIZE" "INTYG_PORTAL_ISSUER" "INTYG_PORTAL_AUDIENCE" "INTYG_TRUSTED_PROXIES" "INTYG_CLIENT_CERT_HEADER" "INTYG_METRICS_PORT" "INTYG_DATABASE_URL" "INTYG_PORTAL_JWKS_FILE" "INTYG_TLS_CLIENT_CA_FILE" "INTYG_PERMISSIONS_FILE" "INTYG_TLS_CERT_FILE" "INTYG_TLS_KEY_FILE" "INTYG_KEYS_FILE" "INTYG_AUDIT_SIGNING_KEY_FILE" "INTYG_BUSINESS_RULES_DIR" -}}
+{{- $reserved := list "INTYG_PROFILE" "INTYG_LOG_LEVEL" "INTYG_TIMEZONE" "INTYG_DB_POOL_SIZE" "INTYG_PORTAL_ISSUER" "INTYG_PORTAL_AUDIENCE" "INTYG_PUBLIC_BASE_URL" "INTYG_TRUSTED_PROXIES" "INTYG_CLIENT_CERT_HEADER" "INTYG_METRICS_PORT" "INTYG_DATABASE_URL" "INTYG_PORTAL_JWKS_FILE" "INTYG_TLS_CLIENT_CA_FILE" "INTYG_PERMISSIONS_FILE" "INTYG_TLS_CERT_FILE" "INTYG_TLS_KEY_FILE" "INTYG_KEYS_FILE" "INTYG_AUDIT_SIGNING_KEY_FILE" "INTYG_BUSINESS_RULES_DIR" -}}
 INTYG_PROFILE: {{ .Values.config.profile | quote }}
 INTYG_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 INTYG_TIMEZONE: {{ .Values.config.timezone | quote }}
 INTYG_DB_POOL_SIZE: {{ .Values.config.dbPoolSize | toString | quote }}
 INTYG_PORTAL_ISSUER: {{ .Values.config.portalIssuer | quote }}
 INTYG_PORTAL_AUDIENCE: {{ .Values.config.portalAudience | quote }}
+{{- with .Values.config.publicBaseUrl }}
+INTYG_PUBLIC_BASE_URL: {{ . | quote }}
+{{- end }}
 {{- if eq .Values.callers.mode "ingress" }}
 INTYG_TRUSTED_PROXIES: {{ join "," .Values.callers.ingress.trustedProxies | quote }}
 INTYG_CLIENT_CERT_HEADER: {{ .Values.callers.ingress.clientCertHeader | quote }}
