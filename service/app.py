@@ -129,7 +129,7 @@ def create_app_from_environment() -> FastAPI:
     """The app of ``intygstjanst serve --workers N`` (N > 1): each worker process builds its own from the
     environment, loading the files once; a single worker is given the app ``serve`` built."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     return create_app(settings)
 
 
