@@ -94,12 +94,8 @@ def _answering(command: Callable[[Settings, argparse.Namespace], int], args: arg
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    # Keys are needed where stored rows are to be encrypted; without any to be had, the migration says
-    # so if it finds such rows.
-    needs_keys = settings.keys_configured or settings.may_generate_keys
-    keyring = loader.keyring(settings) if needs_keys else None
     try:
-        migration.upgrade(settings.database_url, keyring=keyring)
+        migration.upgrade(settings.database_url, keyring=loader.migration_keyring(settings))
     except RuntimeError as exc:  # a migration that cannot convert the stored rows says why
         print(f"migration stopped: {exc}", file=sys.stderr)
         return REFUSED
