@@ -254,7 +254,7 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
         await dispose(engine)
 
     # /docs and /redoc load their JavaScript and CSS from the service itself, not from a CDN: a care network
-    # such as Sjunet reaches no internet, and the pages would stay blank (README.md, "API documentation").
+    # such as Sjunet reaches no internet, and the pages would stay blank (README.md, "Citizen REST API").
     app = FastAPIOffline(
         title="Intygstjänsten",
         version=version("intygstjanst"),
