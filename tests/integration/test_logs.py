@@ -82,7 +82,8 @@ def on_a_terminal(tmp_path: Path, *args: str, **settings: str) -> str:
     try:
         output = terminal.read_until(None)
     finally:
-        assert terminal.close() == 0, terminal.output
+        returncode = terminal.close()
+    assert returncode == 0, output
     return output
 
 
@@ -122,7 +123,7 @@ def test_serve_writes_text_lines_to_a_pipe_when_asked(tmp_path: Path) -> None:
     assert not leaks.in_log(lines)
 
 
-def test_a_command_writes_text_lines_on_a_terminal_with_its_warnings_coloured(tmp_path: Path) -> None:
+def test_migrate_writes_text_lines_on_a_terminal_by_default(tmp_path: Path) -> None:
     # `serve` would be the same: the terminal is stdout's, whichever command writes to it.
     output = on_a_terminal(tmp_path, "migrate", INTYG_DATABASE_URL=f"sqlite:///{tmp_path / 'tty.db'}")
 

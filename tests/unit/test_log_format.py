@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from typing import Literal
 
 import pytest
 
@@ -33,9 +34,9 @@ class FakeStream(io.StringIO):
     ],
 )
 def test_text_is_written_where_asked_or_on_a_terminal_outside_production(
-    log_format: LogFormat, profile: str, terminal: bool, text: bool
+    log_format: LogFormat, profile: Literal["development", "production"], terminal: bool, text: bool
 ) -> None:
-    settings = Settings(log_format=log_format, profile=profile)  # type: ignore[arg-type]
+    settings = Settings(log_format=log_format, profile=profile)
 
     assert writes_text(settings, FakeStream(terminal=terminal)) is text
 
