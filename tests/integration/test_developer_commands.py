@@ -15,7 +15,8 @@ from pathlib import Path
 
 from service.store import migration
 from service.store.tables import metadata
-from tests.integration.test_cli import clean_environment, revision_in, tables_in
+from tests.integration.test_cli import clean_environment, keys_in_environment, revision_in, tables_in
+from tests.integration.test_store import _stored_before_0007
 
 PROJECT = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).parent / "alembic"
@@ -75,6 +76,29 @@ def test_the_bare_alembic_command_refuses_settings_it_cannot_use_in_one_line(tmp
     assert done.returncode != 0
     assert "FAILED:" in said and "missing.json" in said
     assert "Traceback" not in said
+
+
+def test_the_bare_alembic_command_converts_stored_rows_with_the_configured_keys_only(tmp_path: Path) -> None:
+    """Migration 0007 reads the stored documents: the keys are the settings', as for `intygstjanst migrate`."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'stored.db'}"
+    migration.upgrade(url)
+    _stored_before_0007(url)
+    # The production profile generates no keys: without configured ones there are none.
+    without = run(
+        [str(ALEMBIC), "upgrade", "head"], PROJECT, INTYG_DATABASE_URL=url, INTYG_PROFILE="production"
+    )
+    at_0006 = revision_in(tmp_path / "stored.db")
+
+    with_keys = run(
+        [str(ALEMBIC), "upgrade", "head"], PROJECT, INTYG_DATABASE_URL=url, **keys_in_environment()
+    )
+
+    said = without.stdout + without.stderr
+    assert without.returncode != 0
+    assert "FAILED: migration stopped: migration 0007" in said and "Traceback" not in said
+    assert at_0006 == "0006"
+    assert with_keys.returncode == 0, with_keys.stdout + with_keys.stderr
+    assert revision_in(tmp_path / "stored.db") == migration.head_revision()
 
 
 def fake_project(tmp_path: Path, *, ruff: int, mypy: int) -> Path:

@@ -64,8 +64,10 @@ def _database_of_the_settings() -> str:
     return settings.database_url
 
 
-if context.config.cmd_opts is not None:  # only alembic's own command line gives its options
-    url = _database_of_the_settings()
-else:
-    url = context.config.get_main_option("sqlalchemy.url") or ""
-asyncio.run(_migrate(url))
+if context.config.cmd_opts is None:
+    asyncio.run(_migrate(context.config.get_main_option("sqlalchemy.url") or ""))
+else:  # only alembic's own command line gives its options
+    try:
+        asyncio.run(_migrate(_database_of_the_settings()))
+    except RuntimeError as exc:  # a migration that cannot convert the stored rows says why
+        raise util.CommandError(f"migration stopped: {exc}") from None
