@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import metrics, store
@@ -128,7 +129,7 @@ def create_app_from_environment() -> FastAPI:
     """The app of ``intygstjanst serve --workers N`` (N > 1): each worker process builds its own from the
     environment, loading the files once; a single worker is given the app ``serve`` built."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     return create_app(settings)
 
 
@@ -252,7 +253,9 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
                 await task
         await dispose(engine)
 
-    app = FastAPI(
+    # /docs and /redoc load their JavaScript and CSS from the service itself, not from a CDN: a care network
+    # such as Sjunet reaches no internet, and the pages would stay blank (README.md, "Citizen REST API").
+    app = FastAPIOffline(
         title="Intygstjänsten",
         version=version("intygstjanst"),
         summary="The store of medical certificates: the citizen REST API (the SOAP contracts are in contracts/)",

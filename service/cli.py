@@ -29,20 +29,20 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import psycopg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from service import handover, loader, operations
-from service.config import InvalidSettings, Settings, from_environment
+from service.config import InvalidSettings, LogFormat, Settings, from_environment
 from service.errors import InvalidPersonId, StoredDataUnreadable, StoreUnavailable
 from service.model import Caller, CallerKind, Channel, PersonId, StaffId
 from service.store import migration, outbox, rotation
 from service.store.crypto import KeyRing
 from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
-from service.telemetry import configure_logging
+from service.telemetry import configure_logging, writes_text
 
 DONE, NOT_ALL, REFUSED = 0, 1, 2
 T = TypeVar("T")
@@ -77,7 +77,9 @@ def _answering(command: Callable[[Settings, argparse.Namespace], int], args: arg
     line on stderr and exit 2; anything else is a fault of ours, and keeps its traceback."""
     try:
         settings = from_environment()
-        configure_logging(settings.log_level)
+        if args.log_format is not None:
+            settings = settings.model_copy(update={"log_format": args.log_format})
+        configure_logging(settings)
         return command(settings, args)
     except (InvalidSettings, loader.Unusable) as exc:
         reason = str(exc)
@@ -92,12 +94,8 @@ def _answering(command: Callable[[Settings, argparse.Namespace], int], args: arg
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    # Keys are needed where stored rows are to be encrypted; without any to be had, the migration says
-    # so if it finds such rows.
-    needs_keys = settings.keys_configured or settings.may_generate_keys
-    keyring = loader.keyring(settings) if needs_keys else None
     try:
-        migration.upgrade(settings.database_url, keyring=keyring)
+        migration.upgrade(settings.database_url, keyring=loader.migration_keyring(settings))
     except RuntimeError as exc:  # a migration that cannot convert the stored rows says why
         print(f"migration stopped: {exc}", file=sys.stderr)
         return REFUSED
@@ -541,6 +539,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     scheme = "https" if "ssl_context_factory" in served else "http"
     if args.workers > 1:
         _multiprocess_metrics_dir()
+        # Each worker reads its settings from the environment: the format chosen here (the option, or
+        # what "auto" found) is theirs too.
+        os.environ["INTYG_LOG_FORMAT"] = "text" if writes_text(settings, sys.stdout) else "json"
     try:
         # Here, once, before uvicorn starts its workers: see metrics.serve for why not in each worker.
         # Plain HTTP also where the API speaks TLS: the metrics are aggregate counters with closed label
@@ -606,21 +607,30 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="intygstjanst", description="Intygstjänsten, the certificate store")
+    # Every command takes it, after its name: `intygstjanst serve --log-format text`.
+    logs = argparse.ArgumentParser(add_help=False)
+    logs.add_argument(
+        "--log-format",
+        choices=get_args(LogFormat),
+        help="json lines, or text lines for a person (default: INTYG_LOG_FORMAT, else auto: text on a "
+        "terminal outside the production profile)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the service")
+    add_parser = functools.partial(commands.add_parser, parents=[logs])
+    serve = add_parser("serve", help="run the service")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (metrics in multiprocess mode)"
     )
-    commands.add_parser("migrate", help="bring the database schema to the newest version")
-    rotate = commands.add_parser(
+    add_parser("migrate", help="bring the database schema to the newest version")
+    rotate = add_parser(
         "rotate-kek", help="re-wrap every data key under the current key-encryption key, while serving"
     )
     rotate.add_argument(
         "--batch-size", type=int, default=rotation.BATCH, help="data keys per (short) transaction"
     )
-    erase = commands.add_parser(
+    erase = add_parser(
         "erase-care-giver", help="remove every copy a care giver keeps (contract end; rule 5 for each)"
     )
     erase.add_argument("care_giver", help="the care giver's HSA id")
@@ -635,17 +645,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="erase every copy without a verified export: the operator answers for the hand-over",
     )
-    export = commands.add_parser(
+    export = add_parser(
         "export-care-giver", help="write every copy a care giver keeps, with a signed manifest (hand-over)"
     )
     export.add_argument("care_giver", help="the care giver's HSA id")
     export.add_argument("--operator", required=True, help="who exports: named in every audit record")
     export.add_argument("--out", type=Path, required=True, help="a new or empty directory (made 0700)")
-    verify = commands.add_parser("verify-export", help="check an export's signature and every file's hash")
+    verify = add_parser("verify-export", help="check an export's signature and every file's hash")
     verify.add_argument("directory", type=Path, help="the export's directory")
-    token = commands.add_parser("dev-token", help="print a citizen token signed by the development key")
+    token = add_parser("dev-token", help="print a citizen token signed by the development key")
     token.add_argument("personnummer", help="the citizen the token names (12 digits)")
-    audit = commands.add_parser(
+    audit = add_parser(
         "verify-audit", help="check the audit log's hash chain and signed checkpoints (read-only)"
     )
     audit.add_argument(
@@ -653,8 +663,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="a copy of the service's JSON log: its checkpoint events are checked too",
     )
-    commands.add_parser("relay", help="publish the outbox to the broker (INTYG_BROKER_URL) until stopped")
-    waiting = commands.add_parser(
+    add_parser("relay", help="publish the outbox to the broker (INTYG_BROKER_URL) until stopped")
+    waiting = add_parser(
         "outbox", help="what waits to be published, and the events given up on (dead-lettered)"
     )
     waiting.add_argument(

@@ -33,6 +33,8 @@ from service.model import Party, Recipient
 from service.store.timeout import DEFAULT_DEADLINE, DEFAULT_TIMEOUTS, Timeouts
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# How log lines are written (README.md, "Logs"; service/telemetry.py).
+LogFormat = Literal["auto", "json", "text"]
 LOOPBACK_NAMES = frozenset({"localhost"})
 
 # The national recipients, when no recipients file is given, each taking the types the type table
@@ -213,6 +215,10 @@ class Settings(BaseSettings):
     # Largest SOAP request accepted; the biggest real certificate is a few tens of kB.
     max_request_bytes: int = Field(default=2_000_000, ge=10_000)
     log_level: str = "INFO"
+    # "json": one JSON object per line, for a log collector; "text": short lines for a person; "auto": text
+    # where stdout is a terminal outside the production profile, JSON everywhere else (`--log-format`
+    # of any command overrides it).
+    log_format: LogFormat = "auto"
 
     # Citizen REST API: the portal signs a bearer token (ES256 or RS256) naming the citizen in `sub`.
     # Its public key(s): a JWKS file or a PEM file. With neither, only the development key in

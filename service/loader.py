@@ -134,6 +134,15 @@ def keyring(settings: Settings) -> KeyRing:
         return _development_keys(settings.dev_keys_file)
 
 
+def migration_keyring(settings: Settings) -> KeyRing | None:
+    """The keys migrations converting stored rows are given (``intygstjanst migrate``, the bare ``alembic``
+    command): the configured or development keys, or none where there are none to be had (a migration
+    that finds rows to convert then says so)."""
+    if settings.keys_configured or settings.may_generate_keys:
+        return keyring(settings)
+    return None
+
+
 def _keys_file(path: Path) -> KeyRing:
     entry = KeysFile.parse(path.read_bytes(), str(path))
     return crypto.keyring_from_base64(entry.kek.current, entry.kek.keys, entry.lookup_key, where=str(path))

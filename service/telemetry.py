@@ -1,4 +1,5 @@
-"""Request telemetry: one JSON log event and the RED metrics for every request, with a request id.
+"""Request telemetry: one log event and the RED metrics for every request, with a request id; and the
+log's one handler, writing JSON lines or, for a person at a terminal, text lines (``configure_logging``).
 
 The ASGI middleware names each request by its operation (the SOAP contract, or the REST route
 template: never a path with an id in it), its channel and its outcome. The SOAP endpoint leaves its
@@ -9,6 +10,7 @@ Log lines carry no request content: no identity number and no document text can 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import os
 import re
@@ -16,13 +18,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.config import Settings
 
 REQUEST_ID: Final = contextvars.ContextVar("request_id", default="")
 _SAFE_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -50,14 +53,69 @@ def json_formatter() -> logging.Formatter:
     return formatter
 
 
-def configure_logging(level: str) -> None:
-    """Structured logs: one JSON object per line on stdout, each with the request id."""
+# What every record has: the rest are a record's extras, which both formats write; but for uvicorn's
+# copy of its message with escape codes in it, which text lines leave out.
+_NOT_EXTRAS: Final = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "request_id",
+    "color_message",
+}
+_RESET: Final = "\033[0m"
+# The development warnings (``serve``'s DEVELOPMENT MODE and NO BROKER lines) must not scroll by unseen.
+_COLOURS: Final = {logging.WARNING: "\033[1;33m", logging.ERROR: "\033[1;31m", logging.CRITICAL: "\033[1;31m"}
+
+
+class TextFormatter(logging.Formatter):
+    """One short line per record for a person at a terminal: time, level, logger, message, then the
+    record's extras and the request id as ``key=value``. With ``colour``, warnings and errors are bold
+    and coloured (ANSI), for a terminal only: escape codes in a file are noise."""
+
+    def __init__(self, *, colour: bool) -> None:
+        super().__init__()
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        time_of_day = f"{self.formatTime(record, '%H:%M:%S')}.{int(record.msecs):03d}"
+        extras = {k: v for k, v in vars(record).items() if k not in _NOT_EXTRAS}
+        if request_id := getattr(record, "request_id", ""):
+            extras["request_id"] = request_id
+        fields = "".join(f" {key}={_shown(value)}" for key, value in extras.items())
+        text = f"{record.levelname:<7} {record.name}: {record.getMessage()}"
+        colour = _COLOURS.get(record.levelno) if self.colour else None
+        line = f"{time_of_day} {colour}{text}{_RESET}{fields}" if colour else f"{time_of_day} {text}{fields}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or any(c.isspace() for c in text) else text
+
+
+def writes_text(settings: Settings, stream: TextIO) -> bool:
+    """Whether the log is written as text (README.md, "Logs"): asked for, or "auto" on a terminal outside
+    the production profile. A pipe, a file and a container's log are JSON, for the collector."""
+    if settings.log_format != "auto":
+        return settings.log_format == "text"
+    return settings.profile != "production" and stream.isatty()
+
+
+def configure_logging(settings: Settings) -> None:
+    """Every log record, the service's, uvicorn's and alembic's alike, goes through one handler on stdout,
+    with the request id: JSON lines, or text lines for a person (``writes_text``)."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(json_formatter())
+    if writes_text(settings, sys.stdout):
+        handler.setFormatter(TextFormatter(colour=sys.stdout.isatty()))
+    else:
+        handler.setFormatter(json_formatter())
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(settings.log_level)
     # The access log would print paths, which hold certificate ids; the request event replaces it.
     logging.getLogger("uvicorn.access").disabled = True
     # psycopg's pool tells every checkout and return at INFO; what it warns of (a connection discarded,

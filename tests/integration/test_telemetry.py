@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
+from service.config import Settings
 from service.telemetry import configure_logging
 from tests.integration import soap as s
 from tests.integration.soap import SoapClient
@@ -116,7 +117,7 @@ def test_the_service_logs_one_json_object_per_line_with_the_request_event(client
     root = logging.getLogger()
     kept = root.handlers[:], root.level
     try:
-        configure_logging("INFO")
+        configure_logging(Settings(log_format="json"))
         stream = io.StringIO()
         root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
         client.get("/api/citizen/v1/consent", headers={"X-Request-ID": "req-1"})
