@@ -208,6 +208,15 @@ def test_the_image_serves_readyz_on_the_embedded_default_with_a_read_only_root(
     assert ready.stdout.strip() == "http://127.0.0.1:8080/readyz: 200"
 
 
+def test_the_commands_the_chart_runs_are_in_the_image(built: Built, container: str) -> None:
+    """The chart's command (`intygstjanst serve`, the migration Job's `intygstjanst migrate`) and its
+    preStop hook (`sleep`), helm/intygstjanst/templates."""
+    for command in ("intygstjanst", "sleep"):
+        found = built.podman("exec", container, "sh", "-c", f"command -v {command}", check=False)
+        assert found.returncode == 0, f"{command} is not on the image's PATH"
+    assert "migrate" in built.podman("exec", container, "intygstjanst", "--help").stdout
+
+
 def test_it_runs_as_the_non_root_user(built: Built, container: str) -> None:
     assert built.podman("exec", container, "id", "-u").stdout.strip() == str(USER_ID)
     status = built.podman("exec", container, "cat", "/proc/1/status").stdout
