@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -898,3 +899,21 @@ def test_operator_object_labels_for_prometheus_selectors() -> None:
     manifests = render("production")
     for kind in ("ServiceMonitor", "PrometheusRule"):
         assert only(manifests, kind)["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_the_default_image_is_the_one_tools_build_image_builds() -> None:
+    """tools/build-image tags localhost/intygstjanst:<the project's version>, runs it as 10001:10001 and gives
+    it the commands the chart runs (tests/ops/test_image.py checks the image itself)."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text("utf-8"))
+    assert chart["appVersion"] == version
+    script = (ROOT / "tools" / "build-image").read_text("utf-8")
+    assert "IMAGE_NAME=${IMAGE_NAME:-localhost/intygstjanst}" in script
+    assert "IMAGE_TAG=${IMAGE_TAG:-$VERSION}" in script
+    assert "USER_ID=10001" in script
+    manifests = render("default")
+    for workload in (only(manifests, "Deployment"), only(manifests, "Job", "-migrate")):
+        assert container(workload)["image"] == f"localhost/intygstjanst:{version}"
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["runAsGroup"] == 10001
