@@ -260,6 +260,10 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
         version=version("intygstjanst"),
         summary="The store of medical certificates: the citizen REST API (the SOAP contracts are in contracts/)",
         lifespan=lifespan,
+        # A path with a slash too many is an unknown one: Starlette's redirect would name the request's
+        # Host header, which anyone may write, and drop the prefix an ingress adds (README.md, "Behind an
+        # ingress").
+        redirect_slashes=False,
     )
     app.state.engine = engine
     app.state.draining = False

@@ -170,3 +170,14 @@ def test_a_call_to_the_wsdls_address_goes_through_the_ingress_to_the_service(ing
     assert before["consent-given"] is False
     assert given["result"]["resultCode"] == "OK"
     assert after["consent-given"] is True
+
+
+@pytest.mark.parametrize("path", [f"{next(iter(CONTRACTS)).path}/?wsdl", "/certificates/", "/readyz/"])
+def test_a_path_with_a_slash_too_many_is_unknown_and_never_redirected_outside_the_prefix(
+    ingress: Ingress, path: str
+) -> None:
+    # Starlette would redirect it to the request's own Host, without the prefix the ingress added.
+    answer = ingress.session.get(ingress.public_base_url + path, allow_redirects=False)
+
+    assert answer.status_code == 404
+    assert "location" not in answer.headers
