@@ -164,6 +164,18 @@ def _citizen(call: Call, body: etree._Element, *path: str) -> tuple[PersonId, Ca
     return citizen, call.caller(CallerKind.CITIZEN, citizen=citizen)
 
 
+def _care_caller(call: Call, body: etree._Element, *path: str) -> Caller:
+    """The care system acting for the professional (``HosPersonal``) at ``path`` in the request, with the
+    care unit and care giver the professional names."""
+    unit = (*path, q(CORE3, "enhet"))
+    return call.caller(
+        CallerKind.CARE_SYSTEM,
+        professional=m.professional(body, *path, q(CORE3, "personal-id")),
+        care_unit_id=_ext(body, *unit, q(CORE3, "enhets-id")),
+        care_giver_id=_ext(body, *unit, q(CORE3, "vardgivare"), q(CORE3, "vardgivare-id")),
+    )
+
+
 # --- Care systems: RegisterCertificate 3 (rule 1) -------------------------------------------------------
 
 REGISTER_3: Final = Contract("RegisterCertificate", 3, ResultKind.CORE3)
@@ -389,19 +401,11 @@ async def revoke_certificate(call: Call, body: etree._Element) -> Result:
     ns = REVOKE_2.namespace
     patient_element = body.find(q(ns, "patientPerson-id"))
     assert patient_element is not None
-    sender = q(ns, "skickatAv")
     revoked = await operations.revoke_certificate(
         call.uow,
         certificate_id=_ext(body, q(ns, "intygs-id")),
         patient=m.person_id(patient_element),
-        caller=call.caller(
-            CallerKind.CARE_SYSTEM,
-            professional=m.professional(body, sender, q(CORE3, "personal-id")),
-            care_unit_id=_ext(body, sender, q(CORE3, "enhet"), q(CORE3, "enhets-id")),
-            care_giver_id=_ext(
-                body, sender, q(CORE3, "enhet"), q(CORE3, "vardgivare"), q(CORE3, "vardgivare-id")
-            ),
-        ),
+        caller=_care_caller(call, body, q(ns, "skickatAv")),
         now=call.now,
     )
     return OK if revoked else Result("INFO", "Certificate already revoked")
@@ -427,15 +431,7 @@ async def send_certificate_to_recipient(call: Call, body: etree._Element) -> Res
         citizen = m.person_id(citizen_element)
         caller = call.caller(CallerKind.CITIZEN, citizen=citizen)
     else:
-        professional = q(ns, "hosPersonal")
-        caller = call.caller(
-            CallerKind.CARE_SYSTEM,
-            professional=m.professional(sender, professional, q(CORE3, "personal-id")),
-            care_unit_id=_ext(sender, professional, q(CORE3, "enhet"), q(CORE3, "enhets-id")),
-            care_giver_id=_ext(
-                sender, professional, q(CORE3, "enhet"), q(CORE3, "vardgivare"), q(CORE3, "vardgivare-id")
-            ),
-        )
+        caller = _care_caller(call, sender, q(ns, "hosPersonal"))
     try:
         _, already_sent = await operations.send_certificate(
             call.uow,
