@@ -28,7 +28,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import sqlalchemy
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 from service.app import create_app
 from service.config import Settings
@@ -179,6 +181,19 @@ def empty_database_url(
     _admin(f"CREATE DATABASE {name}")
     yield _with_database(POSTGRES_URL, name)
     _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def sync_url(url: str) -> str:
+    """The test database's URL for a plain (synchronous) engine."""
+    return url.replace("sqlite+aiosqlite://", "sqlite://", 1)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Engine]:
+    """A plain engine on the test database, to look at and tamper with rows in SQL."""
+    engine = sqlalchemy.create_engine(sync_url(database_url))
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

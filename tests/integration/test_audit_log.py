@@ -49,7 +49,7 @@ from service.telemetry import json_formatter
 from tests import audit_benchmark, tampering
 from tests.fakes import an_issued_certificate, document_of
 from tests.integration import soap as s
-from tests.integration.test_encryption_at_rest import sync_url
+from tests.integration.conftest import sync_url
 from tests.integration.test_store import STORE_FAILURE, refuse, revision_of
 from tests.keys import KEYRING, settings_keys
 from tests.reference import with_check_digit

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from service.config import Settings
 from service.store.tables import audit_records
 from tests.integration import soap as s
+from tests.integration.conftest import sync_url
 from tests.integration.rest import ANNA, PREFIX, CitizenApi, assert_problem, portal_settings, register
 from tests.integration.soap import SoapClient
-from tests.integration.test_encryption_at_rest import sync_url
 from tests.integration.test_legacy_citizen_soap import get_certificate, list_certificates, result, set_status
 
 REGISTER = s.path_of("RegisterCertificate", 3)

@@ -40,6 +40,7 @@ from service.store.unit_of_work import SqlUnitOfWork, create_engine, dispose
 from tests.fakes import a_certificate
 from tests.fakes import document_of as fake_document
 from tests.integration import soap as s
+from tests.integration.conftest import sync_url
 from tests.integration.rest import ANNA, BERTIL, CitizenApi, assert_problem, portal_settings, register
 from tests.integration.soap import SoapClient
 from tests.keys import KEYRING, NEW_KEK, OLD_KEK, key_of, keyring, settings_keys
@@ -51,18 +52,6 @@ GIVER = "SE2321000016-39KJ"
 # Text only the documents hold: the patient's name and address, and answers of the peer certificates.
 LISJP_TEXT = ("Olivia", "Pgatan 2", "Klämskada skuldra")
 LUSE_TEXT = ("Olivia", "Klockarevägen", "Arbetsplatsolycka", "Skada på multipla")
-
-
-def sync_url(url: str) -> str:
-    return url.replace("sqlite+aiosqlite://", "sqlite://", 1)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Engine]:
-    """A plain engine on the test database, to look at and tamper with rows in SQL."""
-    engine = sqlalchemy.create_engine(sync_url(database_url))
-    yield engine
-    engine.dispose()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -30,7 +29,7 @@ from sqlalchemy import Engine
 from service.store.tables import documents
 from tests.integration.rest import ANNA, BERTIL, CitizenApi, register
 from tests.integration.soap import SoapClient
-from tests.integration.test_encryption_at_rest import LISJP_TEXT, gone, read_for_care, service, swap, sync_url
+from tests.integration.test_encryption_at_rest import LISJP_TEXT, gone, read_for_care, service, swap
 from tests.keys import settings_keys
 
 pytestmark = pytest.mark.shared
@@ -43,13 +42,6 @@ OPERATOR = ("--operator", "SE2321000016-OPS1")
 def app(database_url: str, tmp_path: Path) -> Iterator[tuple[SoapClient, TestClient]]:
     with service(database_url, tmp_path) as running:
         yield running
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Engine]:
-    engine = sqlalchemy.create_engine(sync_url(database_url))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

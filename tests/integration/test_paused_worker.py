@@ -32,7 +32,7 @@ from service.store import audit_chain
 from service.store.tables import audit_head, audit_records, certificates
 from tests import server
 from tests.integration import soap as s
-from tests.integration.test_encryption_at_rest import sync_url
+from tests.integration.conftest import sync_url
 from tests.reference import with_check_digit
 
 # Twice the longest gap allowed below, so that a wait on the paused process shows.

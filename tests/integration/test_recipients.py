@@ -23,9 +23,9 @@ from lxml import etree
 from service.config import Settings
 from service.store.tables import audit_records, outbox
 from tests.integration import soap as s
+from tests.integration.conftest import sync_url
 from tests.integration.rest import ANNA, CitizenApi, portal_settings
 from tests.integration.soap import SoapClient, zeep_service
-from tests.integration.test_encryption_at_rest import sync_url
 from tests.reference import CONTRACTS_TABLE, SOAP_ENV, assert_valid, our_schema, reference_schema
 
 pytestmark = pytest.mark.shared
