@@ -208,7 +208,9 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
         leeway=settings.token_leeway_seconds,
     )
     metrics.BUILD_INFO.labels(version=version("intygstjanst")).set(1)
-    count_from_zero(destinations(list(recipients)))
+    # Where events go (each recipient, and statistics): the outbox gauges' and counters' series.
+    outgoing = destinations(list(recipients))
+    count_from_zero(outgoing)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -228,7 +230,7 @@ def create_app(settings: Settings, loaded: Loaded | None = None) -> FastAPI:
                     settings.metrics_refresh_seconds,
                     stop,
                     clock=clock,
-                    destinations=destinations(list(recipients)),
+                    destinations=outgoing,
                 )
             ),
             # The sealer seals what is left and signs the head once stopped: the last records served
